@@ -1,0 +1,70 @@
+"""Evaluate a checkpoint: python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt [data=NAME] (see README.md).
+
+The model, class names and normalisation come from the checkpoint itself; no model= is needed.
+"""
+
+from __future__ import annotations
+
+from zoo.training.cli import precheck
+
+precheck()
+
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from zoo.training import evaluation, outputs  # noqa: E402
+from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint  # noqa: E402
+from zoo.training.errors import UserError, user_errors  # noqa: E402
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if not cfg.ckpt_path:
+        raise UserError("ckpt_path is required: python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt")
+    checkpoint = load_run_checkpoint(cfg.ckpt_path)
+    module = module_from_checkpoint(checkpoint)
+    hparams = checkpoint["hyper_parameters"]
+
+    data_config = cfg.data if cfg.get("data") is not None else OmegaConf.create(hparams["data_config"])
+    datamodule = instantiate(data_config)
+    datamodule.setup("test")
+    class_names = list(hparams["data"]["class_names"])
+    if list(datamodule.class_names) != class_names:
+        raise UserError(
+            f"the data has classes {list(datamodule.class_names)[:10]} but the checkpoint was trained on "
+            f"{class_names[:10]}; evaluate on data with the same classes, or fine-tune with finetune.py"
+        )
+
+    device = torch.device(
+        "cuda" if cfg.accelerator in ("auto", "gpu") and torch.cuda.is_available() else "cpu"
+    )
+    batches = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
+    logits, targets = evaluation.predict(module, batches, device)
+    report = evaluation.classification_report(logits, targets, class_names)
+    report["ckpt_path"] = str(cfg.ckpt_path)
+    report["split"] = cfg.split
+
+    run_dir = Path(cfg.paths.output_dir)
+    named = {f"{cfg.split}/{key}": report[key] for key in ("acc", "acc_top5", "loss") if key in report}
+    outputs.write_json_atomically(run_dir / "metrics.json", {**named, **report})
+    evaluation.save_confusion_png(report["confusion_matrix"], class_names, run_dir / "confusion_matrix.png")
+    print(evaluation.format_table(report))
+    top5 = f"  {cfg.split}/acc_top5={report['acc_top5']:.4f}" if "acc_top5" in report else ""
+    print(
+        f"run directory: {run_dir}  {cfg.split}/acc={report['acc']:.4f}{top5}"
+        f"  {cfg.split}/loss={report['loss']:.4f}"
+    )
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

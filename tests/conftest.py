@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(
+    script: str, *overrides: str, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would, in a fresh process, and return its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} exited {result.returncode}\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+# Small and quick, but still real training on the real digits.
+QUICK = ("trainer.max_epochs=3", "logger=tensorboard")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One short default-config training run, shared by the tests that inspect what a run leaves."""
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    run_script("train.py", *QUICK, f"hydra.run.dir={run_dir}")
+    return run_dir

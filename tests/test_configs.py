@@ -1,0 +1,84 @@
+"""Every option of every config group composes with the real configs, and the pieces build."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from zoo.training.cli import CONFIG_DIR, options
+
+GROUPS = ["model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug"]
+
+
+def _compose(config: str = "train", overrides: list[str] | None = None):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=config, overrides=overrides or [])
+
+
+def test_defaults_are_lenet5_on_digits_with_tensorboard() -> None:
+    cfg = _compose()
+    assert cfg.model.name == "lenet5"
+    assert cfg.data._target_.endswith("DigitsDataModule")
+    assert "tensorboard" in cfg.logger
+    assert isinstance(cfg.seed, int)
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group: str, option: str) -> None:
+    cfg = _compose(overrides=[f"{group}={option}"])
+    assert cfg.model.name and cfg.trainer._target_
+
+
+def test_required_group_options_exist() -> None:
+    assert {"sgd", "adam", "adamw"} <= set(options("optimizer"))
+    assert {"none", "cosine", "step", "onecycle"} <= set(options("scheduler"))
+    assert {"default", "cpu", "gpu"} <= set(options("trainer"))
+    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"fast_dev_run", "overfit"} <= set(options("debug"))
+    assert options("experiment")
+
+
+def test_trainer_keys_are_lightning_trainer_arguments() -> None:
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters)
+    for option in options("trainer"):
+        cfg = _compose(overrides=[f"trainer={option}"])
+        keys = set(cfg.trainer) - {"_target_"}
+        assert keys <= accepted, keys - accepted
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optimizer_and_scheduler_build_with_partial(optimizer: str, scheduler: str) -> None:
+    cfg = _compose(overrides=[f"optimizer={optimizer}", f"scheduler={scheduler}"])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = instantiate(cfg.optimizer)(params=params)
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+    if cfg.scheduler.factory is not None:
+        factory = instantiate(cfg.scheduler.factory)
+        extra = {"total_steps": 10} if factory.keywords.get("total_steps", 0) is None else {}
+        assert isinstance(factory(optimizer=opt, **extra), torch.optim.lr_scheduler.LRScheduler)
+
+
+def test_command_line_overrides_reach_the_config() -> None:
+    cfg = _compose(overrides=["optimizer.lr=0.05", "trainer.max_epochs=7", "seed=3", "model=resnet18"])
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.seed, cfg.model.name) == (0.05, 7, 3, "resnet18")
+
+
+def test_experiment_overrides_groups_and_values() -> None:
+    cfg = _compose(overrides=["experiment=resnet18_digits"])
+    assert cfg.model.name == "resnet18"
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.scheduler.interval == "step"
+
+
+def test_evaluate_config_composes_without_data() -> None:
+    cfg = _compose("evaluate", overrides=["ckpt_path=x.ckpt"])
+    assert cfg.get("data") is None and cfg.ckpt_path == "x.ckpt"
+    cfg = _compose("evaluate", overrides=["ckpt_path=x.ckpt", "data=digits"])
+    assert cfg.data._target_.endswith("DigitsDataModule")

@@ -1,0 +1,75 @@
+"""The embedded digits: real images, a fixed stratified split, and batches that resume exactly."""
+
+from __future__ import annotations
+
+import torch
+
+from zoo.data import DigitsDataModule, InMemoryBatches
+from zoo.data.augment import augment_batch
+
+
+def test_split_is_fixed_stratified_and_disjoint() -> None:
+    first, second = DigitsDataModule(), DigitsDataModule(seed=123)
+    first.setup(), second.setup()
+    assert first.split_sizes() == {"train": 1257, "val": 180, "test": 360}
+    for split in ("train", "val", "test"):
+        assert torch.equal(
+            first._splits[split][1], second._splits[split][1]
+        )  # shuffle seed does not move the split
+    for split in ("val", "test"):
+        counts = torch.bincount(first._splits[split][1], minlength=10)
+        assert counts.min() >= counts.max() - 2  # every digit in proportion
+    images = torch.cat([first._splits[s][0].flatten(1) for s in ("train", "val", "test")])
+    assert len(torch.unique(images, dim=0)) >= 1790  # the real digits hold a few exact duplicates
+
+
+def test_spec_describes_the_images() -> None:
+    data = DigitsDataModule(image_size=28)
+    assert (data.num_classes, data.channels, data.image_size) == (10, 1, 28)
+    assert data.class_names == tuple("0123456789")
+    mean, std = data.normalization
+    assert 0.05 < mean[0] < 0.6 and 0.1 < std[0] < 0.6
+    images, _ = data._splits["train"]
+    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28)
+
+
+def test_batches_follow_seed_and_epoch_and_resume_mid_epoch() -> None:
+    images, labels = torch.arange(100).view(100, 1, 1, 1).to(torch.uint8), torch.arange(100)
+    loader = InMemoryBatches(images, labels, batch_size=16, shuffle=True, seed=5)
+    loader.set_epoch(3)
+    full = [y.tolist() for _, y in loader]
+    assert len(full) == len(loader) == 7
+    assert sorted(sum(full, [])) == list(range(100))
+
+    interrupted = InMemoryBatches(images, labels, batch_size=16, shuffle=True, seed=5)
+    interrupted.set_epoch(3)
+    iterator = iter(interrupted)
+    seen = [next(iterator)[1].tolist() for _ in range(3)]
+    state = interrupted.state_dict()
+    resumed = InMemoryBatches(images, labels, batch_size=16, shuffle=True, seed=5)
+    resumed.load_state_dict(state)
+    assert seen + [y.tolist() for _, y in resumed] == full
+
+    loader.set_epoch(4)
+    assert [y.tolist() for _, y in loader] != full
+
+
+def test_shards_are_disjoint_and_equal_in_length() -> None:
+    images, labels = torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.arange(10)
+    shards = [
+        InMemoryBatches(images, labels, 2, shuffle=True, seed=1, rank=r, world_size=3) for r in range(3)
+    ]
+    seen = [sum((y.tolist() for _, y in shard), []) for shard in shards]
+    assert len({len(s) for s in seen}) == 1 and len(shards[0]) == 2
+    assert set(sum(seen, [])) == set(range(10))
+
+
+def test_digit_augmentation_moves_pixels_but_keeps_shape_and_range() -> None:
+    data = DigitsDataModule()
+    data.setup()
+    images = data._splits["train"][0][:32]
+    augmented = augment_batch(images, "digits", torch.Generator().manual_seed(0))
+    assert augmented.shape == images.shape and augmented.dtype == torch.float32
+    assert 0 <= augmented.min() and augmented.max() <= 1
+    assert not torch.allclose(augmented, images.float() / 255)
+    assert torch.equal(augment_batch(images, "none"), images.float() / 255)

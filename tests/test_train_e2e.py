@@ -1,0 +1,86 @@
+"""train.py and evaluate.py end to end on the real embedded digits, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from .conftest import QUICK, run_script
+
+
+def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: Path) -> None:
+    checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints
+    assert any(name.startswith("best-") for name in checkpoints)
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (trained_run / "config.yaml").read_text().count("lenet5") >= 1
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"test/acc", "test/loss", "test/acc_top5"} <= set(metrics)
+    # Three epochs on digits already learn most of the task; chance is 0.1.
+    assert metrics["test/acc"] > 0.6
+
+
+def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> None:
+    (event_dir,) = {p.parent for p in (trained_run / "tensorboard").rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(event_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for scalar in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc"):
+        assert scalar in tags["scalars"], f"{scalar} missing from {tags['scalars']}"
+    assert any(tag.startswith("lr-") for tag in tags["scalars"])
+    assert len(events.Scalars("val/acc")) == 3  # one point per epoch
+    assert "train/inputs" in tags["images"]
+    assert len(events.Images("val/confusion_matrix")) == 3
+    # The HPARAMS tab reads these plugin summaries: the run's settings beside its final metrics.
+    hparams = events.PluginTagToContent("hparams")
+    assert b"model.name" in hparams["_hparams_/session_start_info"]
+    assert b"lenet5" in hparams["_hparams_/session_start_info"]
+    assert b"test/acc" in hparams["_hparams_/experiment"]
+
+
+def test_evaluate_reproduces_the_test_accuracy(trained_run: Path, tmp_path: Path) -> None:
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    best = next((trained_run / "checkpoints").glob("best-*.ckpt"))
+    result = run_script("evaluate.py", f"ckpt_path={best}", f"hydra.run.dir={tmp_path}")
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert abs(report["test/acc"] - trained["test/acc"]) < 1e-6
+    assert abs(report["test/loss"] - trained["test/loss"]) < 1e-4
+    assert report["samples"] == 360
+    assert sum(map(sum, report["confusion_matrix"])) == 360
+    assert set(report["per_class"]) == {str(d) for d in range(10)}
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "precision" in result.stdout and "run directory:" in result.stdout.strip().splitlines()[-1]
+
+
+def test_last_line_names_run_dir_and_accuracy(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "debug=fast_dev_run", "logger=none", f"hydra.run.dir={run_dir}")
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"run directory: {run_dir}") and "test/acc=" in last
+
+
+def test_multirun_sweeps_two_points(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_script(
+        "train.py",
+        "-m",
+        "optimizer.lr=0.001,0.01",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in runs] == ["0", "1"]
+    for run, lr in zip(runs, ("0.001", "0.01"), strict=True):
+        assert json.loads((run / "metrics.json").read_text())["test/acc"] > 0
+        assert f"lr: {lr}" in (run / "config.yaml").read_text()
+
+
+def test_a_finished_run_directory_is_never_overwritten(trained_run: Path) -> None:
+    before = (trained_run / "metrics.json").read_bytes()
+    result = run_script("train.py", *QUICK, f"hydra.run.dir={trained_run}", check=False)
+    assert result.returncode == 2
+    assert "already holds a finished run" in result.stderr
+    assert (trained_run / "metrics.json").read_bytes() == before

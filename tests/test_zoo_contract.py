@@ -1,0 +1,116 @@
+"""Every registered model honours the head contract, builds for any class and channel count with
+both stems, and trains: one parametrized test set over `list_models()`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zoo
+
+# The largest variants cost tens of seconds each on two CPU cores; CI still runs them (`-m slow` is
+# not deselected there), a developer can skip them with `-m "not slow"`.
+BIG = {"vgg19", "vgg19_bn", "resnet101", "resnet152", "densenet161", "densenet201"}
+
+
+def _params(names):
+    return [pytest.param(name, marks=pytest.mark.slow) if name in BIG else name for name in names]
+
+
+def _input(small_input: bool, in_chans: int, batch: int = 2) -> torch.Tensor:
+    size = 32 if small_input else 64
+    return torch.randn(batch, in_chans, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", _params(zoo.list_models()))
+@pytest.mark.parametrize("small_input", [True, False], ids=["small", "standard"])
+def test_shapes_gradients_and_head_contract(name: str, small_input: bool) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=5, in_chans=2, small_input=small_input)
+    assert isinstance(model, zoo.ClassifierModel)
+    x = _input(small_input, in_chans=2)
+
+    model.train()
+    logits, aux = model.forward_train(x)
+    assert logits.shape == (2, 5)
+    assert all(a.shape == (2, 5) for a in aux)
+    loss = logits.square().mean() + sum(a.square().mean() for a in aux)
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without a gradient: {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+    model.eval()
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
+        assert model.get_classifier().in_features == model.num_features
+        model.reset_classifier(7)
+        assert model.num_classes == 7
+        assert model(x).shape == (2, 7)
+        assert model.get_classifier().out_features == 7
+        for head in model.aux_classifiers().values():
+            assert head.out_features == 7
+        model.reset_head(3)
+        assert model(x).shape == (2, 3)
+    for name_ in model.head_names:
+        assert hasattr(model, name_)
+    assert isinstance(model.get_submodule(model.first_conv), torch.nn.Conv2d)
+    assert model.get_submodule(model.first_conv).in_channels == 2
+
+
+def _digits_batch(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    return (x - 0.5) / 0.5, torch.tensor(digits.target[:n])
+
+
+@pytest.mark.parametrize("name", _params(zoo.list_models()))
+def test_loss_falls_on_a_fixed_batch_of_digits(name: str) -> None:
+    torch.manual_seed(0)
+    x, y = _digits_batch()
+    model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> float:
+        optimizer.zero_grad()
+        logits, aux = model.forward_train(x)
+        loss = F.cross_entropy(logits, y) + sum(model.aux_loss_weight * F.cross_entropy(a, y) for a in aux)
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    first = step()
+    for _ in range(8):
+        last = step()
+    assert last < 0.7 * first, f"{name}: loss went {first:.3f} -> {last:.3f}"
+
+
+def test_unknown_model_lists_known_ones() -> None:
+    with pytest.raises(zoo.UnknownModelError) as error:
+        zoo.create_model("resnet9000")
+    assert "resnet9000" in str(error.value) and "lenet5" in str(error.value)
+
+
+def test_registry_refuses_a_duplicate_name() -> None:
+    def lenet5():  # same name as a registered variant
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register_model(lenet5)
+
+
+def test_none_options_are_dropped() -> None:
+    model = zoo.create_model("lenet5", num_classes=3, in_chans=None, dropout=None)
+    assert model.get_submodule(model.first_conv).in_channels == 1
+
+
+def test_lenet5_has_the_published_parameter_count() -> None:
+    model = zoo.create_model("lenet5", num_classes=10, in_chans=1)
+    assert sum(p.numel() for p in model.parameters()) == 61_706

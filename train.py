@@ -1,0 +1,54 @@
+"""Train a zoo model: python train.py [model=NAME] [data=NAME] [key=value ...] (see README.md)."""
+
+from __future__ import annotations
+
+from zoo.training.cli import precheck
+
+precheck()  # before the heavy imports: a typo is answered at once
+
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from zoo.training import builders, outputs  # noqa: E402
+from zoo.training.errors import UserError, user_errors  # noqa: E402
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    if (run_dir / "metrics.json").exists():
+        raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = builders.build_datamodule(cfg)
+    module = builders.build_module(cfg, datamodule.spec)
+    trainer = builders.build_trainer(cfg)
+    outputs.save_resolved_config(cfg, run_dir)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    metrics: dict[str, float] = {}
+    if cfg.test:
+        # fast_dev_run keeps no checkpoint, so it tests the weights in memory.
+        best = None if cfg.trainer.fast_dev_run else "best"
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        metrics = outputs.scalar_metrics(trainer.callback_metrics)
+        metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
+    if trainer.is_global_zero:
+        outputs.write_json_atomically(run_dir / "metrics.json", metrics)
+        outputs.log_final_hparams(trainer, cfg, metrics)
+        accuracy = f"test/acc={metrics['test/acc']:.4f}" if "test/acc" in metrics else "no test run"
+        print(f"run directory: {run_dir}  {accuracy}", flush=True)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        metrics = train(cfg)
+    # Returned for Hydra sweepers that optimise a value.
+    return metrics.get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""What every data module tells the model and the checkpoint about its images."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pytorch_lightning as pl
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The facts a model is built from and a checkpoint must carry to read new images the same way."""
+
+    class_names: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict:
+        # Plain lists and numbers only: checkpoints are read back with weights_only=True.
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> DataSpec:
+        return cls(
+            class_names=tuple(spec["class_names"]),
+            channels=int(spec["channels"]),
+            image_size=int(spec["image_size"]),
+            mean=tuple(float(v) for v in spec["mean"]),
+            std=tuple(float(v) for v in spec["std"]),
+        )
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base for the project's data modules. Subclasses fill `self.spec` in `setup()`.
+
+    Batches hold images either as uint8 (in-memory data sets) or as float in [0, 1] (decoded in
+    workers); normalisation happens on the training device, in the LightningModule, with the
+    mean and std that travel in the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spec: DataSpec | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        if self._spec is None:
+            self.setup("fit")
+        assert self._spec is not None
+        return self._spec
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self.spec.mean, self.spec.std

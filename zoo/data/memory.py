@@ -1,0 +1,97 @@
+"""The in-memory data path: a whole data set held as uint8 tensors, augmented on the training device."""
+
+from __future__ import annotations
+
+import torch
+
+from .augment import augment_batch
+from .base import DataSpec, ImageDataModule
+from .batches import InMemoryBatches
+
+
+class InMemoryDataModule(ImageDataModule):
+    """Base for data sets small enough to hold as uint8 tensors (digits, MNIST, CIFAR).
+
+    Subclasses implement `load_splits()`; batching, sharding across processes and on-device
+    augmentation are shared here. Augmentation runs after the batch reaches the training device.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        seed: int = 0,
+        augment: str = "none",
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.augment = augment
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._augment_generators: dict[torch.device, torch.Generator] = {}
+
+    def load_splits(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
+        """({"train"|"val"|"test": (uint8 N x C x H x W images, int64 labels)}, class names)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        self._splits, class_names = self.load_splits()
+        train_images = self._splits["train"][0]
+        pixels = train_images.float().div_(255).transpose(0, 1).flatten(1)  # C x (N*H*W)
+        self._spec = DataSpec(
+            class_names=tuple(class_names),
+            channels=train_images.shape[1],
+            image_size=train_images.shape[-1],
+            mean=tuple(round(float(v), 4) for v in pixels.mean(dim=1)),
+            std=tuple(round(float(v), 4) for v in pixels.std(dim=1)),
+        )
+
+    def split_sizes(self) -> dict[str, int]:
+        self.setup()
+        return {name: len(labels) for name, (_, labels) in self._splits.items()}
+
+    def _batches(self, split: str, train: bool) -> InMemoryBatches:
+        self.setup()
+        images, labels = self._splits[split]
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return InMemoryBatches(
+            images,
+            labels,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", train=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment == "none" or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        return augment_batch(images, self.augment, self._generator(images.device)), labels
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        # Its own generator, seeded per run and rank, so augmentation draws do not shift other draws.
+        if device not in self._augment_generators:
+            rank = self.trainer.global_rank if self.trainer else 0
+            self._augment_generators[device] = torch.Generator(device).manual_seed(self.seed * 1_000 + rank)
+        return self._augment_generators[device]
+
+    # The generator's position travels in checkpoints, so a resumed run augments like an unbroken one.
+    def state_dict(self) -> dict:
+        return {str(device): gen.get_state() for device, gen in self._augment_generators.items()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for device, generator_state in state_dict.items():
+            generator = self._generator(torch.device(device))
+            generator.set_state(generator_state.cpu())

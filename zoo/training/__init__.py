@@ -1,0 +1,1 @@
+"""Training code: the LightningModule, callbacks and run helpers. No architecture lives here."""

@@ -1,0 +1,93 @@
+"""Turn a composed config into the objects Lightning runs: data, module, callbacks, loggers, trainer."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+
+from ..data import DataSpec, ImageDataModule
+from ..models import UnknownModelError, list_models
+from .callbacks import EpochSummary
+from .errors import UserError
+from .module import ImageClassifier
+
+# Inputs at or below this size get the small-input stem: the standard stems would shrink a 32 px
+# image to 1x1 before the network has seen it.
+SMALL_INPUT_MAX_SIZE = 64
+
+
+def to_plain(config: Any) -> Any:
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+
+
+def build_datamodule(cfg: DictConfig) -> ImageDataModule:
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
+    """The model's name and constructor arguments, with the data filling whatever the config left null."""
+    model = to_plain(cfg.model)
+    if model.get("name") not in list_models():
+        raise UserError(f"unknown model {model.get('name')!r}; known models: {', '.join(list_models())}")
+    if model.get("num_classes") is None:
+        model["num_classes"] = spec.num_classes
+    if model.get("in_chans") is None:
+        model["in_chans"] = spec.channels
+    if model.get("small_input") is None:
+        model["small_input"] = spec.image_size <= SMALL_INPUT_MAX_SIZE
+    return model
+
+
+def build_module(cfg: DictConfig, spec: DataSpec) -> ImageClassifier:
+    scheduler = cfg.scheduler.factory
+    try:
+        return ImageClassifier(
+            model=model_config(cfg, spec),
+            data=spec.to_dict(),
+            data_config=to_plain(cfg.data),
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(scheduler) if scheduler is not None else None,
+            scheduler_interval=cfg.scheduler.interval,
+            label_smoothing=cfg.label_smoothing,
+        )
+    except UnknownModelError as error:
+        raise UserError(str(error)) from None
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if sys.stdout.isatty():
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar())
+    else:
+        callbacks.append(EpochSummary())
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
+    callbacks = build_callbacks(cfg)
+    loggers = build_loggers(cfg)
+    if not loggers:
+        # Learning rates are logged to a logger; with none configured there is nowhere to send them.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_progress_bar=sys.stdout.isatty(),
+        enable_model_summary=sys.stdout.isatty(),
+        default_root_dir=cfg.paths.output_dir,
+        **overrides,
+    )

@@ -1,0 +1,67 @@
+"""Callbacks for what a person watches: plain epoch lines for logs, and TensorBoard images."""
+
+from __future__ import annotations
+
+import sys
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torchvision.utils import make_grid
+
+
+class EpochSummary(pl.Callback):
+    """One plain line per epoch, for logs where a live progress bar would be noise (CI, files)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Called after the epoch's validation, so both train/ and val/ figures are current.
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        shown = "  ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}", file=sys.stdout, flush=True)
+
+
+def confusion_image(matrix: torch.Tensor, cell: int = 12) -> torch.Tensor:
+    """A 3 x H x W heat map of a confusion matrix, rows normalised, drawn without matplotlib
+    (imported lazily elsewhere; it costs a second of start-up that training need not pay)."""
+    counts = matrix.float()
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    # White for 0, dark blue for 1: a colour ramp people read as "more".
+    ramp_low, ramp_high = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.03, 0.19, 0.42])
+    image = ramp_low.view(3, 1, 1) + (ramp_high - ramp_low).view(3, 1, 1) * rates.cpu().unsqueeze(0)
+    return image.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)
+
+
+class TensorBoardImages(pl.Callback):
+    """A grid of training inputs once, and the validation confusion matrix each epoch."""
+
+    def __init__(self, grid_images: int = 64) -> None:
+        self.grid_images = grid_images
+        self._grid_logged = False
+
+    @staticmethod
+    def _writer(trainer: pl.Trainer):
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._grid_logged or not trainer.is_global_zero:
+            return
+        self._grid_logged = True
+        writer = self._writer(trainer)
+        if writer is None:
+            return
+        images = batch[0][: self.grid_images].detach().cpu()
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        writer.add_image("train/inputs", make_grid(images, nrow=8, padding=1), trainer.global_step)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        matrix = pl_module.val_confusion.compute()  # reduced across processes by torchmetrics
+        writer = self._writer(trainer)
+        if writer is not None and trainer.is_global_zero:
+            writer.add_image("val/confusion_matrix", confusion_image(matrix), trainer.current_epoch)

@@ -1,0 +1,82 @@
+"""Reading checkpoints a user points at: weights only, never arbitrary pickled objects."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+# A checkpoint's data section is instantiated by evaluate.py; only the project's own data modules
+# may be named there, or a crafted file could make Hydra call any function it likes.
+ALLOWED_DATA_TARGET_PREFIX = "zoo.data."
+
+
+def load_weights_file(path: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True, turning every way a file can be wrong into one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to a .ckpt file of a run")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
+        if "weights only" in str(error).lower() or "unsupported global" in str(error).lower():
+            raise UserError(
+                f"refused to load {path}: it contains Python objects that are not plain weights and could "
+                f"run code when unpickled ({reason[:160]}); only load checkpoints from sources you trust"
+            ) from None
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({reason[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint, truncated or of another format ({reason[:160]})"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} holds a {type(loaded).__name__}, not a checkpoint or state dict")
+    return loaded
+
+
+def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by train.py or finetune.py, checked to hold what rebuilding the model needs."""
+    checkpoint = load_weights_file(path)
+    hparams = checkpoint.get("hyper_parameters")
+    if (
+        "state_dict" not in checkpoint
+        or not isinstance(hparams, dict)
+        or "model" not in hparams
+        or "data" not in hparams
+    ):
+        raise UserError(
+            f"{path} is not a cnn-zoo checkpoint (no model description inside); "
+            "use a .ckpt written by train.py or finetune.py"
+        )
+    target = str((hparams.get("data_config") or {}).get("_target_", ""))
+    if target and not target.startswith(ALLOWED_DATA_TARGET_PREFIX):
+        raise UserError(
+            f"{path} names data module {target!r}, which is not one of cnn-zoo's; refusing to build it"
+        )
+    return checkpoint
+
+
+def module_from_checkpoint(checkpoint: dict[str, Any]):
+    """Rebuild the ImageClassifier a checkpoint describes, with its weights."""
+    from .module import ImageClassifier
+
+    hparams = checkpoint["hyper_parameters"]
+    module = ImageClassifier(
+        model=hparams["model"],
+        data=hparams["data"],
+        data_config=hparams.get("data_config"),
+        source=hparams.get("source"),
+    )
+    try:
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise UserError(f"checkpoint weights do not fit the model it describes ({first[:200]})") from None
+    return module

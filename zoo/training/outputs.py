@@ -1,0 +1,50 @@
+"""What a finished run leaves behind besides checkpoints: metrics.json, the resolved config, hparams."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
+
+
+def write_json_atomically(path: Path, payload: Mapping) -> None:
+    # A reader (or a resumed run) never sees half a file.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def scalar_metrics(metrics: Mapping) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def log_final_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: Mapping[str, float]) -> None:
+    """Put the run's settings in TensorBoard's HPARAMS tab beside the final metrics, so runs of a sweep
+    can be compared in one table."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(flat, metrics=dict(metrics))
+            logger.finalize("success")
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(value)
+        else:
+            flat[name] = value
+    return flat
