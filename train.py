@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoo.training.cli import precheck
 
-precheck()  # before the heavy imports: a typo is answered at once
+precheck(resume_key="ckpt_path")  # before the heavy imports: a typo is answered at once
 
 from pathlib import Path  # noqa: E402
 
@@ -13,16 +13,23 @@ import pytorch_lightning as pl  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training import builders, outputs  # noqa: E402
+from zoo.training.checkpoint import check_resumable  # noqa: E402
+from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
+from zoo.training.validation import validate_config  # noqa: E402
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     if (run_dir / "metrics.json").exists():
         raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
+    validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
     module = builders.build_module(cfg, datamodule.spec)
+    if cfg.ckpt_path:
+        check_resumable(cfg.ckpt_path, module)
+        remove_stale_partials(Path(cfg.ckpt_path).parent)
     trainer = builders.build_trainer(cfg)
     outputs.save_resolved_config(cfg, run_dir)
 

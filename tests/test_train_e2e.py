@@ -13,7 +13,7 @@ from .conftest import QUICK, run_script
 def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: Path) -> None:
     checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints
-    assert any(name.startswith("best-") for name in checkpoints)
+    assert "best.ckpt" in checkpoints
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     assert (trained_run / "config.yaml").read_text().count("lenet5") >= 1
     metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -42,7 +42,7 @@ def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> 
 
 def test_evaluate_reproduces_the_test_accuracy(trained_run: Path, tmp_path: Path) -> None:
     trained = json.loads((trained_run / "metrics.json").read_text())
-    best = next((trained_run / "checkpoints").glob("best-*.ckpt"))
+    best = trained_run / "checkpoints" / "best.ckpt"
     result = run_script("evaluate.py", f"ckpt_path={best}", f"hydra.run.dir={tmp_path}")
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert abs(report["test/acc"] - trained["test/acc"]) < 1e-6

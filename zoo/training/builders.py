@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models
 from .callbacks import EpochSummary
+from .checkpoint_io import AtomicCheckpointIO
 from .errors import UserError
 from .module import ImageClassifier
 
@@ -45,17 +46,28 @@ def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
     return model
 
 
-def build_module(cfg: DictConfig, spec: DataSpec) -> ImageClassifier:
+def build_module(
+    cfg: DictConfig,
+    spec: DataSpec,
+    module_class: type[ImageClassifier] = ImageClassifier,
+    model: dict | None = None,
+    **extra: Any,
+) -> ImageClassifier:
+    """The run's LightningModule. Fine-tuning passes its own `module_class`, the `model` description
+    it rebuilt from a source (instead of the config's model section) and extra arguments (`source`)."""
     scheduler = cfg.scheduler.factory
     try:
-        return ImageClassifier(
-            model=model_config(cfg, spec),
+        return module_class(
+            model=model if model is not None else model_config(cfg, spec),
             data=spec.to_dict(),
             data_config=to_plain(cfg.data),
             optimizer=instantiate(cfg.optimizer),
             scheduler=instantiate(scheduler) if scheduler is not None else None,
             scheduler_interval=cfg.scheduler.interval,
             label_smoothing=cfg.label_smoothing,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            **extra,
         )
     except UnknownModelError as error:
         raise UserError(str(error)) from None
@@ -89,5 +101,6 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=sys.stdout.isatty(),
         default_root_dir=cfg.paths.output_dir,
+        plugins=[AtomicCheckpointIO()],
         **overrides,
     )

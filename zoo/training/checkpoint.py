@@ -80,3 +80,21 @@ def module_from_checkpoint(checkpoint: dict[str, Any]):
         first = str(error).strip().splitlines()[0]
         raise UserError(f"checkpoint weights do not fit the model it describes ({first[:200]})") from None
     return module
+
+
+def check_resumable(path: str | Path, module) -> None:
+    """A checkpoint to resume from must describe the model this run builds, or loading it would
+    fail half-way with a wall of shape mismatches."""
+    hparams = load_run_checkpoint(path)["hyper_parameters"]
+    saved, wanted = hparams["model"], module.hparams["model"]
+    saved_classes, wanted_classes = (
+        len(hparams["data"]["class_names"]),
+        len(module.hparams["data"]["class_names"]),
+    )
+    if saved.get("name") != wanted.get("name") or saved != wanted or saved_classes != wanted_classes:
+        raise UserError(
+            f"{path} holds a {saved.get('name')} with {saved_classes} classes "
+            f"({saved.get('in_chans')} channels), but this run builds a {wanted.get('name')} "
+            f"with {wanted_classes} classes ({wanted.get('in_chans')} channels); resume with the same "
+            "model= and data=, or fine-tune with finetune.py"
+        )

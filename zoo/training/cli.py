@@ -1,14 +1,18 @@
-"""Checks on the command line made before Hydra runs, where Hydra itself would answer with a
-multi-line report or write into a folder it should not touch."""
+"""Checks and rewrites of the command line made before Hydra runs: where Hydra itself would answer
+with a multi-line report, write into a folder it should not touch, or not know which run to resume."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import yaml
+
 from .errors import UserError, user_errors
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "configs"
+RUNS_DIR = Path("runs")
 # Groups a user picks by name on the command line, with the word used in the error line.
 _NAMED_GROUPS = {
     "model": "model",
@@ -21,31 +25,91 @@ _NAMED_GROUPS = {
     "experiment": "experiment",
     "debug": "debug mode",
 }
+# Overrides that say where and how to resume, not what to train: ignored when matching runs.
+_RUN_LOCATION_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "resume_ckpt")
 
 
 def options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
 
 
+def _overrides(argv: list[str]) -> dict[str, str]:
+    return {key: value for key, sep, value in (token.partition("=") for token in argv) if sep}
+
+
 def check_overrides(argv: list[str]) -> None:
     """Unknown group options and runs into a finished run directory fail here, in one line."""
-    for token in argv:
-        key, sep, value = token.partition("=")
-        if not sep:
-            continue
+    for key, value in _overrides(argv).items():
         key = key.lstrip("+~")
         if key in _NAMED_GROUPS and value not in ("null", ""):
             known = options(key)
             for choice in value.split(","):  # a -m sweep lists several
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
-        if key == "hydra.run.dir" and (Path(value) / "metrics.json").exists():
+        if key == "hydra.run.dir" and is_finished(Path(value)):
             raise UserError(
                 f"run directory {value} already holds a finished run (metrics.json); "
-                "choose another hydra.run.dir or resume with ckpt_path=..."
+                "choose another hydra.run.dir, or resume an unfinished one"
             )
 
 
-def precheck() -> None:
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists()
+
+
+def _what_is_trained(overrides_file: Path) -> list[str]:
+    try:
+        tokens = yaml.safe_load(overrides_file.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    return sorted(t for t in tokens if t.lstrip("+~").split("=")[0] not in _RUN_LOCATION_KEYS)
+
+
+def find_interrupted_run(argv: list[str], runs_dir: Path = RUNS_DIR) -> Path:
+    """The newest unfinished run started with the same overrides as this command (resume=auto)."""
+    wanted = sorted(t for t in argv if "=" in t and t.lstrip("+~").split("=")[0] not in _RUN_LOCATION_KEYS)
+    candidates = [
+        last.parent.parent
+        for last in runs_dir.glob("**/checkpoints/last.ckpt")
+        if not is_finished(last.parent.parent)
+        and _what_is_trained(last.parent.parent / ".hydra" / "overrides.yaml") == wanted
+    ]
+    if not candidates:
+        shown = " ".join(wanted) or "(no overrides)"
+        raise UserError(f"resume=auto found no unfinished run under {runs_dir}/ started with {shown}")
+    return max(candidates, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime)
+
+
+def resolve_resume(argv: list[str], resume_key: str = "ckpt_path", runs_dir: Path = RUNS_DIR) -> list[str]:
+    """Turn `resume=auto|RUN_DIR` (and a ckpt_path inside an unfinished run) into the run directory
+    and checkpoint overrides, so a resumed run continues in its own folder, TensorBoard files included."""
+    overrides = _overrides(argv)
+    if any(key.lstrip("+~") == "hydra.run.dir" for key in overrides) and "resume" not in overrides:
+        return argv
+    if "resume" in overrides:
+        target = overrides["resume"]
+        argv = [t for t in argv if not t.startswith("resume=")]
+        run_dir = find_interrupted_run(argv, runs_dir) if target == "auto" else Path(target)
+        if run_dir.is_file():  # resume=RUN/checkpoints/last.ckpt
+            run_dir = run_dir.parent.parent
+        if is_finished(run_dir):
+            raise UserError(f"run {run_dir} already finished (metrics.json); there is nothing to resume")
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
+        argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
+        return [*argv, f"{resume_key}={last}", f"hydra.run.dir={run_dir}"]
+    checkpoint = overrides.get(resume_key)
+    if resume_key == "ckpt_path" and checkpoint and checkpoint != "null":
+        run_dir = Path(checkpoint).parent.parent
+        if Path(checkpoint).parent.name == "checkpoints" and not is_finished(run_dir):
+            return [*argv, f"hydra.run.dir={run_dir}"]
+    return argv
+
+
+def precheck(resume_key: str | None = None) -> None:
+    """Run before Hydra: fail fast on typos; with `resume_key`, rewrite resume requests in sys.argv."""
     with user_errors():
+        if resume_key is not None:
+            sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)
         check_overrides(sys.argv[1:])

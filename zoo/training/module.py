@@ -32,15 +32,23 @@ class ImageClassifier(pl.LightningModule):
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
         source: dict | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """`model` is {"name": ..., **constructor kwargs}; `data` is a DataSpec.to_dict(); `data_config`
         is the data section of the run's config (evaluate.py rebuilds the data from it); `source`
-        records where fine-tuned weights came from. All plain types, saved in every checkpoint."""
+        records where fine-tuned weights came from. All plain types, saved in every checkpoint.
+        `channels_last` and `compile` are speed options that leave the math (and the state dict) as is."""
         super().__init__()
         # The factories are code, not data: they are rebuilt from config, never stored in a checkpoint.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         model_kwargs = dict(model)
         self.net = create_model(model_kwargs.pop("name"), **model_kwargs)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if compile:
+            # In place, so parameter names (and therefore checkpoints) stay those of the plain model.
+            self.net.compile()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_names = list(data["class_names"])
         num_classes = len(self.class_names)
@@ -56,12 +64,14 @@ class ImageClassifier(pl.LightningModule):
             self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro")
             self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        # Set on the device without a host sync; NonFiniteLossGuard reads it where a checkpoint may follow.
+        self.register_buffer("nonfinite_loss_seen", torch.tensor(False), persistent=False)
 
     # --- inputs -------------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
             images = images.float().div_(255)
-        return (images - self.mean) / self.std
+        return ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for raw images (uint8, or float in [0, 1])."""
@@ -78,6 +88,7 @@ class ImageClassifier(pl.LightningModule):
         loss = self.loss(logits, targets)
         for aux in aux_logits:
             loss = loss + self.net.aux_loss_weight * self.loss(aux, targets)
+        self.nonfinite_loss_seen |= ~torch.isfinite(loss.detach())
         hard_targets = targets.argmax(dim=1) if targets.ndim == 2 else targets
         self.train_acc(logits.detach(), hard_targets)
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)

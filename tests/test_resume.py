@@ -1,0 +1,156 @@
+"""Runs survive kills: resume continues exactly, checkpoints are never half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
+from zoo.training.cli import find_interrupted_run, resolve_resume
+from zoo.training.errors import UserError
+
+from .conftest import ROOT, run_script
+
+# Deterministic CPU training with last.ckpt refreshed every 4 steps (20 steps per epoch).
+EXACT = (
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "callbacks.last_checkpoint.every_n_train_steps=4",
+)
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    args = [*EXACT, *extra, f"ckpt_path={last}"] if last.exists() else [*EXACT, *extra, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting for the training process")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    run_script("train.py", *EXACT, f"hydra.run.dir={reference}")
+
+    run_dir = tmp_path / "interrupted"
+    checkpoints = run_dir / "checkpoints"
+    rng = random.Random(1234)
+    kills = 0
+    # First kill while a checkpoint is being written, then at random moments.
+    for attempt in range(3):
+        during_save = attempt == 0
+        env = {SLOW_WRITE_ENV: "1.0"} if during_save else {}
+        process = _start(run_dir, env=env)
+        if during_save:
+            ready = _wait_for(lambda: any(checkpoints.glob(f".*{TEMP_SUFFIX}")), process)
+        else:
+            ready = _wait_for(lambda: (checkpoints / "last.ckpt").exists(), process)
+            time.sleep(rng.uniform(0.5, 4.0))
+        if ready and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            if during_save:
+                # The kill landed between writing and renaming: the old last.ckpt (if any) is whole.
+                assert not (checkpoints / "last.ckpt").exists() or _weights(checkpoints / "last.ckpt")
+        else:
+            process.wait()
+    assert kills >= 3, "the run finished before it could be killed three times"
+
+    final = _start(run_dir)
+    _, stderr = final.communicate(timeout=600)
+    assert final.returncode == 0, stderr[-3000:]
+
+    expected, actual = _weights(reference / "checkpoints" / "last.ckpt"), _weights(checkpoints / "last.ckpt")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+    reference_metrics = json.loads((reference / "metrics.json").read_text())
+    assert json.loads((run_dir / "metrics.json").read_text()) == reference_metrics
+    assert not list(checkpoints.glob(f".*{TEMP_SUFFIX}"))
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path: Path) -> None:
+    common = ("trainer.max_epochs=1", "trainer.deterministic=true", "logger=none", "seed=7")
+    run_script("train.py", *common, f"hydra.run.dir={tmp_path / 'a'}")
+    run_script("train.py", *common, f"hydra.run.dir={tmp_path / 'b'}")
+    first, second = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
+    assert first == second and first["test/acc"] > 0.1
+
+
+def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    save_atomically({"step": torch.tensor(1)}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_atomically({"step": Unpicklable()}, target)
+    assert torch.load(target, weights_only=True)["step"].item() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def _fake_run(runs: Path, name: str, overrides: list[str], finished: bool = False) -> Path:
+    run = runs / "train" / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if finished:
+        (run / "metrics.json").write_text("{}")
+    return run
+
+
+def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_config(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    older = _fake_run(runs, "1", ["model=resnet18"])
+    _fake_run(runs, "2", ["model=lenet5"])
+    _fake_run(runs, "3", ["model=resnet18"], finished=True)
+    newer = _fake_run(runs, "4", ["model=resnet18", "ckpt_path=x"])
+    os.utime(older / "checkpoints" / "last.ckpt", (1, 1))
+    assert find_interrupted_run(["model=resnet18"], runs) == newer
+    argv = resolve_resume(["model=resnet18", "resume=auto"], runs_dir=runs)
+    assert argv == ["model=resnet18", f"ckpt_path={newer / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={newer}"]
+    with pytest.raises(UserError, match="no unfinished run"):
+        find_interrupted_run(["model=vgg11"], runs)
+    with pytest.raises(UserError, match="already finished"):
+        resolve_resume([f"resume={runs / 'train' / '3'}"], runs_dir=runs)
+
+
+def test_ckpt_path_inside_an_unfinished_run_resumes_in_that_run_directory(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "runs", "1", [])
+    last = run / "checkpoints" / "last.ckpt"
+    assert resolve_resume([f"ckpt_path={last}"]) == [f"ckpt_path={last}", f"hydra.run.dir={run}"]

@@ -1,0 +1,71 @@
+"""Training state Lightning does not checkpoint by itself, and a guard against non-finite losses."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from .errors import UserError
+
+
+class RNGState(pl.Callback):
+    """Saves and restores the global random generators, so dropout and any other global draw after a
+    resume continue exactly where the interrupted run was. Stored as plain tensors and lists, which
+    `torch.load(weights_only=True)` reads back."""
+
+    def state_dict(self) -> dict:
+        np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state_dict["numpy"]
+        np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Stops training when the loss turns NaN or inf, before a checkpoint with ruined weights is saved.
+
+    The module records non-finite losses in a device flag without synchronising; this callback reads
+    the flag only where a checkpoint may follow (every `check_every_n_steps` steps and before
+    validation). Lightning runs checkpoint callbacks after all others, so the last good checkpoint
+    is never overwritten.
+    """
+
+    def __init__(self, check_every_n_steps: int = 1) -> None:
+        self.check_every_n_steps = max(1, check_every_n_steps)
+
+    @staticmethod
+    def _check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        flag = getattr(pl_module, "nonfinite_loss_seen", None)
+        if flag is not None and bool(flag):
+            folder = getattr(trainer.checkpoint_callback, "dirpath", None) or "the run's checkpoints folder"
+            raise UserError(
+                f"the training loss became NaN or infinite by step {trainer.global_step}; training stopped "
+                f"and the last good checkpoint in {folder} is kept; lower optimizer.lr or set "
+                "trainer.gradient_clip_val"
+            )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.check_every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module)

@@ -1,0 +1,62 @@
+"""Config values checked before any work starts: a typo costs a second, not a crashed run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import UserError
+
+_ABSENT = object()
+PRECISIONS = {
+    "64",
+    "64-true",
+    "32",
+    "32-true",
+    "16",
+    "16-mixed",
+    "bf16",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# (dotted key, test, what the value must be). Keys a config leaves out are not checked.
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("trainer.max_epochs", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("trainer.accumulate_grad_batches", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
+    ("data.batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("data.image_size", lambda v: v is None or (_integer(v) and v >= 8), "an integer >= 8"),
+    ("data.num_workers", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
+    ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("seed", _integer, "an integer"),
+    ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
+    ("model.in_chans", lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
+    ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("callbacks.last_checkpoint.every_n_train_steps", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+]
+
+
+def validate_config(cfg: DictConfig) -> None:
+    for key, test, expected in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and not test(value):
+            raise UserError(
+                f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
+            )
