@@ -15,6 +15,7 @@ from omegaconf import DictConfig  # noqa: E402
 from zoo.training import builders, outputs  # noqa: E402
 from zoo.training.checkpoint import check_resumable  # noqa: E402
 from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
+from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
@@ -26,12 +27,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
+    trainer = builders.build_trainer(cfg)
+    builders.scale_learning_rate(cfg, trainer)
     module = builders.build_module(cfg, datamodule.spec)
     if cfg.ckpt_path:
         check_resumable(cfg.ckpt_path, module)
-        remove_stale_partials(Path(cfg.ckpt_path).parent)
-    trainer = builders.build_trainer(cfg)
-    outputs.save_resolved_config(cfg, run_dir)
+        if trainer.is_global_zero:
+            remove_stale_partials(Path(cfg.ckpt_path).parent)
+    if trainer.is_global_zero:
+        outputs.save_resolved_config(cfg, run_dir)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics: dict[str, float] = {}
@@ -51,7 +55,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors():
+    with user_errors(), isolated_job():
         metrics = train(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/acc")

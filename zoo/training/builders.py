@@ -14,6 +14,7 @@ from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models
 from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
+from .distributed import use_job_scoped_child_commands
 from .errors import UserError
 from .module import ImageClassifier
 
@@ -73,6 +74,15 @@ def build_module(
         raise UserError(str(error)) from None
 
 
+def scale_learning_rate(cfg: DictConfig, trainer: pl.Trainer) -> None:
+    """With `scale_lr=true`, optimizer.lr is the rate for one process's batch and grows linearly with
+    the global batch (processes x gradient accumulation), the linear scaling rule of Goyal et al. 2017."""
+    if not cfg.get("scale_lr"):
+        return
+    factor = trainer.world_size * trainer.accumulate_grad_batches
+    cfg.optimizer.lr = float(cfg.optimizer.lr) * factor
+
+
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if sys.stdout.isatty():
@@ -89,6 +99,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
+    use_job_scoped_child_commands()
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     if not loggers:

@@ -46,7 +46,7 @@ def check_overrides(argv: list[str]) -> None:
             for choice in value.split(","):  # a -m sweep lists several
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
-        if key == "hydra.run.dir" and is_finished(Path(value)):
+        if key == "hydra.run.dir" and is_finished(Path(value.strip("\"'"))):
             raise UserError(
                 f"run directory {value} already holds a finished run (metrics.json); "
                 "choose another hydra.run.dir, or resume an unfinished one"

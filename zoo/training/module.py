@@ -91,14 +91,14 @@ class ImageClassifier(pl.LightningModule):
         self.nonfinite_loss_seen |= ~torch.isfinite(loss.detach())
         hard_targets = targets.argmax(dim=1) if targets.ndim == 2 else targets
         self.train_acc(logits.detach(), hard_targets)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
-        self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=True)
+        self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True)
         self.val_acc(logits, targets)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
         if self.top5:
@@ -109,7 +109,7 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
-        self.log("test/loss", self.loss(logits, targets), on_epoch=True)
+        self.log("test/loss", self.loss(logits, targets), on_epoch=True, sync_dist=True)
         self.test_acc(logits, targets)
         self.log("test/acc", self.test_acc, on_epoch=True)
         if self.top5:

@@ -1,0 +1,83 @@
+"""DDP through Hydra: two gloo processes on the CPU share one run directory and the work."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT, run_script
+
+TRAIN_SAMPLES = 1257  # the digits training split
+EPOCHS = 2
+
+
+def _global_step(run_dir: Path) -> int:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+        "global_step"
+    ]
+
+
+def _stray_runs() -> set[Path]:
+    return set((ROOT / "runs").glob("*/*")) if (ROOT / "runs").exists() else set()
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_run_directory_and_match_one_process(
+    tmp_path: Path, trained_run: Path
+) -> None:
+    before = _stray_runs()
+    common = (f"trainer.max_epochs={EPOCHS}", "trainer.deterministic=true")
+    # Same global batch of 64: 2 processes x 32 against 1 process x 64.
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    run_script(
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data.batch_size=32",
+        *common,
+        f"hydra.run.dir={ddp_dir}",
+    )
+    run_script("train.py", "data.batch_size=64", "logger=none", *common, f"hydra.run.dir={single_dir}")
+
+    assert sorted(p.name for p in (ddp_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(list(ddp_dir.rglob("metrics.json"))) == 1
+    assert len({p.parent for p in ddp_dir.rglob("events.out.tfevents.*")}) == 1
+    # Each process saw half of the data: half the steps a single process with its batch would take.
+    assert _global_step(ddp_dir) == EPOCHS * math.ceil(math.ceil(TRAIN_SAMPLES / 2) / 32)
+    ddp_acc = json.loads((ddp_dir / "metrics.json").read_text())["test/acc"]
+    single_acc = json.loads((single_dir / "metrics.json").read_text())["test/acc"]
+    assert abs(ddp_acc - single_acc) < 0.1, (ddp_acc, single_acc)
+    assert _stray_runs() == before
+
+    # A DDP checkpoint is an ordinary checkpoint for evaluation.
+    eval_dir = tmp_path / "eval"
+    run_script(
+        "evaluate.py", f"ckpt_path={ddp_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={eval_dir}"
+    )
+    assert abs(json.loads((eval_dir / "metrics.json").read_text())["test/acc"] - ddp_acc) < 0.02
+
+
+@pytest.mark.slow
+def test_multirun_with_ddp_makes_one_directory_per_point(tmp_path: Path) -> None:
+    before = _stray_runs()
+    sweep = tmp_path / "sweep"
+    run_script(
+        "train.py",
+        "-m",
+        "optimizer.lr=0.002,0.004",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    )
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert runs == ["0", "1"]
+    for run in runs:
+        assert (sweep / run / "metrics.json").exists()
+        assert sorted(p.name for p in (sweep / run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert _stray_runs() == before

@@ -1,0 +1,61 @@
+"""Hydra and Lightning's DDP together, without the trap of one output folder per process.
+
+Lightning starts ranks 1..N-1 by running the script again. Its Hydra support re-sends the parent's
+whole command line and the run-directory *pattern*: under `-m` every child then starts a sweep of
+its own, and each writes into a folder of its own. Here each child gets exactly the overrides of
+the job it belongs to and that job's resolved output folder, so all ranks share one run directory
+and a sweep of N points makes N run directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+
+def _child_command(local_rank: int) -> tuple[Sequence[str], str]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
+
+    hydra = HydraConfig.get()
+    if __main__.__spec__ is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    command += list(hydra.overrides.task)
+    command += [
+        f'hydra.run.dir="{hydra.runtime.output_dir}"',
+        f"hydra.job.name={hydra.job.name}_rank{local_rank}",
+        # Only rank 0 records the composed config.
+        "hydra.output_subdir=null",
+    ]
+    return command, get_original_cwd()
+
+
+def use_job_scoped_child_commands() -> None:
+    from pytorch_lightning.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = _child_command
+
+
+@contextlib.contextmanager
+def isolated_job() -> Iterator[None]:
+    """Undo what one DDP job leaves in its launching process, so the next job of a `-m` sweep starts
+    its own processes. Lightning's launcher sets LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ... in the
+    parent's environment; left there, the next job believes an outside launcher (torchrun) made its
+    processes and waits on peers that have exited. Variables present before the job (set by torchrun
+    or SLURM) are kept as they were."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved)
