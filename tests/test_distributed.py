@@ -81,3 +81,21 @@ def test_multirun_with_ddp_makes_one_directory_per_point(tmp_path: Path) -> None
         assert (sweep / run / "metrics.json").exists()
         assert sorted(p.name for p in (sweep / run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert _stray_runs() == before
+
+
+def test_processes_from_torchrun_or_slurm_must_share_a_named_run_directory() -> None:
+    from zoo.training.cli import external_launch_overrides
+    from zoo.training.errors import UserError
+
+    assert external_launch_overrides(["model=resnet18"], {}) == ["model=resnet18"]
+    with pytest.raises(UserError, match="hydra.run.dir"):
+        external_launch_overrides(["model=resnet18"], {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0"})
+    shared = ["hydra.run.dir=runs/train/job7"]
+    assert external_launch_overrides(shared, {"WORLD_SIZE": "4", "RANK": "0"}) == shared
+    # Other ranks write no config copies of their own into the shared folder.
+    assert "hydra.output_subdir=null" in external_launch_overrides(
+        shared, {"SLURM_NTASKS": "8", "SLURM_PROCID": "3"}
+    )
+    # A child that Lightning launched gets its folder from the parent: nothing to add.
+    child = ["hydra.run.dir=/x"]
+    assert external_launch_overrides(child, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == child

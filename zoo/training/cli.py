@@ -3,6 +3,7 @@ with a multi-line report, write into a folder it should not touch, or not know w
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -107,9 +108,27 @@ def resolve_resume(argv: list[str], resume_key: str = "ckpt_path", runs_dir: Pat
     return argv
 
 
+def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
+    """Processes started by torchrun or SLURM each compose their own config: without one shared
+    run directory named on the command line, every rank would time-stamp a folder of its own."""
+    world_size = int(environ.get("WORLD_SIZE") or environ.get("SLURM_NTASKS") or 1)
+    rank = int(environ.get("RANK") or environ.get("SLURM_PROCID") or 0)
+    if world_size <= 1 or "LOCAL_RANK" in environ and "RANK" not in environ:
+        return (
+            argv  # a single process, or a child that Lightning started (it gets the folder from its parent)
+        )
+    if not any(t.lstrip("+~").startswith("hydra.run.dir=") for t in argv):
+        raise UserError(
+            f"this is one of {world_size} processes started by torchrun or SLURM; give all of them the same "
+            "run directory on a shared file system: hydra.run.dir=runs/train/NAME"
+        )
+    return argv if rank == 0 else [*argv, "hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
+
+
 def precheck(resume_key: str | None = None) -> None:
     """Run before Hydra: fail fast on typos; with `resume_key`, rewrite resume requests in sys.argv."""
     with user_errors():
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)
         check_overrides(sys.argv[1:])
+        sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
