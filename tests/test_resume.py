@@ -36,7 +36,11 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     last = run_dir / "checkpoints" / "last.ckpt"
-    args = [*EXACT, *extra, f"ckpt_path={last}"] if last.exists() else [*EXACT, *extra, f"hydra.run.dir={run_dir}"]
+    args = (
+        [*EXACT, *extra, f"ckpt_path={last}"]
+        if last.exists()
+        else [*EXACT, *extra, f"hydra.run.dir={run_dir}"]
+    )
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=ROOT,
@@ -143,7 +147,11 @@ def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_config(tmp_path
     os.utime(older / "checkpoints" / "last.ckpt", (1, 1))
     assert find_interrupted_run(["model=resnet18"], runs) == newer
     argv = resolve_resume(["model=resnet18", "resume=auto"], runs_dir=runs)
-    assert argv == ["model=resnet18", f"ckpt_path={newer / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={newer}"]
+    assert argv == [
+        "model=resnet18",
+        f"ckpt_path={newer / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={newer}",
+    ]
     with pytest.raises(UserError, match="no unfinished run"):
         find_interrupted_run(["model=vgg11"], runs)
     with pytest.raises(UserError, match="already finished"):

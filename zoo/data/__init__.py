@@ -14,6 +14,10 @@ _EXPORTS = {
     "InMemoryBatches": ".batches",
     "InMemoryDataModule": ".memory",
     "DigitsDataModule": ".digits",
+    "TorchvisionDataModule": ".torchvision_sets",
+    "ImageFolderDataModule": ".imagefolder",
+    "SyntheticDataModule": ".synthetic",
+    "BatchMixer": ".mixing",
 }
 
 __all__ = sorted(_EXPORTS)

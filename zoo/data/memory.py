@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from .augment import augment_batch
+from ..training.errors import UserError
+from .augment import augment_batch, check_augmentation
 from .base import DataSpec, ImageDataModule
 from .batches import InMemoryBatches
+from .mixing import BatchMixer
 
 
 class InMemoryDataModule(ImageDataModule):
     """Base for data sets small enough to hold as uint8 tensors (digits, MNIST, CIFAR).
 
     Subclasses implement `load_splits()`; batching, sharding across processes and on-device
-    augmentation are shared here. Augmentation runs after the batch reaches the training device.
+    augmentation are shared here. Augmentation (one of `augment.AUGMENTATIONS`, then MixUp/CutMix
+    when their alpha is above 0) runs on training batches after they reach the training device.
     """
 
     def __init__(
@@ -22,12 +25,19 @@ class InMemoryDataModule(ImageDataModule):
         eval_batch_size: int = 512,
         seed: int = 0,
         augment: str = "none",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
         super().__init__()
+        try:
+            self.augment = check_augmentation(augment)
+        except ValueError as error:
+            raise UserError(f"data.augment: {error}") from None
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.augment = augment
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._augment_generators: dict[torch.device, torch.Generator] = {}
+        self._mixer: BatchMixer | None = None
 
     def load_splits(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
         """({"train"|"val"|"test": (uint8 N x C x H x W images, int64 labels)}, class names)."""
@@ -46,6 +56,10 @@ class InMemoryDataModule(ImageDataModule):
             mean=tuple(round(float(v), 4) for v in pixels.mean(dim=1)),
             std=tuple(round(float(v), 4) for v in pixels.std(dim=1)),
         )
+        try:
+            self._mixer = BatchMixer(len(class_names), self.mixup_alpha, self.cutmix_alpha)
+        except ValueError as error:
+            raise UserError(f"data: {error}") from None
 
     def split_sizes(self) -> dict[str, int]:
         self.setup()
@@ -75,10 +89,16 @@ class InMemoryDataModule(ImageDataModule):
         return self._batches("test", train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.augment == "none" or self.trainer is None or not self.trainer.training:
+        mixing = self._mixer is not None and self._mixer.enabled
+        if (self.augment == "none" and not mixing) or self.trainer is None or not self.trainer.training:
             return batch
         images, labels = batch
-        return augment_batch(images, self.augment, self._generator(images.device)), labels
+        if self.augment != "none":
+            images = augment_batch(images, self.augment, self._generator(images.device))
+        if mixing:
+            # The mixing draws are a handful of scalars: a CPU generator keeps them off the device queue.
+            images, labels = self._mixer(images, labels, self._generator(torch.device("cpu")))
+        return images, labels
 
     def _generator(self, device: torch.device) -> torch.Generator:
         # Its own generator, seeded per run and rank, so augmentation draws do not shift other draws.

@@ -1,0 +1,167 @@
+"""Image folders through torchvision's ImageFolder: both layouts, mixed file formats and colour modes,
+normalization from the data, and one-line errors for folders a user gets wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo.data import ImageFolderDataModule
+from zoo.data.imagefolder import load_image
+from zoo.training.errors import UserError
+
+from .conftest import run_script
+
+# (PIL mode, file suffix): grayscale, RGB and RGBA, as PNG and JPEG (JPEG cannot hold alpha).
+FORMATS = [("L", ".png"), ("RGB", ".png"), ("RGBA", ".png"), ("L", ".jpg"), ("RGB", ".jpeg")]
+
+
+def write_image(path: Path, mode: str, shade: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    height, width = 20 + seed % 7, 24 - seed % 5  # sizes and aspect ratios differ, as real photos do
+    bands = len(mode)
+    pixels = (rng.integers(0, 60, size=(height, width, bands)) + shade).clip(0, 255).astype(np.uint8)
+    if mode == "RGBA":
+        pixels[..., 3] = 255
+        pixels[: height // 2, :, 3] = 0  # half transparent
+    Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode).save(path)
+
+
+def write_classes(folder: Path, classes=("cat", "dog", "fox"), per_class: int = 10, seed: int = 0) -> None:
+    for index, name in enumerate(classes):
+        (folder / name).mkdir(parents=True)
+        for number in range(per_class):
+            mode, suffix = FORMATS[(number + index) % len(FORMATS)]
+            write_image(folder / name / f"{number}{suffix}", mode, shade=60 * index, seed=seed + number)
+
+
+def test_train_runs_end_to_end_on_a_train_val_folder_with_workers_and_mixing(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write_classes(root / "train", per_class=12)
+    write_classes(root / "val", per_class=4, seed=100)  # no test/: val/ is also the test split
+    run_dir = tmp_path / "run"
+    run_script(
+        "train.py",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.num_workers=1",
+        "data.augment=alexnet",
+        "data.mixup_alpha=0.2",
+        "data.cutmix_alpha=1.0",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1
+    config = (run_dir / "config.yaml").read_text()
+    assert "mixup_alpha: 0.2" in config
+
+
+def test_a_corrupt_image_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write_classes(root, per_class=4)
+    bad = root / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    result = run_script(
+        "train.py",
+        "data=imagefolder",
+        f"data.root={root}",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(bad) in line and "skip_bad_images=true" in line
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_skip_bad_images_warns_and_leaves_them_out(tmp_path: Path) -> None:
+    write_classes(tmp_path, per_class=10)
+    (tmp_path / "cat" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, num_workers=0, skip_bad_images=True)
+    with pytest.warns(UserWarning, match="truncated.jpg"):
+        data.setup()
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 30
+
+
+def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path) -> None:
+    write_classes(tmp_path, per_class=10)
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, val_fraction=0.3, num_workers=0)
+    assert data.split_sizes() == {"train": 21, "val": 9, "test": 9}
+    assert (data.class_names, data.channels, data.image_size) == (("cat", "dog", "fox"), 1, 16)
+    val_labels = [label for _, label in data._datasets["val"]]
+    assert sorted(val_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    again = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, val_fraction=0.3, num_workers=0)
+    again.setup()
+    assert data._datasets["val"].indices == again._datasets["val"].indices
+    images, labels = next(iter(data.val_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 16, 16)
+    # The classes differ in brightness by 60 grey levels each; the mean must come from the pixels.
+    mean, std = data.normalization
+    assert 0.2 < mean[0] < 0.6 and std[0] > 0.1
+
+
+def test_every_mode_becomes_the_requested_channels(tmp_path: Path) -> None:
+    for index, (mode, suffix) in enumerate(FORMATS):
+        write_image(tmp_path / f"{index}{suffix}", mode, shade=100, seed=index)
+        for target in ("L", "RGB"):
+            assert load_image(str(tmp_path / f"{index}{suffix}"), target).mode == target
+    # Transparent pixels read as black, whatever colour they store underneath.
+    rgba = load_image(str(tmp_path / "2.png"), "RGB")
+    assert np.asarray(rgba)[0].max() == 0 and np.asarray(rgba)[-1].min() >= 100
+
+
+def test_given_normalization_is_used_as_is(tmp_path: Path) -> None:
+    write_classes(tmp_path, classes=("a", "b"), per_class=5)
+    data = ImageFolderDataModule(
+        str(tmp_path), image_size=8, val_fraction=0.4, mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.2]
+    )
+    assert data.normalization == ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
+
+
+def _single_class(root: Path) -> None:
+    write_classes(root, classes=("only",), per_class=3)
+
+
+def _empty_class(root: Path) -> None:
+    write_classes(root, classes=("a", "b"), per_class=3)
+    (root / "empty").mkdir()
+
+
+def _no_images(root: Path) -> None:
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "notes.txt").write_text("not an image")
+
+
+def _files_but_no_class_folders(root: Path) -> None:
+    root.mkdir()
+    write_image(root / "loose.png", "RGB", shade=0, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda root: None, "does not exist"),
+        (_single_class, "single class folder (only)"),
+        (_empty_class, "empty holds no images"),
+        (_no_images, "holds no images"),
+        (_files_but_no_class_folders, "holds no class folders"),
+    ],
+    ids=["missing", "single-class", "empty-class", "no-images", "no-class-folders"],
+)
+def test_folders_a_user_gets_wrong_are_one_clear_line(tmp_path: Path, make, needle: str) -> None:
+    root = tmp_path / "images"
+    make(root)
+    with pytest.raises(UserError) as raised:
+        ImageFolderDataModule(str(root), num_workers=0).setup()
+    assert needle in str(raised.value) and "\n" not in str(raised.value)

@@ -1,0 +1,190 @@
+"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 through torchvision's own loaders, on tiny files
+written here in each set's real format; and what a user sees when the files are missing offline."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import struct
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.data import TorchvisionDataModule
+from zoo.data.torchvision_sets import describe_files
+from zoo.training.errors import UserError
+
+from .conftest import run_script
+
+
+def _pixels(count: int, shape: tuple[int, ...], labels: np.ndarray, seed: int) -> np.ndarray:
+    """Noise with a class-dependent brightness, so a tiny run has something to learn."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 96, size=(count, *shape))
+    return (noise + labels.reshape(-1, *[1] * len(shape)) * 15).clip(0, 255).astype(np.uint8)
+
+
+def write_mnist(root: Path, folder: str, train: int = 120, test: int = 40, gz: bool = True) -> None:
+    """idx files as yann.lecun.com serves them: big-endian magic and sizes, then raw bytes."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
+        labels = np.arange(count) % 10
+        images = _pixels(count, (28, 28), labels, seed)
+        files = {
+            f"{prefix}-images-idx3-ubyte": struct.pack(">IIII", 0x803, count, 28, 28) + images.tobytes(),
+            f"{prefix}-labels-idx1-ubyte": struct.pack(">II", 0x801, count)
+            + labels.astype(np.uint8).tobytes(),
+        }
+        for name, content in files.items():
+            if gz:
+                (raw / f"{name}.gz").write_bytes(gzip.compress(content))
+            else:
+                (raw / name).write_bytes(content)
+
+
+def _cifar_entry(count: int, classes: int, label_key: str, seed: int) -> dict:
+    labels = np.arange(count) % classes
+    flat = _pixels(count, (3 * 32 * 32,), labels % 10, seed)  # rows of R then G then B planes, as CIFAR's
+    entry = {"data": flat, label_key: labels.tolist()}
+    if label_key == "fine_labels":
+        entry["coarse_labels"] = (labels // 5).tolist()
+    return entry
+
+
+def write_cifar10(root: Path, per_batch: int = 20, test: int = 40) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for index in range(1, 6):
+        entry = _cifar_entry(per_batch, 10, "labels", seed=index)
+        (folder / f"data_batch_{index}").write_bytes(pickle.dumps(entry))
+    (folder / "test_batch").write_bytes(pickle.dumps(_cifar_entry(test, 10, "labels", seed=9)))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+
+
+def write_cifar100(root: Path, train: int = 200, test: int = 100) -> None:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    (folder / "train").write_bytes(pickle.dumps(_cifar_entry(train, 100, "fine_labels", seed=0)))
+    (folder / "test").write_bytes(pickle.dumps(_cifar_entry(test, 100, "fine_labels", seed=1)))
+    meta = {
+        "fine_label_names": [f"fine{i}" for i in range(100)],
+        "coarse_label_names": [f"c{i}" for i in range(20)],
+    }
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+
+
+WRITERS = {
+    "mnist": lambda root: write_mnist(root, "MNIST"),
+    "fashion_mnist": lambda root: write_mnist(root, "FashionMNIST"),
+    "cifar10": write_cifar10,
+    "cifar100": write_cifar100,
+}
+# Tiny files are not the official release, so CIFAR's md5 check has to be off; the reading is torchvision's.
+TINY = {
+    "cifar10": ["data.verify_checksums=false"],
+    "cifar100": ["data.verify_checksums=false", "data.val_fraction=0.5"],
+}
+
+
+@pytest.mark.parametrize("dataset", list(WRITERS))
+def test_train_runs_end_to_end_on_each_real_format(tmp_path: Path, dataset: str) -> None:
+    WRITERS[dataset](tmp_path / "files")
+    run_dir = tmp_path / "run"
+    run_script(
+        "train.py",
+        f"data={dataset}",
+        f"data.root={tmp_path / 'files'}",
+        "data.download=false",
+        *TINY.get(dataset, []),
+        "data.batch_size=32",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1
+
+
+def test_mnist_splits_are_stratified_uint8_with_the_sets_own_classes(tmp_path: Path) -> None:
+    write_mnist(tmp_path, "MNIST", train=200, test=50, gz=False)
+    data = TorchvisionDataModule("mnist", root=str(tmp_path), download=False, val_fraction=0.1)
+    assert data.split_sizes() == {"train": 180, "val": 20, "test": 50}
+    assert torch.bincount(data._splits["val"][1], minlength=10).tolist() == [2] * 10
+    images, _ = data._splits["train"]
+    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28)
+    assert (data.num_classes, data.channels, data.image_size) == (10, 1, 28)
+    assert data.class_names[0] == "0 - zero"  # torchvision's names, read from its class
+    resized = TorchvisionDataModule("mnist", root=str(tmp_path), download=False, image_size=32)
+    assert resized.image_size == 32 and resized._splits["test"][0].shape[1:] == (1, 32, 32)
+
+
+def test_cifar_layout_and_classes_come_from_the_pickles(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    data = TorchvisionDataModule("cifar10", root=str(tmp_path), download=False, verify_checksums=False)
+    assert data.split_sizes() == {"train": 90, "val": 10, "test": 40}
+    assert data.class_names[:2] == ("airplane", "automobile") and data.channels == 3
+    # CIFAR stores planes (R, then G, then B); the tensor must hold them as channels, not interleaved.
+    first = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())["data"][0]
+    assert torch.equal(data._splits["test"][0][0], torch.from_numpy(first.reshape(3, 32, 32)))
+
+
+def test_cifar_files_failing_the_checksum_get_a_clear_error(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    with pytest.raises(UserError, match="checksums.*data.verify_checksums=false"):
+        TorchvisionDataModule("cifar10", root=str(tmp_path), download=False).setup()
+
+
+def test_missing_files_offline_name_the_files_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as raised:
+        TorchvisionDataModule("mnist", root=str(tmp_path / "data"), download=False).setup()
+    message = str(raised.value)
+    assert f"{tmp_path}/data/MNIST/raw/{{train-images-idx3-ubyte," in message and "download=true" in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_file_lists_fold_numbered_runs() -> None:
+    names = ["data_batch_1", "data_batch_2", "data_batch_3", "test_batch", "batches.meta"]
+    assert describe_files(Path("d"), names) == "d/{data_batch_1..3,test_batch,batches.meta}"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar100"])
+def test_a_failed_download_removes_only_what_it_created(tmp_path: Path, monkeypatch, dataset: str) -> None:
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "keep.txt").write_text("the user's")
+    with pytest.raises(UserError, match="could not be downloaded.*no network"):
+        TorchvisionDataModule(dataset, root=str(root), download=True).setup()
+    assert sorted(p.name for p in root.iterdir()) == ["keep.txt"]
+
+
+def test_offline_cifar10_prints_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    # A proxy nobody listens on makes the download fail at once, with or without a network here.
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    root = tmp_path / "data" / "cifar10"
+    result = run_script(
+        "train.py",
+        "data=cifar10",
+        f"data.root={root}",
+        "data.download=true",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"{root}/cifar-10-batches-py/{{data_batch_1..5,test_batch,batches.meta}}" in line
+    assert not (tmp_path / "data").exists()

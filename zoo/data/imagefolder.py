@@ -1,0 +1,284 @@
+"""A folder of image files, one subfolder per class, decoded in DataLoader workers.
+
+    DIR/train/CLASS/*.png, DIR/val/CLASS/*.jpg[, DIR/test/CLASS/...]  with no test/, val/ is also test
+    DIR/CLASS/*.png            a seeded, stratified val_fraction is split off; it is also the test split
+
+torchvision's ImageFolder finds the classes and files. Every image is converted to `channels` (1 or 3)
+and, in a worker, passed through the augmentation recipe's v2 transforms; batches arrive as uint8
+N x C x size x size and are normalised on the device by the LightningModule. MixUp and CutMix run per
+batch after the transfer. Every file is checked at setup, so an unreadable image is a one-line error
+(or, with skip_bad_images, a warning) before training starts rather than a crash in a worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import ImageFolder
+
+from ..training.errors import UserError
+from .augment import check_augmentation, sample_transform
+from .base import DataSpec, ImageDataModule
+from .mixing import BatchMixer
+from .splits import stratified_split
+
+
+def default_num_workers() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(8, cpus)
+
+
+def load_image(path: str, mode: str) -> Image.Image:
+    """Decode one file into `mode` ("L" or "RGB"), whatever it was stored as.
+
+    Transparent pixels are composited onto black first: converting RGBA straight to RGB would show
+    whatever colour the invisible pixels happen to store.
+    """
+    with open(path, "rb") as file:
+        image = Image.open(file)
+        image.load()
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return image.convert(mode)
+
+
+def unreadable(path: str) -> str | None:
+    """Why PIL cannot read this file, or None. `verify()` checks structure without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for a bad file; all mean the same here
+        return " ".join(str(error).split()) or type(error).__name__
+    return None
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Images in class folders (see the module docstring for the two layouts).
+
+    `mean`/`std` null: computed per channel from up to `stats_samples` training images, seen as the
+    evaluation transform shows them. `num_workers` null: one per CPU, at most 8.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        channels: int = 3,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int | None = None,
+        augment: str = "standard",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        stats_samples: int = 1000,
+        skip_bad_images: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise UserError(f"data.channels must be 1 or 3, not {channels}")
+        if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std) == channels):
+            raise UserError(f"give data.mean and data.std together, {channels} values each, or neither")
+        try:
+            self.augment = check_augmentation(augment)
+        except ValueError as error:
+            raise UserError(f"data.augment: {error}") from None
+        self.root, self.image_size_requested, self.channels_requested = Path(root), image_size, channels
+        self.val_fraction, self.split_seed, self.seed = val_fraction, split_seed, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.mean, self.std, self.stats_samples = mean, std, stats_samples
+        self.skip_bad_images = skip_bad_images
+        self._datasets: dict[str, Dataset] = {}
+        self._mixer: BatchMixer | None = None
+        self._mix_generator = torch.Generator().manual_seed(seed)
+
+    # --- finding and checking the files ------------------------------------------------------------
+    def _scan(self, folder: Path) -> ImageFolder:
+        loader = functools.partial(load_image, mode="L" if self.channels_requested == 1 else "RGB")
+        try:
+            # allow_empty: an empty class folder gets the error below, which names it.
+            found = ImageFolder(str(folder), loader=loader, allow_empty=True)
+        except FileNotFoundError:
+            raise UserError(
+                f"{folder} holds no class folders; expected {folder}/CLASS/IMAGE.jpg, one folder per class"
+            ) from None
+        if len(found.classes) < 2:
+            raise UserError(
+                f"{folder} holds a single class folder ({found.classes[0]}); a classifier needs at least two"
+            )
+        counts = np.bincount(np.asarray(found.targets, dtype=np.int64), minlength=len(found.classes))
+        if counts.sum() == 0:
+            raise UserError(f"{folder} holds no images (.jpg, .png, ... files) in its class folders")
+        empty = [name for name, count in zip(found.classes, counts, strict=True) if count == 0]
+        if empty:
+            raise UserError(f"class folder {folder / empty[0]} holds no images ({len(empty)} empty in all)")
+        self._drop_unreadable(found)
+        return found
+
+    def _drop_unreadable(self, found: ImageFolder) -> None:
+        paths = [path for path, _ in found.samples]
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
+            reasons = list(pool.map(unreadable, paths, chunksize=64))
+        bad = [(path, why) for path, why in zip(paths, reasons, strict=True) if why is not None]
+        if not bad:
+            return
+        if not self.skip_bad_images:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise UserError(
+                f"cannot read image {bad[0][0]}: {bad[0][1]}{more}; fix or remove it, "
+                "or set data.skip_bad_images=true to skip unreadable images"
+            )
+        warnings.warn(
+            f"skipping {len(bad)} unreadable image(s): " + ", ".join(path for path, _ in bad[:5]),
+            stacklevel=2,
+        )
+        bad_paths = {path for path, _ in bad}
+        # samples/targets/imgs are DatasetFolder's public attributes; __getitem__ reads samples.
+        found.samples = [sample for sample in found.samples if sample[0] not in bad_paths]
+        found.imgs = found.samples
+        found.targets = [target for _, target in found.samples]
+        lost = sorted(set(range(len(found.classes))) - set(found.targets))
+        if lost:
+            raise UserError(f"every image of class {found.classes[lost[0]]!r} is unreadable")
+
+    def _with_transform(self, found: ImageFolder, train: bool) -> ImageFolder:
+        view = copy.copy(found)  # shares the sample list; only the transform differs
+        view.transform = sample_transform(self.augment, self.image_size_requested, train=train)
+        return view
+
+    # --- setup ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._spec is not None:
+            return
+        if not self.root.is_dir():
+            raise UserError(f"image folder {self.root} does not exist (set data.root=DIR)")
+        if (self.root / "train").is_dir():
+            if not (self.root / "val").is_dir():
+                raise UserError(
+                    f"{self.root} has train/ but no val/; add val/ or put the class folders in {self.root}"
+                )
+            train = self._scan(self.root / "train")
+            val = self._scan(self.root / "val")
+            test = self._scan(self.root / "test") if (self.root / "test").is_dir() else val
+            for name, other in (("val", val), ("test", test)):
+                if other.classes != train.classes:
+                    differ = ", ".join(sorted(set(other.classes) ^ set(train.classes))[:5])
+                    raise UserError(
+                        f"{self.root}/{name} and {self.root}/train hold different class folders "
+                        f"(in one but not the other: {differ})"
+                    )
+            self._datasets = {
+                "train": self._with_transform(train, train=True),
+                "val": self._with_transform(val, train=False),
+                "test": self._with_transform(test, train=False),
+            }
+        else:
+            found = self._scan(self.root)
+            try:
+                kept, held_out = stratified_split(
+                    np.asarray(found.targets), self.val_fraction, self.split_seed
+                )
+            except ValueError as error:
+                raise UserError(f"cannot split off data.val_fraction={self.val_fraction}: {error}") from None
+            evaluation = Subset(self._with_transform(found, train=False), held_out.tolist())
+            self._datasets = {
+                "train": Subset(self._with_transform(found, train=True), kept.tolist()),
+                "val": evaluation,
+                "test": evaluation,
+            }
+            train = found
+        mean, std = (self.mean, self.std) if self.mean is not None else self._statistics()
+        self._spec = DataSpec(
+            class_names=tuple(train.classes),
+            channels=self.channels_requested,
+            image_size=self.image_size_requested,
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+        )
+        try:
+            self._mixer = BatchMixer(len(train.classes), self.mixup_alpha, self.cutmix_alpha)
+        except ValueError as error:
+            raise UserError(f"data: {error}") from None
+
+    def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of a seeded sample of training images, without augmentation."""
+        train = self._datasets["train"]
+        base = train.dataset if isinstance(train, Subset) else train
+        indices = train.indices if isinstance(train, Subset) else range(len(train))
+        chosen = np.random.default_rng(self.split_seed).permutation(len(indices))[: self.stats_samples]
+        plain = Subset(self._with_transform(base, train=False), [indices[int(i)] for i in chosen])
+        total = torch.zeros(self.channels_requested, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        pixels = 0
+        for images, _ in self._loader(plain, self.eval_batch_size, shuffle=False, persistent=False):
+            values = images.to(torch.float64).div_(255).transpose(0, 1).flatten(1)  # C x (N*H*W)
+            total += values.sum(dim=1)
+            squares += values.square().sum(dim=1)
+            pixels += values.shape[1]
+        mean = total / pixels
+        std = (squares / pixels - mean.square()).clamp_min(1e-12).sqrt()
+        return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+    # --- loaders -------------------------------------------------------------------------------
+    def split_sizes(self) -> dict[str, int]:
+        self.setup()
+        return {name: len(dataset) for name, dataset in self._datasets.items()}
+
+    def _loader(
+        self, dataset: Dataset, batch_size: int, *, shuffle: bool, persistent: bool = True
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=persistent and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._datasets["train"], self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._datasets["val"], self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._datasets["test"], self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if (
+            self._mixer is None
+            or not self._mixer.enabled
+            or self.trainer is None
+            or not self.trainer.training
+        ):
+            return batch
+        images, labels = batch
+        return self._mixer(images, labels, self._mix_generator)
+
+    # The mixing generator's position travels in checkpoints, so a resumed run mixes like an unbroken one.
+    def state_dict(self) -> dict:
+        return {"mix_generator": self._mix_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "mix_generator" in state_dict:
+            self._mix_generator.set_state(state_dict["mix_generator"].cpu())

@@ -1,0 +1,301 @@
+"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100, read by torchvision's own data set classes and then
+held in memory as uint8 tensors (the fast path of `InMemoryDataModule`).
+
+torchvision reads the official files, so what is read is exactly what everyone else reads; after that
+the images are tensors and torchvision's per-sample `__getitem__` is never called. The official
+test split is the test split; validation is a seeded, stratified slice of the official training split.
+
+Files that are missing offline, or a download that fails, end in one `UserError` line naming the
+files and the folder expected, and a failed download leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torch.nn.functional as F
+import torchvision.datasets as tv_datasets
+from torchvision.datasets.utils import extract_archive
+
+from ..training.errors import UserError
+from .memory import InMemoryDataModule
+from .splits import stratified_split
+
+# A stalled connection would otherwise wait for the OS's TCP timeout, minutes on some networks.
+DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class TorchvisionSet:
+    """Which torchvision class reads a set, and where under `root` that class looks for it."""
+
+    title: str
+    class_name: str
+    family: str  # "mnist": idx files in ROOT/<class name>/raw; "cifar": python pickles in ROOT/<base folder>
+
+    @property
+    def dataset_class(self) -> type:
+        return getattr(tv_datasets, self.class_name)
+
+    def home(self, root: Path) -> Path:
+        """The one folder under `root` that is the set's own."""
+        cls = self.dataset_class
+        return root / cls.__name__ if self.family == "mnist" else root / cls.base_folder
+
+    def folder(self, root: Path) -> Path:
+        """Where the files torchvision reads lie."""
+        return self.home(root) / "raw" if self.family == "mnist" else self.home(root)
+
+    def files(self) -> list[str]:
+        """The file names torchvision reads, taken from its own class so they cannot drift apart."""
+        cls = self.dataset_class
+        if self.family == "mnist":
+            return [name.removesuffix(".gz") for name, _ in cls.resources]
+        return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+DATASETS = {
+    "mnist": TorchvisionSet("MNIST", "MNIST", "mnist"),
+    "fashion_mnist": TorchvisionSet("Fashion-MNIST", "FashionMNIST", "mnist"),
+    "cifar10": TorchvisionSet("CIFAR-10", "CIFAR10", "cifar"),
+    "cifar100": TorchvisionSet("CIFAR-100", "CIFAR100", "cifar"),
+}
+
+
+def describe_files(folder: Path, names: list[str], suffix: str = "") -> str:
+    """`folder/{a,b,c}`, with numbered runs folded (`data_batch_1..5`) so the list fits on one line."""
+    runs: list[list] = []  # [stem, first, last] for numbered names, [name] for the rest
+    for name in names:
+        stem, _, number = name.rpartition("_")
+        if number.isdigit() and runs and len(runs[-1]) == 3 and runs[-1][0] == stem:
+            if runs[-1][2] == int(number) - 1:
+                runs[-1][2] = int(number)
+                continue
+        runs.append([stem, int(number), int(number)] if number.isdigit() and stem else [name])
+    shown = [
+        run[0] if len(run) == 1 else f"{run[0]}_{run[1]}" + (f"..{run[2]}" if run[2] > run[1] else "")
+        for run in runs
+    ]
+    return f"{folder}/{{{','.join(shown)}}}{suffix}"
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root: Path, set_folder: Path) -> Iterator[None]:
+    """If the body raises, delete what it created: `root` itself (and any parents it needed), new
+    entries of `root` (an archive, a set folder), and new files inside a set folder that was already
+    there. Nothing that existed before is touched, and nothing outside the set is walked."""
+    first_new = next((p for p in [*reversed(root.parents), root] if not p.exists()), None)
+    top_before = set(root.iterdir()) if first_new is None else set()
+    set_folder_existed = set_folder.is_dir()
+    inside_before = set(set_folder.rglob("*")) if set_folder_existed else set()
+    try:
+        yield
+    except BaseException:
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        elif root.is_dir():
+            for entry in set(root.iterdir()) - top_before:
+                _remove(entry)
+            if set_folder_existed and set_folder.is_dir():
+                # Deepest first, so a new folder is emptied before it is removed.
+                for path in sorted(set(set_folder.rglob("*")) - inside_before, key=lambda p: -len(p.parts)):
+                    _remove(path)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    # MNIST's download error lists every mirror it tried ("Tried URL, got: ERROR"); the last error says why.
+    text = text.rpartition(" got: ")[2]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TorchvisionDataModule(InMemoryDataModule):
+    """One of `DATASETS`, read once by torchvision's class into uint8 tensors N x C x H x W.
+
+    `image_size` (null: the set's own size) resizes every image once at load time. `verify_checksums`
+    leaves torchvision's md5 check of the CIFAR files on; turning it off loads files that are not the
+    official release (a subset, a re-pickled copy) through the same torchvision loader.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        image_size: int | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
+        augment: str = "standard",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        verify_checksums: bool = True,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            seed=seed,
+            augment=augment,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+        )
+        if dataset not in DATASETS:
+            raise UserError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
+        if not 0 < val_fraction < 1:
+            raise UserError(f"data.val_fraction must be between 0 and 1, not {val_fraction}")
+        self.dataset, self.root, self.download = dataset, Path(root), download
+        self.image_size_requested, self.val_fraction, self.split_seed = image_size, val_fraction, split_seed
+        self.verify_checksums = verify_checksums
+
+    # --- files ----------------------------------------------------------------------------------
+    def _find_files(self) -> list[str]:
+        """The names of the files torchvision will read that are not there; MNIST's local .gz are unpacked."""
+        info = DATASETS[self.dataset]
+        folder = info.folder(self.root)
+        missing = []
+        for name in info.files():
+            if (folder / name).is_file():
+                continue
+            if info.family == "mnist" and (folder / f"{name}.gz").is_file():
+                # torchvision reads the decompressed idx files; it only unpacks the .gz it downloads.
+                try:
+                    extract_archive(str(folder / f"{name}.gz"), str(folder))
+                except (OSError, EOFError) as error:
+                    (folder / name).unlink(missing_ok=True)  # a half-written file would pass for the set
+                    raise UserError(f"cannot decompress {folder / name}.gz: {_one_line(error)}") from None
+                continue
+            missing.append(name)
+        return missing
+
+    def _expected(self) -> str:
+        info = DATASETS[self.dataset]
+        suffix = "[.gz]" if info.family == "mnist" else ""
+        return describe_files(info.folder(self.root), info.files(), suffix)
+
+    def _fetch(self) -> None:
+        info = DATASETS[self.dataset]
+        try:
+            with (
+                _removed_on_failure(self.root, info.home(self.root)),
+                _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S),
+            ):
+                info.dataset_class(str(self.root), train=True, download=True)
+        except (URLError, OSError, RuntimeError) as error:
+            raise UserError(
+                f"{info.title} is not in {self.root} and could not be downloaded ({_one_line(error)}); "
+                f"expected {self._expected()}"
+            ) from None
+
+    def _open(self, train: bool):
+        info = DATASETS[self.dataset]
+        cls = info.dataset_class
+        try:
+            if info.family == "cifar" and not self.verify_checksums:
+                return _cifar_without_checksums(cls, self.root, train)
+            return cls(str(self.root), train=train, download=False)
+        except RuntimeError as error:
+            # Every file is there by now, so CIFAR's RuntimeError can only be its md5 check failing.
+            if info.family == "cifar" and self.verify_checksums:
+                raise UserError(
+                    f"the {info.title} files in {info.folder(self.root)} do not match torchvision's "
+                    "checksums (damaged, or not the official release); delete them to download again, "
+                    "or set data.verify_checksums=false to load them as they are"
+                ) from None
+            raise UserError(
+                f"cannot read {info.title} from {info.folder(self.root)}: {_one_line(error)}"
+            ) from None
+        except (OSError, ValueError, EOFError, KeyError, AssertionError) as error:
+            raise UserError(
+                f"cannot read {info.title} from {info.folder(self.root)}: {_one_line(error)}"
+            ) from None
+
+    # --- splits ---------------------------------------------------------------------------------
+    def load_splits(self):
+        info = DATASETS[self.dataset]
+        if self._find_files():
+            if not self.download:
+                raise UserError(
+                    f"{info.title} not found: expected {self._expected()} "
+                    "(set data.download=true to fetch it, or data.root=DIR to point at it)"
+                )
+            self._fetch()
+        train_set, test_set = self._open(train=True), self._open(train=False)
+        train_images, train_labels = self._as_tensors(train_set)
+        test_images, test_labels = self._as_tensors(test_set)
+        try:
+            kept, held_out = stratified_split(train_labels.numpy(), self.val_fraction, self.split_seed)
+        except ValueError as error:
+            raise UserError(f"cannot split off data.val_fraction={self.val_fraction}: {error}") from None
+        kept_t, held_out_t = torch.from_numpy(kept), torch.from_numpy(held_out)
+        splits = {
+            "train": (train_images[kept_t], train_labels[kept_t]),
+            "val": (train_images[held_out_t], train_labels[held_out_t]),
+            "test": (test_images, test_labels),
+        }
+        return splits, tuple(str(name) for name in train_set.classes)
+
+    def _as_tensors(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        data = dataset.data
+        if isinstance(data, torch.Tensor):  # MNIST family: N x H x W
+            images = data.unsqueeze(1)
+        else:  # CIFAR: a numpy array N x H x W x C
+            images = torch.from_numpy(data).permute(0, 3, 1, 2)
+        labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
+        return _resized(images.contiguous(), self.image_size_requested), labels
+
+
+def _cifar_without_checksums(cls: type, root: Path, train: bool):
+    """torchvision's CIFAR class, reading files that fail its md5 check.
+
+    The class looks up its file list and each file's md5 on the instance (`self.train_list`,
+    `self.test_list`, `self.meta`), and `check_integrity(path, None)` means "the file exists". This
+    instance gets lists without the md5s before `__init__` runs; the class and every other
+    instance keep theirs, and the reading itself is torchvision's, unchanged.
+    """
+    dataset = cls.__new__(cls)
+    dataset.train_list = [[name, None] for name, _ in cls.train_list]
+    dataset.test_list = [[name, None] for name, _ in cls.test_list]
+    dataset.meta = {**cls.meta, "md5": None}
+    dataset.__init__(str(root), train=train, download=False)
+    return dataset
+
+
+def _resized(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images resized once to size x size, in chunks so the float copy stays small."""
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    for first in range(0, len(images), chunk):
+        pixels = images[first : first + chunk].float()
+        resized = F.interpolate(
+            pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[first : first + chunk] = resized.clamp_(0, 255).round_().to(torch.uint8)
+    return out
