@@ -1,6 +1,6 @@
 """VGG (Simonyan & Zisserman, 2015): stages of 3x3 stride-1 convolutions separated by 2x2 max-pools,
-then three fully connected layers with dropout. A variant is data: a list of convolution widths with
-"M" for a pool, keyed by its count of weight layers (11, 13, 16, 19 are the paper's configurations
+then three fully connected layers with dropout. A variant is data: how many convolutions each of the
+five stages has, keyed by its count of weight layers (11, 13, 16, 19 are the paper's configurations
 A, B, D, E); the `_bn` variants add batch normalisation after every convolution.
 
 Standard stem (`small_input=False`): torchvision's layout, names and initialisation, so its state
@@ -21,49 +21,30 @@ from torch import nn
 from ._head import ClassifierModel
 from ._registry import register_model
 
-# Output channels of each 3x3 convolution, "M" for a 2x2 max-pool, by number of weight layers.
-_CFGS: dict[int, list[int | str]] = {
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    19: [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ],
+# Five stages, each some 3x3 convolutions of one width and then a 2x2 max-pool; a variant is the number
+# of convolutions per stage, keyed by its count of weight layers (the convolutions plus three linears).
+_STAGE_WIDTHS = (64, 128, 256, 512, 512)
+_STAGE_DEPTHS: dict[int, tuple[int, ...]] = {
+    11: (1, 1, 2, 2, 2),
+    13: (2, 2, 2, 2, 2),
+    16: (2, 2, 3, 3, 3),
+    19: (2, 2, 4, 4, 4),
 }
 
 
-def _make_features(cfg: list[int | str], in_chans: int, batch_norm: bool, ceil_mode: bool) -> nn.Sequential:
+def _make_features(
+    depths: tuple[int, ...], in_chans: int, batch_norm: bool, ceil_mode: bool
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = in_chans
-    for width in cfg:
-        if width == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))  # halves H and W
-            continue
-        layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))  # keeps H and W
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(width))
-        layers.append(nn.ReLU(inplace=True))
-        channels = width
+    for width, depth in zip(_STAGE_WIDTHS, depths, strict=True):
+        for _ in range(depth):
+            layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))  # keeps H and W
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(inplace=True))
+            channels = width
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))  # halves H and W
     return nn.Sequential(*layers)
 
 
@@ -73,7 +54,7 @@ class VGG(ClassifierModel):
 
     def __init__(
         self,
-        cfg: list[int | str],
+        depths: tuple[int, ...],
         *,
         batch_norm: bool = False,
         num_classes: int = 1000,
@@ -83,14 +64,13 @@ class VGG(ClassifierModel):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        channels = [width for width in cfg if width != "M"][-1]
         pooled, hidden = (1, 512) if small_input else (7, 4096)
         self.num_features = hidden
-        self.features = _make_features(cfg, in_chans, batch_norm, ceil_mode=small_input)
+        self.features = _make_features(depths, in_chans, batch_norm, ceil_mode=small_input)
         # Pooling to the size the head was built for lets other input sizes through unchanged in shape.
         self.avgpool = nn.AdaptiveAvgPool2d(pooled)
         self.classifier = nn.Sequential(
-            nn.Linear(channels * pooled * pooled, hidden),
+            nn.Linear(_STAGE_WIDTHS[-1] * pooled * pooled, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, hidden),
@@ -101,8 +81,9 @@ class VGG(ClassifierModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # torchvision's scheme. He init (fan-out, as torchvision) keeps the activations' scale through up
-        # to 16 ReLU convolutions without batch norm; small linear weights keep the first logits near zero.
+        # torchvision's scheme, so training from scratch behaves as with its VGG: He init (fan-out) keeps the
+        # gradients' scale through up to 16 ReLU convolutions without batch norm, and small linear weights
+        # keep the first logits near zero.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -133,7 +114,7 @@ def _vgg(
     depth: int, batch_norm: bool, num_classes: int, in_chans: int, small_input: bool, dropout: float
 ) -> VGG:
     return VGG(
-        _CFGS[depth],
+        _STAGE_DEPTHS[depth],
         batch_norm=batch_norm,
         num_classes=num_classes,
         in_chans=in_chans,
