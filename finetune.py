@@ -1,0 +1,68 @@
+"""Fine-tune a trained model on new data: python finetune.py ckpt_path=SOURCE [data=NAME] [finetune.KEY=...]
+(see configs/finetune.yaml). It keeps the trained convolutional layers, rebuilds the fully connected
+head for the new class list, and writes a run directory as train.py does.
+"""
+
+from __future__ import annotations
+
+from zoo.training.cli import precheck
+
+# Before the heavy imports: a typo is answered at once. ckpt_path names the source here, so resume=
+# is rewritten into resume_ckpt (and the run's own directory).
+precheck(resume_key="resume_ckpt")
+
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from zoo.training import builders, outputs  # noqa: E402
+from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
+from zoo.training.errors import UserError, user_errors  # noqa: E402
+from zoo.training.finetuning import build_finetune_module  # noqa: E402
+from zoo.training.validation import validate_config  # noqa: E402
+
+
+def finetune(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    if (run_dir / "metrics.json").exists():
+        raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
+    validate_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = builders.build_datamodule(cfg)
+    trainer = builders.build_trainer(cfg)
+    builders.scale_learning_rate(cfg, trainer)
+    module, summary = build_finetune_module(cfg, datamodule.spec)
+    if trainer.is_global_zero:
+        print(summary, flush=True)
+        if cfg.resume_ckpt:
+            remove_stale_partials(Path(cfg.resume_ckpt).parent)
+        outputs.save_resolved_config(cfg, run_dir)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume_ckpt, weights_only=True)
+    metrics: dict[str, float] = {}
+    if cfg.test:
+        # fast_dev_run keeps no checkpoint, so it tests the weights in memory.
+        best = None if cfg.trainer.fast_dev_run else "best"
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        metrics = outputs.scalar_metrics(trainer.callback_metrics)
+        metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
+    if trainer.is_global_zero:
+        outputs.write_json_atomically(run_dir / "metrics.json", metrics)
+        outputs.log_final_hparams(trainer, cfg, metrics)
+        accuracy = f"test/acc={metrics['test/acc']:.4f}" if "test/acc" in metrics else "no test run"
+        print(f"run directory: {run_dir}  {accuracy}", flush=True)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="finetune")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        metrics = finetune(cfg)
+    # Returned for Hydra sweepers that optimise a value.
+    return metrics.get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Fine-tuning's model surgery, in process: new heads for every family, the first convolution for new
+channels, and the three kinds of source (run checkpoint, state dict, torchvision's weights)."""
+
+from __future__ import annotations
+
+import copy
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+
+import zoo
+from zoo.data import DataSpec
+from zoo.training import weight_sources
+from zoo.training.cli import CONFIG_DIR
+from zoo.training.errors import UserError
+from zoo.training.finetuning import FineTuneClassifier, build_finetune_module
+from zoo.training.head_surgery import adapt_input_channels, rebuild_head, transplant
+
+# One model per family, all with the small stem at 32 px.
+FAMILIES = ["lenet5", "alexnet", "vgg11", "googlenet", "resnet18", "densenet121"]
+OLD = ["a", "b", "c"]
+# Two classes the source knew (in another order), two it did not.
+NEW = ["c", "x", "a", "y"]
+
+
+def _images(channels: int = 3, size: int = 32) -> torch.Tensor:
+    return torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _finetuned(source: zoo.ClassifierModel, name: str, classes: list[str], in_chans: int = 3, **head):
+    net = copy.deepcopy(source)
+    rebuild_head(net, classes, source_class_names=OLD, **head)
+    target = zoo.create_model(name, num_classes=len(classes), in_chans=in_chans, small_input=True)
+    transplant(net, target)
+    return target.eval()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_replace_and_extend_give_the_new_width_and_extend_keeps_old_logits(name: str) -> None:
+    torch.manual_seed(0)
+    source = zoo.create_model(name, num_classes=len(OLD), in_chans=3, small_input=True).eval()
+    x = _images()
+    with torch.no_grad():
+        source_features = source.forward_head(source.forward_features(x), pre_logits=True)
+        source_logits = source(x)
+
+    replaced = _finetuned(source, name, ["p", "q", "r", "s", "t"], mode="replace")
+    extended = _finetuned(source, name, NEW, mode="extend")
+
+    # Every backbone tensor is the source's; replace leaves the old rows behind.
+    head_prefixes = tuple(f"{head}." for head in source.head_names)
+    target_state = replaced.state_dict()
+    for key, value in source.state_dict().items():
+        if not key.startswith(head_prefixes):
+            assert torch.equal(target_state[key], value), key
+
+    # extend: the kept rows are bit for bit the source's, so before any training the extended model
+    # gives the source's logits for "c" and "a" (up to the rounding of a wider matrix product).
+    old, new = source.get_classifier(), extended.get_classifier()
+    assert torch.equal(new.weight[[0, 2]], old.weight[[2, 0]])
+    assert torch.equal(new.bias[[0, 2]], old.bias[[2, 0]])
+    with torch.no_grad():
+        features = extended.forward_head(extended.forward_features(x), pre_logits=True)
+        logits = extended(x)
+    assert torch.equal(features, source_features)
+    scale = source_logits.abs().max().clamp_min(1e-6)
+    assert (logits[:, [0, 2]] - source_logits[:, [2, 0]]).abs().max() <= 1e-5 * scale
+
+    for model, width in ((replaced, 5), (extended, len(NEW))):
+        assert model.num_classes == width
+        assert model(x).shape == (2, width)
+        train_logits, aux = model.train().forward_train(x)  # auxiliary heads too (GoogLeNet)
+        assert train_logits.shape == (2, width) and all(a.shape == (2, width) for a in aux)
+        model.eval()
+
+
+def test_reset_classifier_reinitialises_the_whole_fully_connected_head() -> None:
+    torch.manual_seed(0)
+    source = zoo.create_model("alexnet", num_classes=3, in_chans=3, small_input=True)
+    last = _finetuned(source, "alexnet", ["p", "q"], mode="replace", reset="last")
+    whole = _finetuned(source, "alexnet", ["p", "q"], mode="replace", reset="classifier")
+    # classifier.1 and .4 are AlexNet's hidden fully connected layers, classifier.6 the last one.
+    assert torch.equal(last.classifier[1].weight, source.classifier[1].weight)
+    assert not torch.equal(whole.classifier[1].weight, source.classifier[1].weight)
+    assert not torch.equal(whole.classifier[4].weight, source.classifier[4].weight)
+    assert torch.equal(whole.features[0].weight, source.features[0].weight)
+
+
+def test_extend_refuses_a_source_without_class_names_and_a_full_reset() -> None:
+    net = zoo.create_model("lenet5", num_classes=3)
+    with pytest.raises(UserError, match="no class names"):
+        rebuild_head(net, NEW, mode="extend", source_class_names=None)
+    with pytest.raises(UserError, match="contradicts"):
+        rebuild_head(net, NEW, mode="extend", reset="classifier", source_class_names=OLD)
+    with pytest.raises(UserError, match="at least 2 classes"):
+        rebuild_head(net, ["only"], mode="replace")
+
+
+def test_first_convolution_adapts_between_rgb_and_grey() -> None:
+    weight = torch.randn(4, 3, 3, 3)
+    assert torch.equal(adapt_input_channels(weight, 1), weight.sum(dim=1, keepdim=True))
+    grey = torch.randn(4, 1, 3, 3)
+    assert torch.allclose(adapt_input_channels(grey, 3), grey.repeat(1, 3, 1, 1) / 3)
+
+    # RGB source on grey data: the grey image g gives what the source gives on (g, g, g).
+    torch.manual_seed(0)
+    rgb = zoo.create_model("resnet18", num_classes=3, in_chans=3, small_input=True).eval()
+    grey_net = _finetuned(rgb, "resnet18", OLD, in_chans=1, mode="extend")
+    g = _images(channels=1)
+    with torch.no_grad():
+        assert torch.allclose(grey_net(g), rgb(g.repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
+
+    # Grey source on RGB data: an RGB image with equal channels gives the grey source's answer.
+    lenet = zoo.create_model("lenet5", num_classes=3, in_chans=1).eval()
+    rgb_net = _finetuned(lenet, "lenet5", OLD, in_chans=3, mode="extend")
+    with torch.no_grad():
+        assert torch.allclose(rgb_net(g.repeat(1, 3, 1, 1)), lenet(g), atol=1e-5, rtol=1e-4)
+
+
+# --- sources --------------------------------------------------------------------------------------
+DIGITS = DataSpec(
+    class_names=tuple(str(d) for d in range(10)), channels=1, image_size=32, mean=(0.3,), std=(0.3,)
+)
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="finetune", overrides=["logger=none", *overrides])
+
+
+@pytest.fixture(scope="module")
+def torchvision_resnet18(tmp_path_factory) -> Path:
+    """torchvision's resnet18 (random init, as if its published weights) saved as a plain state dict."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def test_finetune_config_composes_with_every_source() -> None:
+    cfg = _cfg("ckpt_path=x.ckpt")
+    assert cfg.get("model") is None and cfg.task_name == "finetune"
+    assert cfg.finetune.head == "replace" and cfg.callbacks.backbone_freeze.freeze is False
+    cfg = _cfg("pretrained=torchvision", "model=resnet18", "finetune.unfreeze_at_epoch=2")
+    assert cfg.model.name == "resnet18" and cfg.callbacks.backbone_freeze.unfreeze_at_epoch == 2
+
+
+def test_a_torchvision_state_dict_keeps_its_standard_stem(torchvision_resnet18: Path) -> None:
+    source = weight_sources.load_source(_cfg(f"ckpt_path={torchvision_resnet18}", "model=resnet18"), DIGITS)
+    # 32 px data would choose the small stem, but these tensors fit only the standard one.
+    assert source.model == {"name": "resnet18", "num_classes": 1000, "in_chans": 3, "small_input": False}
+    assert source.kind == "state_dict" and source.class_names is None
+    net, absent = source.build_net()
+    assert absent == []
+    saved = torch.load(torchvision_resnet18, weights_only=True)
+    assert all(torch.equal(net.state_dict()[key], value) for key, value in saved.items())
+
+
+def test_a_source_of_another_architecture_is_refused(torchvision_resnet18: Path) -> None:
+    with pytest.raises(UserError, match="does not hold vgg11 weights"):
+        weight_sources.load_source(_cfg(f"ckpt_path={torchvision_resnet18}", "model=vgg11"), DIGITS)
+    with pytest.raises(UserError, match="add model=NAME"):
+        weight_sources.load_source(_cfg(f"ckpt_path={torchvision_resnet18}"), DIGITS)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [({"a": 1}, "not a state dict"), (torch.zeros(3), "holds a Tensor")]
+)
+def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path: Path, content, message: str) -> None:
+    path = tmp_path / "weights.pth"
+    torch.save(content, path)
+    with pytest.raises(UserError, match=message):
+        weight_sources.load_source(_cfg(f"ckpt_path={path}", "model=resnet18"), DIGITS)
+
+
+def test_no_source_and_too_few_classes_are_refused() -> None:
+    with pytest.raises(UserError, match="needs a source"):
+        weight_sources.load_source(_cfg(), DIGITS)
+    one_class = DataSpec(class_names=("only",), channels=1, image_size=32, mean=(0.3,), std=(0.3,))
+    with pytest.raises(UserError, match="at least 2 classes, but the new data has 1"):
+        build_finetune_module(_cfg("ckpt_path=x.ckpt"), one_class)
+
+
+def test_torchvision_densenet_files_with_old_layer_names_load() -> None:
+    # torchvision's published DenseNet files name layers norm.1/conv.2 where the modules are now norm1/conv2.
+    with torch.device("meta"):
+        current = zoo.create_model("densenet121").state_dict()
+    old = {
+        key.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): value for key, value in current.items()
+    }
+    assert set(old) != set(current)
+    model = {"name": "densenet121", "num_classes": 1000, "in_chans": 3, "small_input": False}
+    assert set(weight_sources._state_dict_keys(old, model)) == set(current)
+
+
+def test_torchvision_weights_offline_name_the_file_to_place(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(UserError) as error:
+        weight_sources.load_source(_cfg("pretrained=torchvision", "model=resnet18"), DIGITS)
+    assert f"place the file at {expected}" in str(error.value)
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in str(error.value)
+    with pytest.raises(UserError, match="publishes no weights for lenet5"):
+        weight_sources.load_source(_cfg("pretrained=torchvision", "model=lenet5"), DIGITS)
+
+
+def test_torchvision_weights_in_the_hub_cache_are_used(
+    tmp_path: Path, monkeypatch, torchvision_resnet18
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(torchvision_resnet18.read_bytes())
+    monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)  # no network needed
+    cfg = _cfg("pretrained=torchvision", "model=resnet18", "finetune.head=extend")
+    source = weight_sources.load_source(cfg, DIGITS)
+    assert source.kind == "torchvision" and source.origin == "ResNet18_Weights.IMAGENET1K_V1"
+    assert len(source.class_names) == 1000 and source.mean == [0.485, 0.456, 0.406]
+    # ImageNet's class names include no digit, so extend keeps no row; grey data sums the RGB filters.
+    module, summary = build_finetune_module(cfg, DIGITS)
+    assert isinstance(module, FineTuneClassifier) and module.net.num_classes == 10
+    assert module.hparams["source"]["name"] == "ResNet18_Weights.IMAGENET1K_V1"
+    assert module.hparams["source"]["kept_classes"] == []
+    assert "from 3 to 1 channels" in summary
+    # The source's RGB mean does not fit grey data, so the data's own is used.
+    assert module.hparams["data"]["mean"] == [0.3]
+
+
+def test_parameter_groups_split_head_and_backbone_with_the_scaled_rate(torchvision_resnet18) -> None:
+    cfg = _cfg(
+        f"ckpt_path={torchvision_resnet18}",
+        "model=resnet18",
+        "finetune.backbone_lr_scale=0.1",
+        "optimizer.lr=0.01",
+        "scheduler=onecycle",
+    )
+    module, _ = build_finetune_module(cfg, DIGITS)
+    head, backbone = module.parameter_groups()
+    assert (head["name"], backbone["name"]) == ("head", "backbone")
+    assert {id(p) for p in head["params"]} == {id(p) for p in module.net.fc.parameters()}
+    assert backbone["lr"] == pytest.approx(0.001)
+    assert len(head["params"]) + len(backbone["params"]) == len(list(module.net.parameters()))
+    # One-cycle sets each group's peak from max_lr: it gets one peak per group.
+    assert module.scheduler_factory.keywords["max_lr"] == pytest.approx([0.01, 0.001])

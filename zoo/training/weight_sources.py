@@ -1,0 +1,294 @@
+"""Where fine-tuning's starting weights come from, each kind read into one `Source`.
+
+- A checkpoint written by train.py or finetune.py (`ckpt_path=RUN/checkpoints/best-....ckpt`): the
+  architecture, class names and input normalisation come from the checkpoint itself.
+- A plain state dict file (`ckpt_path=WEIGHTS.pth model=NAME`), such as torchvision's published
+  weights saved by a user: the class and channel counts are read from the shapes of the classifier
+  and the first convolution, and the stem (`small_input`) is whichever of the two the tensors fit
+  (torchvision's files have the standard stem), unless `model.small_input` fixes it.
+- torchvision's own weights (`pretrained=torchvision model=NAME`): its default weights for that
+  architecture, read from the torch hub cache, downloaded there first when online.
+
+Every file is read with `weights_only=True`, so a file can hold tensors but no code.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..data import DataSpec
+from ..models import ClassifierModel, UnknownModelError, create_model, list_models
+from .builders import SMALL_INPUT_MAX_SIZE, to_plain
+from .checkpoint import load_run_checkpoint, load_weights_file
+from .errors import UserError
+
+TORCHVISION = "torchvision"
+USAGE = (
+    "finetune.py needs a source: ckpt_path=RUN/checkpoints/FILE.ckpt (a run of train.py or finetune.py), "
+    "ckpt_path=WEIGHTS.pth model=NAME (a plain state dict), or pretrained=torchvision model=NAME"
+)
+# A download that stalls this long (no bytes at all) is given up, so an offline machine whose
+# network drops packets instead of refusing them still gets its answer in seconds, not minutes.
+DOWNLOAD_STALL_TIMEOUT_S = 20
+
+
+@dataclass
+class Source:
+    kind: str  # "checkpoint" | "state_dict" | "torchvision"
+    origin: str  # the file read, or torchvision's weights name
+    model: dict  # {"name": ..., **constructor kwargs}: the architecture the weights were trained as
+    state_dict: dict[str, torch.Tensor]
+    class_names: list[str] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def build_net(self) -> tuple[ClassifierModel, list[str]]:
+        """The source network with its weights, and the head modules the weights did not include
+        (left at their fresh initialisation)."""
+        kwargs = dict(self.model)
+        name = kwargs.pop("name")
+        net = create_model(name, **kwargs)
+        problems, absent = fit_report(net, self.state_dict)
+        if problems:
+            raise UserError(f"{self.origin} does not hold {name} weights ({'; '.join(problems)})")
+        net.load_state_dict(self.state_dict, strict=False)  # what is not loaded, fit_report allowed
+        return net, absent
+
+    def record(self, **details) -> dict:
+        """What the fine-tuned checkpoint keeps about its origin (plain types, hparams["source"])."""
+        path = str(Path(self.origin).resolve()) if self.kind != TORCHVISION else None
+        return {
+            "kind": self.kind,
+            "path": path,
+            "name": self.origin if self.kind == TORCHVISION else None,
+            "model": self.model["name"],
+            "class_names": self.class_names,
+            **details,
+        }
+
+
+def fit_report(net: ClassifierModel, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """(what keeps `state` from loading into `net`, head modules wholly absent from `state`).
+
+    A whole head module may be absent: torchvision's GoogLeNet drops its auxiliary heads when it
+    saves, and a backbone-only file has no classifier at all. Those start fresh. A missing BatchNorm
+    step counter (`num_batches_tracked`, absent from older files) is filled in by BatchNorm itself.
+    """
+    expected = {key: tuple(value.shape) for key, value in net.state_dict().items()}
+    absent = [
+        head
+        for head in net.head_names
+        if not any(key.startswith(f"{head}.") and key in state for key in expected)
+    ]
+    missing = [
+        key
+        for key in expected
+        if key not in state and not key.endswith("num_batches_tracked") and key.split(".")[0] not in absent
+    ]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [
+        f"{key} is {tuple(state[key].shape)}, not {expected[key]}"
+        for key in expected
+        if key in state and tuple(state[key].shape) != expected[key]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if reshaped:
+        problems.append(f"{len(reshaped)} of another shape, e.g. {reshaped[0]}")
+    return problems, absent
+
+
+def load_source(cfg, spec: DataSpec) -> Source:
+    """The source the config names: `ckpt_path` (a run checkpoint or a state dict) or `pretrained`."""
+    requested = to_plain(cfg.get("model")) or {}
+    name = requested.get("name")
+    if name is not None and name not in list_models():
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if cfg.get("pretrained") is not None:
+        if cfg.pretrained != TORCHVISION:
+            raise UserError(f"pretrained must be {TORCHVISION} (or null), got {cfg.pretrained!r}")
+        if cfg.ckpt_path:
+            raise UserError("give one source, ckpt_path=FILE or pretrained=torchvision, not both")
+        if name is None:
+            raise UserError(
+                "pretrained=torchvision needs the architecture: add model=NAME (e.g. model=resnet18)"
+            )
+        return _from_torchvision(requested, spec)
+    if not cfg.ckpt_path:
+        raise UserError(USAGE)
+
+    path = Path(cfg.ckpt_path)
+    loaded = load_weights_file(path)
+    if "state_dict" in loaded or "hyper_parameters" in loaded:
+        # Read again by the checker of run checkpoints, which knows what one must hold; the files
+        # are small next to the training that follows.
+        return _from_checkpoint(path, name)
+    _check_plain_state_dict(loaded, path)
+    if name is None:
+        raise UserError(
+            f"{path} is a plain state dict, which does not say its architecture; add model=NAME "
+            "(the model it was saved from, e.g. model=resnet18)"
+        )
+    model = _state_dict_architecture(requested, loaded, spec, str(path))
+    return Source("state_dict", str(path), model, _state_dict_keys(loaded, model))
+
+
+def _from_checkpoint(path: Path, requested_name: str | None) -> Source:
+    checkpoint = load_run_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    model = dict(hparams["model"])
+    if requested_name is not None and requested_name != model["name"]:
+        raise UserError(
+            f"{path} holds a {model['name']}, not a {requested_name}; leave model= out to fine-tune "
+            "the checkpoint's own architecture"
+        )
+    # The LightningModule keeps the network under `net.`; nothing else in it is a weight.
+    state = {key[4:]: value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    data = hparams["data"]
+    return Source(
+        "checkpoint",
+        str(path),
+        model,
+        state,
+        list(data["class_names"]),
+        list(data["mean"]),
+        list(data["std"]),
+    )
+
+
+def _check_plain_state_dict(loaded: dict, path: Path) -> None:
+    if not loaded:
+        raise UserError(f"{path} holds an empty dict, not a state dict")
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UserError(
+                f"{path} is not a state dict (parameter names to tensors): its entry {key!r} holds "
+                f"a {type(value).__name__}; save one with torch.save(model.state_dict(), PATH)"
+            )
+
+
+def _meta_model(name: str, kwargs: dict) -> ClassifierModel:
+    # On the meta device: shapes and names without allocating or initialising any weight.
+    with torch.device("meta"):
+        try:
+            return create_model(name, **kwargs)
+        except UnknownModelError as error:
+            raise UserError(str(error)) from None
+
+
+def _module_name(net: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(name for name, candidate in net.named_modules() if candidate is module)
+
+
+def _state_dict_keys(state: dict[str, torch.Tensor], model: dict) -> dict[str, torch.Tensor]:
+    """`state` with torchvision's older layer names mapped to today's. Its DenseNet files name
+    layers `norm.1` where the module is now `norm1`: a dotted index is joined to the name before
+    it wherever that gives a key the model has."""
+    kwargs = {key: value for key, value in model.items() if key != "name"}
+    expected = set(_meta_model(model["name"], kwargs).state_dict())
+    renamed = {}
+    for key, value in state.items():
+        if key not in expected:
+            joined = re.sub(r"\.(\d+)\.([^.]+)$", r"\1.\2", key)
+            if joined in expected and joined not in state:
+                key = joined
+        renamed[key] = value
+    return renamed
+
+
+def _state_dict_architecture(
+    requested: dict, state: dict[str, torch.Tensor], spec: DataSpec, origin: str
+) -> dict:
+    """The constructor arguments under which `state` loads into model `requested["name"]`."""
+    name = requested["name"]
+    kwargs = {key: value for key, value in requested.items() if key != "name" and value is not None}
+    probe = _meta_model(name, kwargs)
+    state = _state_dict_keys(state, {"name": name, **kwargs})
+    classifier = state.get(f"{_module_name(probe, probe.get_classifier())}.weight")
+    first_conv = state.get(f"{probe.first_conv}.weight")
+    # A file without a classifier (backbone only) gets the new class count; the head is fresh anyway.
+    kwargs["num_classes"] = classifier.shape[0] if classifier is not None else spec.num_classes
+    kwargs["in_chans"] = first_conv.shape[1] if first_conv is not None and first_conv.ndim == 4 else 3
+    if requested.get("small_input") is not None:
+        stems = [bool(requested["small_input"])]
+    else:
+        # The size the data suggests first (as train.py chooses), then the other stem.
+        small = spec.image_size <= SMALL_INPUT_MAX_SIZE
+        stems = [small, not small]
+    reports = []
+    for small_input in stems:
+        candidate = {**kwargs, "small_input": small_input}
+        problems, _ = fit_report(_meta_model(name, candidate), state)
+        if not problems:
+            return {"name": name, **candidate}
+        reports.append(problems)
+    problems = min(reports, key=len)
+    raise UserError(
+        f"{origin} does not hold {name} weights ({'; '.join(problems)}); pass the model= it was saved from"
+    )
+
+
+def torchvision_weights(name: str):
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError):
+        published = sorted(set(torchvision.models.list_models()) & set(list_models()))
+        raise UserError(
+            f"torchvision publishes no weights for {name}; it does for {', '.join(published)}"
+        ) from None
+
+
+def cached_weights_path(weights) -> Path:
+    """Where torch.hub keeps (and looks for) the file of torchvision `weights`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def _download(weights, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # torchvision's file names end in the first hex digits of the file's SHA-256: check them.
+    match = re.search(r"-([a-f0-9]+)\.", path.name)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_STALL_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(
+            weights.url, str(path), match.group(1) if match else None, progress=sys.stderr.isatty()
+        )
+    except (OSError, RuntimeError) as error:  # URLError and timeouts are OSErrors; a bad hash a RuntimeError
+        reason = str(getattr(error, "reason", error)).strip().splitlines()[0][:120] or type(error).__name__
+        raise UserError(
+            f"could not download torchvision's {weights} weights ({reason}); offline, fetch {weights.url} "
+            f"elsewhere and place the file at {path}"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _from_torchvision(requested: dict, spec: DataSpec) -> Source:
+    weights = torchvision_weights(requested["name"])
+    path = cached_weights_path(weights)
+    if not path.is_file():
+        _download(weights, path)
+    state = load_weights_file(path)
+    model = _state_dict_architecture(requested, state, spec, str(path))
+    transform = weights.transforms()
+    return Source(
+        TORCHVISION,
+        str(weights),
+        model,
+        _state_dict_keys(state, model),
+        list(weights.meta["categories"]),
+        list(getattr(transform, "mean", []) or []) or None,
+        list(getattr(transform, "std", []) or []) or None,
+    )
