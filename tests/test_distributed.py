@@ -53,12 +53,19 @@ def test_two_processes_share_one_run_directory_and_match_one_process(
     assert abs(ddp_acc - single_acc) < 0.1, (ddp_acc, single_acc)
     assert _stray_runs() == before
 
-    # A DDP checkpoint is an ordinary checkpoint for evaluation.
-    eval_dir = tmp_path / "eval"
-    run_script(
-        "evaluate.py", f"ckpt_path={ddp_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={eval_dir}"
-    )
+    # A DDP checkpoint is an ordinary checkpoint for evaluation and fine-tuning.
+    best = ddp_dir / "checkpoints" / "best.ckpt"
+    eval_dir, finetune_dir = tmp_path / "eval", tmp_path / "finetune"
+    run_script("evaluate.py", f"ckpt_path={best}", f"hydra.run.dir={eval_dir}")
     assert abs(json.loads((eval_dir / "metrics.json").read_text())["test/acc"] - ddp_acc) < 0.02
+    run_script(
+        "finetune.py",
+        f"ckpt_path={best}",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.run.dir={finetune_dir}",
+    )
+    assert json.loads((finetune_dir / "metrics.json").read_text())["test/acc"] > 0.5
 
 
 @pytest.mark.slow
