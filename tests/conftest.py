@@ -10,6 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each worker owns one core; a second thread per worker (or per process it starts) would only
+    # contend with the other worker.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def run_script(
     script: str, *overrides: str, check: bool = True, timeout: int = 600
 ) -> subprocess.CompletedProcess:

@@ -56,7 +56,11 @@ class ImageClassifier(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(data["mean"]).view(shape), persistent=False)
         self.register_buffer("std", torch.tensor(data["std"]).view(shape), persistent=False)
 
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Training loss x samples and correct predictions, summed on the device every step and read
+        # once per epoch (training_step): a few kernels a step, where torchmetrics' accuracy runs a
+        # dozen and its argument check (torch.unique) waits for the device.
+        self.register_buffer("train_sums", torch.zeros(2), persistent=False)
+        self.train_seen = 0
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.top5 = num_classes > 5
@@ -90,19 +94,40 @@ class ImageClassifier(pl.LightningModule):
             loss = loss + self.net.aux_loss_weight * self.loss(aux, targets)
         self.nonfinite_loss_seen |= ~torch.isfinite(loss.detach())
         hard_targets = targets.argmax(dim=1) if targets.ndim == 2 else targets
-        self.train_acc(logits.detach(), hard_targets)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        correct = (logits.detach().argmax(dim=1) == hard_targets).sum()
+        self.train_sums += torch.stack((loss.detach().float() * len(targets), correct.float()))
+        self.train_seen += len(targets)
+        if self._last_batch_of_epoch(batch_idx):
+            # Logged once per epoch, not per step: each self.log call costs about as much Python as a
+            # whole LeNet-5 step. Every process sees as many samples (samplers pad), so the mean over
+            # processes (sync_dist) of their means is the epoch's mean.
+            loss_mean, accuracy = (self.train_sums / self.train_seen).unbind()
+            options = {"on_step": False, "on_epoch": True, "sync_dist": True, "batch_size": 1}
+            self.log("train/loss", loss_mean, prog_bar=True, **options)
+            self.log("train/acc", accuracy, **options)
         return loss
+
+    def _last_batch_of_epoch(self, batch_idx: int) -> bool:
+        trainer = self._trainer  # None when a step is called by hand, outside a Trainer
+        if trainer is None:
+            return False
+        # is_last_batch: the loader ran out; num_training_batches: limit_train_batches, overfit_batches.
+        return trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches
+
+    def on_train_epoch_start(self) -> None:
+        # A fresh tally each epoch, also when the previous one ended early (max_steps, a resume).
+        self.train_sums.zero_()
+        self.train_seen = 0
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
         self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True)
-        self.val_acc(logits, targets)
+        # update, not forward: forward also computes a per-batch value that nothing reads.
+        self.val_acc.update(logits, targets)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
         if self.top5:
-            self.val_acc_top5(logits, targets)
+            self.val_acc_top5.update(logits, targets)
             self.log("val/acc_top5", self.val_acc_top5, on_epoch=True)
         self.val_confusion.update(logits, targets)
 
@@ -110,10 +135,10 @@ class ImageClassifier(pl.LightningModule):
         images, targets = batch
         logits = self(images)
         self.log("test/loss", self.loss(logits, targets), on_epoch=True, sync_dist=True)
-        self.test_acc(logits, targets)
+        self.test_acc.update(logits, targets)
         self.log("test/acc", self.test_acc, on_epoch=True)
         if self.top5:
-            self.test_acc_top5(logits, targets)
+            self.test_acc_top5.update(logits, targets)
             self.log("test/acc_top5", self.test_acc_top5, on_epoch=True)
 
     def on_validation_epoch_start(self) -> None:

@@ -1,0 +1,313 @@
+"""Framework overhead: train.py's training loop against a hand-written PyTorch loop doing the same work.
+
+Both sides train the same model from the same initial weights on the same synthetic in-memory data
+(`InMemoryBatches` over random uint8 images), with the same batch size, optimizer (Adam, the
+default config's learning rate), cosine schedule stepped per epoch, uint8-to-float normalisation on
+the device, and a running loss and accuracy per epoch kept on the device and read once at its end.
+
+The framework side is what `python train.py model=NAME trainer=cpu|gpu` builds: the composed real
+config, its ImageClassifier, trainer settings (trainer=gpu turns cuDNN benchmark on; the plain side
+matches), callbacks (EpochSummary, RNG state, non-finite loss guard, learning-rate monitor,
+TensorBoard images) and TensorBoard logger, with three differences a throughput test needs:
+  * checkpointing off (the ModelCheckpoint callbacks are dropped): the plain loop saves nothing;
+  * no validation loop: the synthetic data has no validation split, and the plain loop has none;
+  * no progress bar, as train.py when its output is not a terminal.
+Timed: trainer construction plus `fit` against optimizer construction plus the loop, after a warm-up
+run of each side; the model is built outside the clock. Overhead per epoch is the difference of the
+two totals divided by the epochs; "steady" figures leave out the first epoch (set-up, warm caches).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from timing import ROOT, alternate, median, quiet, sync
+
+NUM_CLASSES = 10
+MEAN, STD = 0.5, 0.25
+LIGHTNING_CLAIM_S_PER_EPOCH = 0.06  # Lightning's docs: overhead per epoch on a small MNIST model
+MNIST_TRAIN_IMAGES = 60_000
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    channels: int
+    size: int
+    batch: int
+    images: int  # per epoch
+    epochs: int
+    target: float  # the lowest acceptable framework/plain throughput ratio
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.images / self.batch)
+
+
+# LeNet-5: tiny steps, so any per-step cost of the framework shows. ResNet-18 with the small-input
+# stem at 32 px: compute dominates. On a CPU both are shrunk to keep the suite to minutes.
+CASES = {
+    ("lenet5", "cpu", False): Case("lenet5", 1, 32, 64, 8192, 3, 0.90),
+    ("lenet5", "cpu", True): Case("lenet5", 1, 32, 64, 2048, 2, 0.90),
+    ("lenet5", "cuda", False): Case("lenet5", 1, 32, 64, MNIST_TRAIN_IMAGES, 3, 0.90),
+    ("lenet5", "cuda", True): Case("lenet5", 1, 32, 64, 16384, 2, 0.90),
+    ("resnet18", "cpu", False): Case("resnet18", 3, 32, 32, 256, 3, 0.97),
+    ("resnet18", "cpu", True): Case("resnet18", 3, 32, 16, 64, 2, 0.97),
+    # At batch 128 an H200 finishes a 32 px ResNet-18 step before Python has queued the next one
+    # (bf16 and compile gained nothing there); 512 makes the GPU, not the launch rate, the limit.
+    ("resnet18", "cuda", False): Case("resnet18", 3, 32, 512, 25600, 3, 0.97),
+    ("resnet18", "cuda", True): Case("resnet18", 3, 32, 512, 10240, 2, 0.97),
+}
+
+
+@dataclass
+class Run:
+    """Wall-clock seconds, and the process's CPU seconds beside them: on a shared machine other jobs
+    stretch wall time at random, while a single-threaded run's CPU time barely moves."""
+
+    total: float
+    epochs: list[float] = field(default_factory=list)
+    total_cpu: float = 0.0
+    epochs_cpu: list[float] = field(default_factory=list)
+
+    def steady(self, cpu: bool = False) -> float:
+        """Median epoch time without the first epoch (set-up, compilation, cold caches)."""
+        epochs = self.epochs_cpu if cpu else self.epochs
+        return median(epochs[1:] if len(epochs) > 1 else epochs)
+
+
+class Clock:
+    """Marks on both clocks; the device's queued work is waited for before each mark."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.marks: list[tuple[float, float]] = []
+
+    def mark(self) -> None:
+        sync(self.device)
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def run(self) -> Run:
+        """The first and last marks bound the run; the marks between start the epochs."""
+        wall = [m[0] for m in self.marks]
+        cpu = [m[1] for m in self.marks]
+        return Run(
+            total=wall[-1] - wall[0],
+            epochs=[b - a for a, b in pairwise(wall[1:])],
+            total_cpu=cpu[-1] - cpu[0],
+            epochs_cpu=[b - a for a, b in pairwise(cpu[1:])],
+        )
+
+
+def synthetic_data(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (case.images, case.channels, case.size, case.size)
+    images = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    return images, torch.randint(0, NUM_CLASSES, (case.images,), generator=generator)
+
+
+def batches(case: Case, data: tuple[torch.Tensor, torch.Tensor]):
+    from zoo.data.batches import InMemoryBatches
+
+    return InMemoryBatches(*data, case.batch, shuffle=True, seed=0)
+
+
+def compose(case: Case, device: torch.device, output_dir: str, overrides: tuple[str, ...] = ()):
+    """The real train config, as `python train.py model=NAME [overrides]` composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    hardware = ["trainer=gpu"] if device.type == "cuda" else ["trainer=cpu"]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose(
+            config_name="train",
+            overrides=[
+                f"model={case.model}",
+                *hardware,
+                f"trainer.max_epochs={case.epochs}",
+                f"paths.output_dir={output_dir}",
+                *overrides,
+            ],
+        )
+
+
+def framework_fit(
+    case: Case,
+    device: torch.device,
+    data: tuple[torch.Tensor, torch.Tensor],
+    overrides: tuple[str, ...] = (),
+    epochs: int | None = None,
+) -> Run:
+    """Train with the framework: the config's module, trainer, callbacks and logger (see module doc)."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import Checkpoint, ProgressBar
+
+    from zoo.data import DataSpec
+    from zoo.training import builders
+
+    class EpochMarks(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            clock.mark()
+
+    epochs = epochs or case.epochs
+    spec = DataSpec(
+        class_names=tuple(str(i) for i in range(NUM_CLASSES)),
+        channels=case.channels,
+        image_size=case.size,
+        mean=(MEAN,) * case.channels,
+        std=(STD,) * case.channels,
+    )
+    clock = Clock(device)
+    with tempfile.TemporaryDirectory() as output_dir, quiet():
+        cfg = compose(case, device, output_dir, (*overrides, f"trainer.max_epochs={epochs}"))
+        torch.manual_seed(0)
+        module = builders.build_module(cfg, spec)
+        loader = batches(case, data)
+        callbacks = [c for c in builders.build_callbacks(cfg) if not isinstance(c, (Checkpoint, ProgressBar))]
+        clock.mark()
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[*callbacks, EpochMarks()],
+            logger=builders.build_loggers(cfg) or False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=output_dir,
+        )
+        trainer.fit(module, train_dataloaders=loader)
+        clock.mark()
+    return clock.run()
+
+
+def plain_fit(
+    case: Case, device: torch.device, data: tuple[torch.Tensor, torch.Tensor], epochs: int | None = None
+) -> Run:
+    """The same training written by hand: no Lightning, no callbacks, no logger."""
+    from zoo import create_model
+
+    epochs = epochs or case.epochs
+    # The framework side's trainer config (trainer=gpu) turns this on; the plain side must match.
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    torch.manual_seed(0)
+    model = create_model(case.model, num_classes=NUM_CLASSES, in_chans=case.channels, small_input=True)
+    loader = batches(case, data)
+    lr = 0.003  # configs/optimizer/adam.yaml, the default config's optimizer
+    clock = Clock(device)
+    clock.mark()
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    mean = torch.full((1, case.channels, 1, 1), MEAN, device=device)
+    std = torch.full((1, case.channels, 1, 1), STD, device=device)
+    for epoch in range(epochs):
+        clock.mark()
+        model.train()
+        loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            inputs = (images.float().div_(255) - mean) / std
+            logits, aux_logits = model.forward_train(inputs)
+            loss = F.cross_entropy(logits, labels)
+            for aux in aux_logits:
+                loss = loss + model.aux_loss_weight * F.cross_entropy(aux, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+        scheduler.step()
+        # One read per epoch, as the framework's epoch-end logging does.
+        _ = (float(loss_sum) / case.images, int(correct) / case.images)
+    clock.mark()
+    return clock.run()
+
+
+def run(device: torch.device, quick: bool = False, rounds: int | None = None, models=None) -> list[dict]:
+    rounds = rounds or (2 if quick else 3)
+    rows = []
+    for name in models or ("lenet5", "resnet18"):
+        case = CASES[(name, device.type, quick)]
+        data = synthetic_data(case)
+        # Warm-up: first-call costs (kernel selection, lazy imports, allocator growth) for both sides.
+        warm = replace(case, images=min(case.images, 4 * case.batch), epochs=1)
+        warm_data = synthetic_data(warm)
+        framework_fit(warm, device, warm_data)
+        plain_fit(warm, device, warm_data)
+        runs = alternate(
+            {
+                "plain": functools.partial(plain_fit, case, device, data),
+                "framework": functools.partial(framework_fit, case, device, data),
+            },
+            rounds,
+        )
+        rows.append(summarise(case, device, runs))
+    return rows
+
+
+def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> dict:
+    plain_total = median([r.total for r in runs["plain"]])
+    framework_total = median([r.total for r in runs["framework"]])
+    plain_steady = median([r.steady() for r in runs["plain"]])
+    framework_steady = median([r.steady() for r in runs["framework"]])
+    plain_cpu = median([r.total_cpu for r in runs["plain"]])
+    framework_cpu = median([r.total_cpu for r in runs["framework"]])
+    images = case.images * case.epochs
+    ratio = plain_total / framework_total
+    steady_step_overhead = (framework_steady - plain_steady) / case.steps
+    row = {
+        "benchmark": "overhead",
+        "model": case.model,
+        "device": device.type,
+        "batch": case.batch,
+        "images_per_epoch": case.images,
+        "epochs": case.epochs,
+        "rounds": len(runs["plain"]),
+        "plain_img_s": images / plain_total,
+        "framework_img_s": images / framework_total,
+        "ratio": ratio,
+        "steady_ratio": plain_steady / framework_steady,
+        # Only a CPU run's CPU time tells: on a GPU it counts threads spinning while they wait.
+        "cpu_time_ratio": plain_cpu / framework_cpu if device.type == "cpu" else None,
+        "overhead_s_per_epoch": (framework_total - plain_total) / case.epochs,
+        "steady_overhead_s_per_epoch": framework_steady - plain_steady,
+        "steady_overhead_ms_per_step": 1000 * steady_step_overhead,
+        "target": case.target,
+        "pass": ratio >= case.target,
+        "plain_totals_s": [r.total for r in runs["plain"]],
+        "framework_totals_s": [r.total for r in runs["framework"]],
+    }
+    if case.model == "lenet5":
+        # The per-step cost over an MNIST-sized epoch at this batch, the setting of Lightning's claim.
+        mnist_steps = math.ceil(MNIST_TRAIN_IMAGES / case.batch)
+        row["steady_overhead_s_per_mnist_epoch"] = steady_step_overhead * mnist_steps
+        row["lightning_claim_s_per_epoch"] = LIGHTNING_CLAIM_S_PER_EPOCH
+    return row
+
+
+COLUMNS = [
+    ("model", "model"),
+    ("device", "device"),
+    ("batch", "batch"),
+    ("images_per_epoch", "img/epoch"),
+    ("plain_img_s", "plain img/s"),
+    ("framework_img_s", "framework img/s"),
+    ("ratio", "ratio"),
+    ("steady_ratio", "steady ratio"),
+    ("cpu_time_ratio", "cpu-time ratio"),
+    ("overhead_s_per_epoch", "overhead s/epoch"),
+    ("steady_overhead_ms_per_step", "steady ms/step"),
+    ("steady_overhead_s_per_mnist_epoch", "s per MNIST epoch"),
+    ("target", "target"),
+    ("pass", "pass"),
+]

@@ -1,0 +1,187 @@
+"""The speed options run and predict what the default path predicts, within stated tolerances.
+
+channels_last=true            same weights, eval logits equal to 1e-5 of their scale on a CPU; on a
+                              GPU cuDNN picks other algorithms per layout: 1e-4 there, TF32 off
+compile=true                  same weights, eval logits equal to 1e-4 of their scale (LeNet-5 only:
+                              compiling larger networks takes minutes on a CPU)
+trainer.precision=bf16-mixed  bfloat16 keeps 8 bits of mantissa (0.3% measured on the logits);
+                              on a trained LeNet-5, >= 97% of test predictions agree and no logit
+                              moves by more than 5% of the logits' scale
+trainer.benchmark=true        cuDNN's algorithm search; the GPU trainer config turns it on
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from zoo.data import DataSpec, DigitsDataModule, InMemoryBatches
+from zoo.training import builders
+from zoo.training.cli import CONFIG_DIR
+from zoo.training.module import ImageClassifier
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SPEC = DataSpec(
+    class_names=tuple(str(i) for i in range(10)), channels=3, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3
+)
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def _classifier(name: str, spec: DataSpec = SPEC, **options) -> ImageClassifier:
+    torch.manual_seed(0)
+    model = {"name": name, "num_classes": spec.num_classes, "in_chans": spec.channels, "small_input": True}
+    return ImageClassifier(model=model, data=spec.to_dict(), **options)
+
+
+def _twin(reference: ImageClassifier, name: str, spec: DataSpec = SPEC, **options) -> ImageClassifier:
+    """The same network with an option switched on, holding the reference's weights."""
+    twin = _classifier(name, spec, **options)
+    twin.load_state_dict(reference.state_dict(), strict=True)
+    return twin
+
+
+def _images(count: int, spec: DataSpec = SPEC, seed: int = 1) -> torch.Tensor:
+    shape = (count, spec.channels, spec.image_size, spec.image_size)
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def _assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, tolerance: float) -> None:
+    scale = expected.abs().max().item()
+    difference = (actual.float() - expected.float()).abs().max().item()
+    assert difference <= tolerance * scale, (
+        f"max difference {difference:.3g} > {tolerance} x scale {scale:.3g}"
+    )
+
+
+def test_config_options_reach_the_module() -> None:
+    cfg = _compose(["channels_last=true", "compile=true", "trainer.precision=bf16-mixed"])
+    module = builders.build_module(cfg, SPEC)
+    assert module.memory_format == torch.channels_last and module.hparams.compile
+    # Compiled in place: parameter names, and so checkpoints, are those of the plain network.
+    assert set(module.state_dict()) == set(_classifier("lenet5").state_dict())
+    assert cfg.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["lenet5", "resnet18"])
+def test_channels_last_predicts_as_the_default(name: str, device: str) -> None:
+    default = _classifier(name).to(device).eval()
+    fast = _twin(default, name, channels_last=True).to(device).eval()
+    convolution = next(m for m in fast.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    images = _images(8).to(device)
+    assert fast.normalize(images).is_contiguous(memory_format=torch.channels_last)
+    # TF32 (on by default for cuDNN convolutions) rounds to 10 bits and would hide the comparison.
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        _assert_close_to_scale(fast(images), default(images), 1e-5 if device == "cpu" else 1e-4)
+
+
+def test_channels_last_trains_through_the_trainer() -> None:
+    module = _classifier(
+        "resnet18", optimizer=lambda params: torch.optim.SGD(params, lr=0.01), channels_last=True
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        module, train_dataloaders=InMemoryBatches(_images(16), torch.arange(16) % 10, 8, shuffle=True)
+    )
+    assert trainer.global_step == 2
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(compiler) for compiler in ("g++", "c++", "clang++")),
+    reason="torch.compile on a CPU (inductor) builds its kernels with a C++ compiler; none is installed",
+)
+def test_compile_predicts_as_the_default() -> None:
+    import torch._inductor.config
+
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    default = _classifier("lenet5", spec).eval()
+    compiled = _twin(default, "lenet5", spec, compile=True).eval()
+    images = _images(16, spec)
+    # One small graph compiles faster in this process than through inductor's pool of worker
+    # processes, which starts one Python per core (a minute on a 16-core machine).
+    with torch.no_grad(), torch._inductor.config.patch(compile_threads=1):
+        _assert_close_to_scale(compiled(images), default(images), 1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained_lenet() -> tuple[ImageClassifier, torch.Tensor, torch.Tensor]:
+    """A LeNet-5 trained for a few epochs on the digits, and the test split: random weights give
+    near-tied logits, whose argmax flips on rounding noise and says nothing about the option."""
+    data = DigitsDataModule(augment="none")
+    data.setup()
+    module = _classifier("lenet5", data.spec)
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for epoch in range(4):
+        loader = data.train_dataloader()
+        loader.set_epoch(epoch)
+        for images, labels in loader:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(module(images), labels).backward()
+            optimizer.step()
+    test_images, test_labels = next(iter(data.test_dataloader()))
+    return module.eval(), test_images, test_labels
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_mixed_predicts_as_the_default(trained_lenet, device: str) -> None:
+    module, images, labels = trained_lenet
+    module, images = module.to(device), images.to(device)
+    # The trainer's own precision plugin, so this is the autocast that `trainer.precision=bf16-mixed` runs.
+    trainer = pl.Trainer(accelerator=device, precision="bf16-mixed", logger=False, enable_progress_bar=False)
+    with torch.no_grad():
+        expected = module(images)
+        with trainer.precision_plugin.forward_context():
+            actual = module(images)
+    assert actual.dtype == torch.bfloat16  # autocast was on
+    agreement = (actual.argmax(1) == expected.argmax(1)).float().mean().item()
+    assert agreement >= 0.97, agreement
+    _assert_close_to_scale(actual, expected, 0.05)
+    assert (expected.argmax(1).cpu() == labels).float().mean() > 0.8  # the model did learn
+
+
+def test_bf16_mixed_trains_through_the_trainer() -> None:
+    module = _classifier("lenet5", optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        module, train_dataloaders=InMemoryBatches(_images(48), torch.arange(48) % 10, 16, shuffle=True)
+    )
+    assert trainer.global_step == 3
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch() -> None:
+    assert _compose(["trainer=gpu"]).trainer.benchmark is True
+    before = torch.backends.cudnn.benchmark
+    try:
+        cfg = _compose(["trainer.benchmark=true", "trainer.accelerator=cpu"])
+        instantiate(cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before
