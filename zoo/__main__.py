@@ -40,9 +40,8 @@ def _human(count: float) -> str:
 
 def print_list(input_size: int, in_chans: int, num_classes: int, stem: str) -> None:
     small = input_size <= SMALL_INPUT_MAX_SIZE if stem == "auto" else stem == "small"
-    print(
-        f"input {in_chans}x{input_size}x{input_size}, {num_classes} classes, {'small' if small else 'standard'} stem"
-    )
+    stem_name = "small" if small else "standard"
+    print(f"input {in_chans}x{input_size}x{input_size}, {num_classes} classes, {stem_name} stem")
     print(f"{'model':<14}{'params':>14}{'FLOPs':>12}")
     for name in list_models():
         params, flops = measure(name, input_size, in_chans, num_classes, small)
