@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,20 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
-        if "weights only" in str(error).lower() or "unsupported global" in str(error).lower():
+        # torch's message is a paragraph; the sentence that names the offending object is the one to show.
+        message = " ".join(str(error).split())
+        blocked = re.search(r"(unsupported GLOBAL \S+|Unsupported global: \S+)", message)
+        if blocked:
             raise UserError(
                 f"refused to load {path}: it contains Python objects that are not plain weights and could "
-                f"run code when unpickled ({reason[:160]}); only load checkpoints from sources you trust"
+                f"run code when unpickled ({blocked.group(1)[:160]}); only load checkpoints from sources "
+                "you trust"
             ) from None
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({reason[:160]})") from None
+        detail = re.search(r"WeightsUnpickler error: (.*?)\s+Check the documentation", message)
+        reason = detail.group(1) if detail else message
+        raise UserError(
+            f"{path} is not a PyTorch checkpoint or state dict (unpickling failed: {reason[:120]})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
