@@ -19,8 +19,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training import builders, outputs  # noqa: E402
 from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
+from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
 from zoo.training.finetuning import build_finetune_module  # noqa: E402
+from zoo.training.fit import fit_test_and_record  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
 
@@ -40,25 +42,12 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
             remove_stale_partials(Path(cfg.resume_ckpt).parent)
         outputs.save_resolved_config(cfg, run_dir)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume_ckpt, weights_only=True)
-    metrics: dict[str, float] = {}
-    if cfg.test:
-        # fast_dev_run keeps no checkpoint, so it tests the weights in memory.
-        best = None if cfg.trainer.fast_dev_run else "best"
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
-        metrics = outputs.scalar_metrics(trainer.callback_metrics)
-        metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
-    if trainer.is_global_zero:
-        outputs.write_json_atomically(run_dir / "metrics.json", metrics)
-        outputs.log_final_hparams(trainer, cfg, metrics)
-        accuracy = f"test/acc={metrics['test/acc']:.4f}" if "test/acc" in metrics else "no test run"
-        print(f"run directory: {run_dir}  {accuracy}", flush=True)
-    return metrics
+    return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=cfg.resume_ckpt)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="finetune")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors():
+    with user_errors(), isolated_job():
         metrics = finetune(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/acc")

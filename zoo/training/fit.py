@@ -1,0 +1,36 @@
+"""The part of a run that train.py and finetune.py share: fit, test the best checkpoint, record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from . import outputs
+
+
+def fit_test_and_record(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    run_dir: Path,
+    resume_from: str | None,
+) -> dict[str, float]:
+    """Fit (resuming from `resume_from` when given), test the best checkpoint, write metrics.json and
+    the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    metrics: dict[str, float] = {}
+    if cfg.test:
+        # fast_dev_run keeps no checkpoint, so it tests the weights in memory.
+        best = None if cfg.trainer.fast_dev_run else "best"
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        metrics = outputs.scalar_metrics(trainer.callback_metrics)
+        metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
+    if trainer.is_global_zero:
+        outputs.write_json_atomically(run_dir / "metrics.json", metrics)
+        outputs.log_final_hparams(trainer, cfg, metrics)
+        accuracy = f"test/acc={metrics['test/acc']:.4f}" if "test/acc" in metrics else "no test run"
+        print(f"run directory: {run_dir}  {accuracy}", flush=True)
+    return metrics
