@@ -22,7 +22,7 @@ from .conftest import ROOT, run_script
 
 # Deterministic CPU training with last.ckpt refreshed every 4 steps (20 steps per epoch).
 EXACT = (
-    "trainer.max_epochs=3",
+    "trainer.max_epochs=4",
     "trainer.deterministic=true",
     "trainer.accelerator=cpu",
     "logger=none",
@@ -80,7 +80,7 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: 
             ready = _wait_for(lambda: any(checkpoints.glob(f".*{TEMP_SUFFIX}")), process)
         else:
             ready = _wait_for(lambda: (checkpoints / "last.ckpt").exists(), process)
-            time.sleep(rng.uniform(0.5, 4.0))
+            time.sleep(rng.uniform(0.2, 1.2))
         if ready and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
