@@ -28,7 +28,7 @@ from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
-from timing import ROOT, alternate, median, quiet, sync
+from timing import ROOT, alternate, median, quiet, sync, without_lightning_env
 
 NUM_CLASSES = 10
 MEAN, STD = 0.5, 0.25
@@ -167,6 +167,7 @@ def framework_fit(
     )
     clock = Clock(device)
     with tempfile.TemporaryDirectory() as output_dir, quiet():
+        builders.skip_nvml_probe_without_gpu()  # as build_trainer does in train.py
         cfg = compose(case, device, output_dir, (*overrides, f"trainer.max_epochs={epochs}"))
         torch.manual_seed(0)
         module = builders.build_module(cfg, spec)
@@ -191,6 +192,13 @@ def plain_fit(
     case: Case, device: torch.device, data: tuple[torch.Tensor, torch.Tensor], epochs: int | None = None
 ) -> Run:
     """The same training written by hand: no Lightning, no callbacks, no logger."""
+    with without_lightning_env():
+        return _plain_fit(case, device, data, epochs)
+
+
+def _plain_fit(
+    case: Case, device: torch.device, data: tuple[torch.Tensor, torch.Tensor], epochs: int | None
+) -> Run:
     from zoo import create_model
 
     epochs = epochs or case.epochs

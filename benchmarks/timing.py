@@ -72,6 +72,19 @@ def quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def without_lightning_env() -> Iterator[None]:
+    """The process environment of a script that never imported Lightning. Importing it sets
+    PYTORCH_NVML_BASED_CUDA_CHECK=1, which on a machine without a GPU makes every Adam step probe for
+    the NVML library; a hand-written loop in its own process would not pay that."""
+    saved = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = saved
+
+
 def machine() -> dict[str, Any]:
     """Where the figures come from, stored beside them in the JSON."""
     info: dict[str, Any] = {

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from zoo.data import DataSpec
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.cli import find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
+from zoo.training.module import ImageClassifier
 
 from .conftest import ROOT, run_script
 
@@ -162,3 +164,37 @@ def test_ckpt_path_inside_an_unfinished_run_resumes_in_that_run_directory(tmp_pa
     run = _fake_run(tmp_path / "runs", "1", [])
     last = run / "checkpoints" / "last.ckpt"
     assert resolve_resume([f"ckpt_path={last}"]) == [f"ckpt_path={last}", f"hydra.run.dir={run}"]
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py",
+        "optimizer.lr=1e30",  # the first step sends the weights to inf; the second loss is NaN
+        "trainer.max_epochs=2",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "NaN or infinite" in errors[0] and "optimizer.lr" in errors[0]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # The guard runs before the checkpoint callbacks, so the bad step's weights were never saved.
+    assert checkpoint["global_step"] == 1
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+
+
+def test_a_nonfinite_loss_stays_visible_until_the_next_epoch_starts() -> None:
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    module = ImageClassifier(model={"name": "lenet5", "num_classes": 10, "in_chans": 1}, data=spec.to_dict())
+    images, targets = torch.rand(4, 1, 32, 32), torch.arange(4)
+    module.training_step((images, targets), 0)
+    assert not module.nonfinite_loss_seen()
+    module.training_step((images.fill_(float("nan")), targets), 1)
+    module.training_step((torch.rand(4, 1, 32, 32), targets), 2)  # a later finite loss hides nothing
+    assert module.nonfinite_loss_seen()
+    module.on_train_epoch_start()
+    assert not module.nonfinite_loss_seen()

@@ -58,7 +58,8 @@ class ImageClassifier(pl.LightningModule):
 
         # Training loss x samples and correct predictions, summed on the device every step and read
         # once per epoch (training_step): a few kernels a step, where torchmetrics' accuracy runs a
-        # dozen and its argument check (torch.unique) waits for the device.
+        # dozen and its argument check (torch.unique) waits for the device. A NaN or infinite loss
+        # stays in the loss sum until the epoch ends, which is what NonFiniteLossGuard reads.
         self.register_buffer("train_sums", torch.zeros(2), persistent=False)
         self.train_seen = 0
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -68,8 +69,6 @@ class ImageClassifier(pl.LightningModule):
             self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro")
             self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        # Set on the device without a host sync; NonFiniteLossGuard reads it where a checkpoint may follow.
-        self.register_buffer("nonfinite_loss_seen", torch.tensor(False), persistent=False)
 
     # --- inputs -------------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -92,10 +91,10 @@ class ImageClassifier(pl.LightningModule):
         loss = self.loss(logits, targets)
         for aux in aux_logits:
             loss = loss + self.net.aux_loss_weight * self.loss(aux, targets)
-        self.nonfinite_loss_seen |= ~torch.isfinite(loss.detach())
         hard_targets = targets.argmax(dim=1) if targets.ndim == 2 else targets
-        correct = (logits.detach().argmax(dim=1) == hard_targets).sum()
-        self.train_sums += torch.stack((loss.detach().float() * len(targets), correct.float()))
+        # add_ on the buffer's rows: two kernels a step, no host sync, no new tensors kept.
+        self.train_sums[0].add_(loss.detach(), alpha=len(targets))
+        self.train_sums[1].add_((logits.detach().argmax(dim=1) == hard_targets).sum())
         self.train_seen += len(targets)
         if self._last_batch_of_epoch(batch_idx):
             # Logged once per epoch, not per step: each self.log call costs about as much Python as a
@@ -118,6 +117,10 @@ class ImageClassifier(pl.LightningModule):
         # A fresh tally each epoch, also when the previous one ended early (max_steps, a resume).
         self.train_sums.zero_()
         self.train_seen = 0
+
+    def nonfinite_loss_seen(self) -> bool:
+        """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
+        return not bool(torch.isfinite(self.train_sums[0]))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch

@@ -40,10 +40,10 @@ class RNGState(pl.Callback):
 class NonFiniteLossGuard(pl.Callback):
     """Stops training when the loss turns NaN or inf, before a checkpoint with ruined weights is saved.
 
-    The module records non-finite losses in a device flag without synchronising; this callback reads
-    the flag only where a checkpoint may follow (every `check_every_n_steps` steps and before
-    validation). Lightning runs checkpoint callbacks after all others, so the last good checkpoint
-    is never overwritten.
+    The module sums the epoch's losses on the device without synchronising, so a NaN or inf stays
+    in that sum; this callback reads it only where a checkpoint may follow (every
+    `check_every_n_steps` steps and before validation). Lightning runs checkpoint callbacks after
+    all others, so the last good checkpoint is never overwritten.
     """
 
     def __init__(self, check_every_n_steps: int = 1) -> None:
@@ -51,8 +51,8 @@ class NonFiniteLossGuard(pl.Callback):
 
     @staticmethod
     def _check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        flag = getattr(pl_module, "nonfinite_loss_seen", None)
-        if flag is not None and bool(flag):
+        seen = getattr(pl_module, "nonfinite_loss_seen", None)
+        if seen is not None and seen():
             folder = getattr(trainer.checkpoint_callback, "dirpath", None) or "the run's checkpoints folder"
             raise UserError(
                 f"the training loss became NaN or infinite by step {trainer.global_step}; training stopped "
