@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -18,7 +16,9 @@ from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import use_job_scoped_child_commands
 from .errors import UserError
+from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
 from .module import ImageClassifier
+from .profiling import NoProfiler
 
 # Inputs at or below this size get the small-input stem: the standard stems would shrink a 32 px
 # image to 1x1 before the network has seen it.
@@ -103,25 +103,23 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
-def skip_nvml_probe_without_gpu() -> None:
-    """Undo, on a machine without a GPU, the NVML-based CUDA check that importing Lightning turns on.
-
-    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 so that asking whether CUDA is available never
-    initialises CUDA before a fork. With no GPU there is nothing to protect, and torch does not cache
-    a failed probe: Adam and AdamW ask on every step, and each step then pays a failed dlopen of the
-    NVML library (0.1-0.5 ms measured on a 2-core CPU, where a LeNet-5 step takes 3-16 ms)."""
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+def prepare_host(cfg: DictConfig) -> None:
+    """Process-wide settings for fast host-side steps (zoo.training.host)."""
+    skip_nvml_probe_without_gpu()
+    if cfg.get("cpu_memory_cache"):
+        keep_freed_cpu_memory()
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
     use_job_scoped_child_commands()
-    skip_nvml_probe_without_gpu()
+    prepare_host(cfg)
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     if not loggers:
         # Learning rates are logged to a logger; with none configured there is nowhere to send them.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.trainer.get("profiler") is None:
+        overrides.setdefault("profiler", NoProfiler())
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,
