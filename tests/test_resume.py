@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 
 from zoo.data import DataSpec
+from zoo.training import builders
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
-from zoo.training.cli import find_interrupted_run, resolve_resume
+from zoo.training.cli import CONFIG_DIR, find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
 from zoo.training.module import ImageClassifier
 
@@ -198,3 +201,74 @@ def test_a_nonfinite_loss_stays_visible_until_the_next_epoch_starts() -> None:
     assert module.nonfinite_loss_seen()
     module.on_train_epoch_start()
     assert not module.nonfinite_loss_seen()
+
+
+def test_resuming_where_the_step_interval_meets_an_epoch_end_loses_no_epoch(tmp_path: Path) -> None:
+    # Four batches per epoch and a save every four steps: every step save falls on an epoch's last
+    # batch, the case Lightning resumes one epoch short; last.ckpt must come from the epoch-end save.
+    # No schedule: a cosine one spans max_epochs, which differs between the runs compared here.
+    short = (
+        "trainer.limit_train_batches=4",
+        "callbacks.last_checkpoint.every_n_train_steps=4",
+        "scheduler=none",
+    )
+    reference = tmp_path / "reference"
+    run_script("train.py", *EXACT, *short, "trainer.max_epochs=3", "test=false", f"hydra.run.dir={reference}")
+    run_dir = tmp_path / "stopped"
+    run_script("train.py", *EXACT, *short, "trainer.max_epochs=2", "test=false", f"hydra.run.dir={run_dir}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # That run finished, so the longer one continues from its checkpoint in a new run directory.
+    result = run_script("train.py", *EXACT, *short, "trainer.max_epochs=3", "test=false", f"ckpt_path={last}")
+    continued = Path(result.stdout.strip().splitlines()[-1].split("run directory: ")[1].split()[0])
+    assert continued != run_dir
+    resumed = torch.load(continued / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    expected = torch.load(reference / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 12
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), f"{name} differs after resume"
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _DiesAtFirstValidation(pl.Callback):
+    """A crash between an epoch's last training step and its end, where a kill can land."""
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        raise _Crash
+
+
+def _fit_in_process(
+    run_dir: Path, overrides: tuple[str, ...], resume: Path | None = None, dies: bool = False
+):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = builders.build_datamodule(cfg)
+    trainer = builders.build_trainer(cfg)
+    if dies:
+        trainer.callbacks.insert(0, _DiesAtFirstValidation())
+    module = builders.build_module(cfg, datamodule.spec)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    return trainer, module
+
+
+def test_a_crash_after_an_epochs_last_step_resumes_without_losing_the_epoch(tmp_path: Path) -> None:
+    # Two steps between saves and four batches an epoch: the step interval meets the epoch's end.
+    overrides = (
+        *EXACT,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    )
+    _, reference = _fit_in_process(tmp_path / "reference", overrides)
+    with pytest.raises(_Crash):
+        _fit_in_process(tmp_path / "crashed", overrides, dies=True)
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    # The save at the epoch's last step (4) is left to the epoch-end save, which the crash prevented.
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
+    trainer, resumed = _fit_in_process(tmp_path / "crashed", overrides, resume=last)
+    assert trainer.global_step == 8
+    for name, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), f"{name} differs after resume"

@@ -6,6 +6,7 @@ import sys
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
@@ -22,9 +23,33 @@ class EpochSummary(pl.Callback):
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}", file=sys.stdout, flush=True)
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt every N training steps and at every epoch end, never at an epoch's last batch.
+
+    Lightning 2.6 resumes a checkpoint written at the last batch of an epoch, before the epoch has
+    ended, one epoch short: the restored loop finds the epoch's batches done and counts the epoch
+    again (a SIGKILL test caught it). ModelCheckpoint writes such a file whenever the step interval
+    meets an epoch's end, and replaces it only after validation. Here that step is left to the
+    epoch-end save, which this class makes every epoch, not only when the interval lands there."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if (
+            self.save_last
+            and self._last_global_step_saved != trainer.global_step
+            and self._should_save_on_train_epoch_end(trainer)
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def confusion_image(matrix: torch.Tensor, cell: int = 12) -> torch.Tensor:
-    """A 3 x H x W heat map of a confusion matrix, rows normalised, drawn without matplotlib
-    (imported lazily elsewhere; it costs a second of start-up that training need not pay)."""
+    """A 3 x H x W heat map of a confusion matrix, rows normalised, drawn with torch alone."""
     counts = matrix.float()
     rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
     # White for 0, dark blue for 1: a colour ramp people read as "more".

@@ -68,32 +68,62 @@ def format_table(report: dict) -> str:
 
 
 def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
-    import matplotlib
+    """The confusion matrix as a PNG: rows are true classes, columns predictions, cells shaded by
+    the row's rate and labelled with counts. Drawn with Pillow, not matplotlib: importing
+    matplotlib costs half a second, and torchmetrics imports it whenever it is installed."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    matplotlib.use("Agg")  # files only; no display is needed or present
-    import matplotlib.pyplot as plt
+    from .callbacks import confusion_image
 
-    n = len(class_names)
-    size = min(4 + 0.45 * n, 30)
-    fig, ax = plt.subplots(figsize=(size, size))
     counts = torch.tensor(matrix)
-    ax.imshow(counts, cmap="Blues")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
-    ax.set_xticklabels(class_names, rotation=90 if n > 10 else 0)
-    ax.set_yticklabels(class_names)
-    if n <= 30:
-        threshold = counts.max().item() / 2
+    n = len(class_names)
+    cell = max(6, min(40, 800 // n))
+    font = ImageFont.load_default(size=max(8, min(14, cell // 3)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text: str) -> tuple[int, int]:
+        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    label_room = max(text_size(name)[0] for name in class_names) + 8
+    title, axis_note = "confusion matrix", "rows: true class, columns: predicted"
+    line = font.getbbox("Agjy|")[3] + 6  # full line height, descenders included
+    header = 2 * line + 8
+    width = max(label_room + n * cell + 8, text_size(axis_note)[0] + 16)
+    height = header + n * cell + label_room + 8
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 6), title, fill="black", font=font)
+    draw.text((8, 6 + line), axis_note, fill="black", font=font)
+
+    heat = (confusion_image(counts, cell=cell) * 255).round().byte().permute(1, 2, 0).numpy()
+    image.paste(Image.fromarray(heat), (label_room, header))
+    rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    for i, name in enumerate(class_names):
+        name_width, name_height = text_size(name)
+        draw.text(
+            (label_room - 4 - name_width, header + i * cell + (cell - name_height) // 2),
+            name,
+            fill="black",
+            font=font,
+        )
+        # Column names run downwards under the grid, each drawn on its own strip and turned.
+        strip = Image.new("RGB", (name_width + 2, name_height + 4), "white")
+        ImageDraw.Draw(strip).text((0, 0), name, fill="black", font=font)
+        turned = strip.rotate(90, expand=True)
+        image.paste(turned, (label_room + i * cell + (cell - turned.width) // 2, header + n * cell + 4))
+    if cell >= 16:  # room for the counts themselves
         for i in range(n):
             for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    int(counts[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if counts[i, j] > threshold else "black",
+                text = str(int(counts[i, j]))
+                text_width, text_height = text_size(text)
+                draw.text(
+                    (
+                        label_room + j * cell + (cell - text_width) // 2,
+                        header + i * cell + (cell - text_height) // 2,
+                    ),
+                    text,
+                    fill="white" if rates[i, j] > 0.5 else "black",
+                    font=font,
                 )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    image.save(path)
