@@ -39,6 +39,15 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file a path names now: an atomic save replaces the file, so this changes with each save."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
 def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     last = run_dir / "checkpoints" / "last.ckpt"
     args = (
@@ -84,8 +93,13 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: 
         if during_save:
             ready = _wait_for(lambda: any(checkpoints.glob(f".*{TEMP_SUFFIX}")), process)
         else:
-            ready = _wait_for(lambda: (checkpoints / "last.ckpt").exists(), process)
-            time.sleep(rng.uniform(0.2, 1.2))
+            # Wait until this process has saved once (it is past start-up and training), then kill it
+            # at a random moment among the next steps and saves.
+            saved_before = _identity(checkpoints / "last.ckpt")
+            ready = _wait_for(
+                lambda old=saved_before: _identity(checkpoints / "last.ckpt") not in (None, old), process
+            )
+            time.sleep(rng.uniform(0.0, 0.5))
         if ready and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
