@@ -306,7 +306,6 @@ def run(device: torch.device, quick: bool = False, rounds: int | None = None, mo
     # set before either side runs: both loops then allocate alike, and the ratio measures the loops.
     # What the setting is worth against a plain process is in the end-to-end benchmark.
     keep_freed_cpu_memory()
-    rounds = rounds or (2 if quick else 3)
     rows = []
     for name in models or ("lenet5", "resnet18"):
         case = CASES[(name, device.type, quick)]
@@ -322,9 +321,15 @@ def run(device: torch.device, quick: bool = False, rounds: int | None = None, mo
             contenders["bare_lightning"] = functools.partial(bare_lightning_fit, case, device, data)
         for fit in (framework_fit, plain_fit, bare_lightning_fit):
             fit(warm, device, warm_data)
-        runs = alternate(contenders, rounds)
+        # LeNet-5 rounds take seconds, so more of them buy a steadier median on a noisy machine.
+        runs = alternate(contenders, rounds or (2 if quick else 7 if name == "lenet5" else 3))
         rows.append(summarise(case, device, runs))
     return rows
+
+
+def paired_ratio(plain: list[Run], other: list[Run]) -> float:
+    """Median over rounds of plain time / other time: throughput of `other` relative to plain."""
+    return median([p.total / o.total for p, o in zip(plain, other, strict=True)])
 
 
 def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> dict:
@@ -335,7 +340,9 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
     plain_cpu = median([r.total_cpu for r in runs["plain"]])
     framework_cpu = median([r.total_cpu for r in runs["framework"]])
     images = case.images * case.epochs
-    ratio = plain_total / framework_total
+    # Each round's two runs are neighbours in time, so a machine that slows down for a while slows
+    # both: the median of the per-round ratios is steadier than the ratio of the two medians.
+    ratio = paired_ratio(runs["plain"], runs["framework"])
     steady_step_overhead = (framework_steady - plain_steady) / case.steps
     row = {
         "benchmark": "overhead",
@@ -348,6 +355,7 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
         "plain_img_s": images / plain_total,
         "framework_img_s": images / framework_total,
         "ratio": ratio,
+        "ratio_of_medians": plain_total / framework_total,
         "steady_ratio": plain_steady / framework_steady,
         # Only a CPU run's CPU time tells: on a GPU it counts threads spinning while they wait.
         "cpu_time_ratio": plain_cpu / framework_cpu if device.type == "cpu" else None,
@@ -370,7 +378,7 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
         bare_steady = median([r.steady() for r in runs["bare_lightning"]])
         bare_step_overhead = (bare_steady - plain_steady) / case.steps
         row["bare_lightning_img_s"] = images / bare_total
-        row["bare_lightning_ratio"] = plain_total / bare_total
+        row["bare_lightning_ratio"] = paired_ratio(runs["plain"], runs["bare_lightning"])
         row["bare_lightning_steady_ms_per_step"] = 1000 * bare_step_overhead
         row["bare_lightning_s_per_mnist_epoch"] = bare_step_overhead * mnist_steps
         row["bare_lightning_totals_s"] = [r.total for r in runs["bare_lightning"]]

@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(args.device)
     chosen = args.only or BENCHMARKS
+    from zoo.training.host import keep_freed_cpu_memory
+
+    # train.py's allocator setting (cpu_memory_cache), process-wide and set before any contender
+    # runs: without it every large CPU tensor faults its pages in again, a noise of +-20% here.
+    keep_freed_cpu_memory()
     results: dict = {"machine": machine(), "device": args.device, "quick": args.quick, "benchmarks": {}}
     started = time.perf_counter()
 
