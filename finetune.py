@@ -14,27 +14,18 @@ precheck(resume_key="resume_ckpt")
 from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zoo.training import builders, outputs  # noqa: E402
+from zoo.training import outputs  # noqa: E402
 from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
-from zoo.training.errors import UserError, user_errors  # noqa: E402
+from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.finetuning import build_finetune_module  # noqa: E402
-from zoo.training.fit import fit_test_and_record  # noqa: E402
-from zoo.training.validation import validate_config  # noqa: E402
+from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
 
 
 def finetune(cfg: DictConfig) -> dict[str, float]:
-    run_dir = Path(cfg.paths.output_dir)
-    if (run_dir / "metrics.json").exists():
-        raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
-    validate_config(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = builders.build_datamodule(cfg)
-    trainer = builders.build_trainer(cfg)
-    builders.scale_learning_rate(cfg, trainer)
+    run_dir, datamodule, trainer = start_run(cfg)
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         print(summary, flush=True)

@@ -9,27 +9,18 @@ precheck(resume_key="ckpt_path")  # before the heavy imports: a typo is answered
 from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training import builders, outputs  # noqa: E402
 from zoo.training.checkpoint import check_resumable  # noqa: E402
 from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
-from zoo.training.errors import UserError, user_errors  # noqa: E402
-from zoo.training.fit import fit_test_and_record  # noqa: E402
-from zoo.training.validation import validate_config  # noqa: E402
+from zoo.training.errors import user_errors  # noqa: E402
+from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    run_dir = Path(cfg.paths.output_dir)
-    if (run_dir / "metrics.json").exists():
-        raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
-    validate_config(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = builders.build_datamodule(cfg)
-    trainer = builders.build_trainer(cfg)
-    builders.scale_learning_rate(cfg, trainer)
+    run_dir, datamodule, trainer = start_run(cfg)
     module = builders.build_module(cfg, datamodule.spec)
     if cfg.ckpt_path:
         check_resumable(cfg.ckpt_path, module)

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from timing import ROOT, alternate, median, quiet, sync, without_lightning_env
@@ -106,6 +107,16 @@ class Clock:
         )
 
 
+class EpochMarks(pl.Callback):
+    """Marks the clock as each training epoch starts."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.clock.mark()
+
+
 def synthetic_data(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     shape = (case.images, case.channels, case.size, case.size)
@@ -146,17 +157,8 @@ def framework_fit(
     epochs: int | None = None,
 ) -> Run:
     """Train with the framework: the config's module, trainer, callbacks and logger (see module doc)."""
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import Checkpoint, ProgressBar
-
     from zoo.data import DataSpec
     from zoo.training import builders
-    from zoo.training.profiling import NoProfiler
-
-    class EpochMarks(pl.Callback):
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            clock.mark()
 
     epochs = epochs or case.epochs
     spec = DataSpec(
@@ -167,24 +169,17 @@ def framework_fit(
         std=(STD,) * case.channels,
     )
     clock = Clock(device)
+    # The checkpoint callbacks go: the plain loop saves nothing.
+    no_checkpoints = ("callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null")
     with tempfile.TemporaryDirectory() as output_dir, quiet():
-        cfg = compose(case, device, output_dir, (*overrides, f"trainer.max_epochs={epochs}"))
-        builders.prepare_host(cfg)  # as build_trainer does in train.py
+        cfg = compose(case, device, output_dir, (*overrides, f"trainer.max_epochs={epochs}", *no_checkpoints))
         torch.manual_seed(0)
         module = builders.build_module(cfg, spec)
         loader = batches(case, data)
-        callbacks = [c for c in builders.build_callbacks(cfg) if not isinstance(c, (Checkpoint, ProgressBar))]
         clock.mark()
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=[*callbacks, EpochMarks()],
-            logger=builders.build_loggers(cfg) or False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=output_dir,
-            profiler=NoProfiler(),  # as build_trainer does when trainer.profiler is null
-        )
+        # quiet() hides the terminal, so this is train.py's trainer for logs: no progress bar.
+        trainer = builders.build_trainer(cfg, enable_checkpointing=False)
+        trainer.callbacks.append(EpochMarks(clock))
         trainer.fit(module, train_dataloaders=loader)
         clock.mark()
     return clock.run()
@@ -196,8 +191,6 @@ def bare_lightning_fit(
     """Lightning itself, as its own parity benchmark runs it: a minimal LightningModule (loss and
     optimizer only) and a Trainer with no logger, callbacks, checkpointing, progress bar or summary.
     The 0.06 s/epoch Lightning claims is this loop's cost over a plain one, on its authors' machine."""
-    import pytorch_lightning as pl
-
     from zoo import create_model
 
     epochs = epochs or case.epochs
@@ -220,10 +213,6 @@ def bare_lightning_fit(
             optimizer = torch.optim.Adam(self.parameters(), lr=0.003)
             return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)]
 
-    class EpochMarks(pl.Callback):
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            clock.mark()
-
     torch.manual_seed(0)
     module = Minimal()
     clock = Clock(device)
@@ -234,7 +223,7 @@ def bare_lightning_fit(
             devices=1,
             max_epochs=epochs,
             logger=False,
-            callbacks=[EpochMarks()],
+            callbacks=[EpochMarks(clock)],
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -300,12 +289,6 @@ def _plain_fit(
 
 
 def run(device: torch.device, quick: bool = False, rounds: int | None = None, models=None) -> list[dict]:
-    from zoo.training.host import keep_freed_cpu_memory
-
-    # train.py's allocator setting (cpu_memory_cache) holds for the whole process once set, so it is
-    # set before either side runs: both loops then allocate alike, and the ratio measures the loops.
-    # What the setting is worth against a plain process is in the end-to-end benchmark.
-    keep_freed_cpu_memory()
     rows = []
     for name in models or ("lenet5", "resnet18"):
         case = CASES[(name, device.type, quick)]

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.training.host import keep_freed_cpu_memory
 
     # train.py's allocator setting (cpu_memory_cache), process-wide and set before any contender
-    # runs: without it every large CPU tensor faults its pages in again, a noise of +-20% here.
+    # runs, so every side allocates alike: without it every large CPU tensor faults its pages in
+    # again, a noise of +-20% here. What the setting is worth against a plain process shows in the
+    # end-to-end benchmark, where each side is its own process.
     keep_freed_cpu_memory()
     results: dict = {"machine": machine(), "device": args.device, "quick": args.quick, "benchmarks": {}}
     started = time.perf_counter()

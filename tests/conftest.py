@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,8 +15,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each worker owns one core; a second thread per worker (or per process it starts) would only
     # contend with the other worker.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -51,3 +50,19 @@ def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("train") / "run"
     run_script("train.py", *QUICK, f"hydra.run.dir={run_dir}")
     return run_dir
+
+
+def checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a Lightning checkpoint, loaded as train.py loads one (weights only)."""
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="session")
+def torchvision_resnet18(tmp_path_factory) -> Path:
+    """torchvision's resnet18 (random init, standing in for its published weights) as a state dict file."""
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path

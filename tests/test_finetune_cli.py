@@ -6,26 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
-import torchvision
 
-from .conftest import run_script
+from .conftest import checkpoint_weights, run_script
 
 FAST = ("logger=none", "trainer.limit_val_batches=1")
-
-
-def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-
-
-@pytest.fixture(scope="module")
-def torchvision_resnet18(tmp_path_factory) -> Path:
-    """torchvision's resnet18 (random init, standing in for its published weights) as a state dict file."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    return path
 
 
 def test_extend_a_train_run_unfreeze_on_schedule_evaluate_and_resume(
@@ -57,7 +42,7 @@ def test_extend_a_train_run_unfreeze_on_schedule_evaluate_and_resume(
     assert last["callbacks"]["BackboneFreeze"] == {"unfrozen_at_epoch": 1}
     # The backbone trained in epoch 2, so it is no longer the source's.
     assert not torch.equal(
-        last["state_dict"]["net.features.0.weight"], _weights(source)["net.features.0.weight"]
+        last["state_dict"]["net.features.0.weight"], checkpoint_weights(source)["net.features.0.weight"]
     )
 
     # evaluate.py reads the fine-tuned checkpoint like any other and reproduces the test accuracy.

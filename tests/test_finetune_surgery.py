@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 from hydra import compose, initialize_config_dir
 
 import zoo
@@ -130,15 +129,6 @@ DIGITS = DataSpec(
 def _cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="finetune", overrides=["logger=none", *overrides])
-
-
-@pytest.fixture(scope="module")
-def torchvision_resnet18(tmp_path_factory) -> Path:
-    """torchvision's resnet18 (random init, as if its published weights) saved as a plain state dict."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    return path
 
 
 def test_finetune_config_composes_with_every_source() -> None:

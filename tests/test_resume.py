@@ -21,9 +21,10 @@ from zoo.training import builders
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.cli import CONFIG_DIR, find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
+from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
 
-from .conftest import ROOT, run_script
+from .conftest import ROOT, checkpoint_weights, run_script
 
 # Deterministic CPU training with last.ckpt refreshed every 4 steps (20 steps per epoch).
 EXACT = (
@@ -33,10 +34,6 @@ EXACT = (
     "logger=none",
     "callbacks.last_checkpoint.every_n_train_steps=4",
 )
-
-
-def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -77,7 +74,7 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> boo
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_then_resume_gives_identicalcheckpoint_weights(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     run_script("train.py", *EXACT, f"hydra.run.dir={reference}")
 
@@ -106,7 +103,9 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: 
             kills += 1
             if during_save:
                 # The kill landed between writing and renaming: the old last.ckpt (if any) is whole.
-                assert not (checkpoints / "last.ckpt").exists() or _weights(checkpoints / "last.ckpt")
+                assert not (checkpoints / "last.ckpt").exists() or checkpoint_weights(
+                    checkpoints / "last.ckpt"
+                )
         else:
             process.wait()
     assert kills >= 3, "the run finished before it could be killed three times"
@@ -115,7 +114,10 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: 
     _, stderr = final.communicate(timeout=600)
     assert final.returncode == 0, stderr[-3000:]
 
-    expected, actual = _weights(reference / "checkpoints" / "last.ckpt"), _weights(checkpoints / "last.ckpt")
+    expected, actual = (
+        checkpoint_weights(reference / "checkpoints" / "last.ckpt"),
+        checkpoint_weights(checkpoints / "last.ckpt"),
+    )
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
@@ -258,9 +260,7 @@ def _fit_in_process(
 ):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = builders.build_datamodule(cfg)
-    trainer = builders.build_trainer(cfg)
+    _, datamodule, trainer = start_run(cfg)  # as train.py starts a run
     if dies:
         trainer.callbacks.insert(0, _DiesAtFirstValidation())
     module = builders.build_module(cfg, datamodule.spec)

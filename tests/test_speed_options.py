@@ -55,6 +55,24 @@ def _images(count: int, spec: DataSpec = SPEC, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
+def _assert_trains(module: ImageClassifier, steps: int, batch: int, **trainer_options) -> None:
+    """A few optimiser steps through Lightning's Trainer on the CPU; every one runs, the loss stays finite."""
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_options,
+    )
+    count = steps * batch
+    batches = InMemoryBatches(_images(count), torch.arange(count) % 10, batch, shuffle=True)
+    trainer.fit(module, train_dataloaders=batches)
+    assert trainer.global_step == steps
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
 def _assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, tolerance: float) -> None:
     scale = expected.abs().max().item()
     difference = (actual.float() - expected.float()).abs().max().item()
@@ -90,19 +108,7 @@ def test_channels_last_trains_through_the_trainer() -> None:
     module = _classifier(
         "resnet18", optimizer=lambda params: torch.optim.SGD(params, lr=0.01), channels_last=True
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        module, train_dataloaders=InMemoryBatches(_images(16), torch.arange(16) % 10, 8, shuffle=True)
-    )
-    assert trainer.global_step == 2
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    _assert_trains(module, steps=2, batch=8)
 
 
 @pytest.mark.skipif(
@@ -160,20 +166,7 @@ def test_bf16_mixed_predicts_as_the_default(trained_lenet, device: str) -> None:
 
 def test_bf16_mixed_trains_through_the_trainer() -> None:
     module = _classifier("lenet5", optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        precision="bf16-mixed",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        module, train_dataloaders=InMemoryBatches(_images(48), torch.arange(48) % 10, 16, shuffle=True)
-    )
-    assert trainer.global_step == 3
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    _assert_trains(module, steps=3, batch=16, precision="bf16-mixed")
 
 
 def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch() -> None:

@@ -10,6 +10,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from .module import last_batch_of_epoch
+
 
 class EpochSummary(pl.Callback):
     """One plain line per epoch, for logs where a live progress bar would be noise (CI, files)."""
@@ -33,7 +35,7 @@ class LastCheckpoint(ModelCheckpoint):
     epoch-end save, which this class makes every epoch, not only when the interval lands there."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches:
+        if last_batch_of_epoch(trainer, batch_idx):
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
@@ -48,10 +50,15 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def confusion_rates(matrix: torch.Tensor) -> torch.Tensor:
+    """Each row of a confusion matrix divided by its count: the share of a true class per prediction."""
+    counts = matrix.float()
+    return counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+
+
 def confusion_image(matrix: torch.Tensor, cell: int = 12) -> torch.Tensor:
     """A 3 x H x W heat map of a confusion matrix, rows normalised, drawn with torch alone."""
-    counts = matrix.float()
-    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    rates = confusion_rates(matrix)
     # White for 0, dark blue for 1: a colour ramp people read as "more".
     ramp_low, ramp_high = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.03, 0.19, 0.42])
     image = ramp_low.view(3, 1, 1) + (ramp_high - ramp_low).view(3, 1, 1) * rates.cpu().unsqueeze(0)

@@ -73,7 +73,7 @@ def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Pa
     matplotlib costs half a second, and torchmetrics imports it whenever it is installed."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from .callbacks import confusion_image
+    from .callbacks import confusion_image, confusion_rates
 
     counts = torch.tensor(matrix)
     n = len(class_names)
@@ -98,7 +98,7 @@ def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Pa
 
     heat = (confusion_image(counts, cell=cell) * 255).round().byte().permute(1, 2, 0).numpy()
     image.paste(Image.fromarray(heat), (label_room, header))
-    rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    rates = confusion_rates(counts)
     for i, name in enumerate(class_names):
         name_width, name_height = text_size(name)
         draw.text(

@@ -1,4 +1,4 @@
-"""The part of a run that train.py and finetune.py share: fit, test the best checkpoint, record."""
+"""What train.py and finetune.py share: the run's set-up, then fit, test the best checkpoint, record."""
 
 from __future__ import annotations
 
@@ -7,7 +7,23 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from . import outputs
+from . import builders, outputs
+from .errors import UserError
+from .validation import validate_config
+
+
+def start_run(cfg: DictConfig) -> tuple[Path, pl.LightningDataModule, pl.Trainer]:
+    """The run directory, data and trainer of a new or resumed run, after checking the config; the
+    global seed is set first, so data and model are built from it."""
+    run_dir = Path(cfg.paths.output_dir)
+    if (run_dir / "metrics.json").exists():
+        raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
+    validate_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = builders.build_datamodule(cfg)
+    trainer = builders.build_trainer(cfg)
+    builders.scale_learning_rate(cfg, trainer)
+    return run_dir, datamodule, trainer
 
 
 def fit_test_and_record(

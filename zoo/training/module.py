@@ -21,6 +21,12 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def last_batch_of_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Whether the training batch `batch_idx` is the epoch's last one."""
+    # is_last_batch: the loader ran out; num_training_batches: limit_train_batches, overfit_batches.
+    return trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches
+
+
 class ImageClassifier(pl.LightningModule):
     def __init__(
         self,
@@ -117,10 +123,7 @@ class ImageClassifier(pl.LightningModule):
 
     def _last_batch_of_epoch(self, batch_idx: int) -> bool:
         trainer = self._trainer  # None when a step is called by hand, outside a Trainer
-        if trainer is None:
-            return False
-        # is_last_batch: the loader ran out; num_training_batches: limit_train_batches, overfit_batches.
-        return trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches
+        return trainer is not None and last_batch_of_epoch(trainer, batch_idx)
 
     def on_train_epoch_start(self) -> None:
         # A fresh tally each epoch, also when the previous one ended early (max_steps, a resume).
