@@ -3,8 +3,9 @@
 Both paths train the same LeNet-5 with the same optimizer, batch size and digit augmentation
 (small shifts, rotations and zoom) on synthetic uint8 1 x 28 x 28 images:
 
-- in-memory: `InMemoryBatches` cuts each batch out of one uint8 tensor; the batch moves to the device
-  and `augment_batch` warps all its images at once (what `InMemoryDataModule` does under Lightning);
+- in-memory: `InMemoryBatches` cuts each batch out of one uint8 tensor, held on the training device
+  (on a GPU too, as `InMemoryDataModule` holds it by default, data.on_device=auto), and
+  `augment_batch` warps all its images at once (what `InMemoryDataModule` does under Lightning);
 - per-sample: a torch Dataset returns one float tensor per image through v2 transforms, in DataLoader
   workers, collated and then moved to the device (the usual torchvision recipe).
 
@@ -52,13 +53,13 @@ def in_memory_batches(
     images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator(device).manual_seed(0)
+    images, labels = images.to(device), labels.to(device)
     epoch = 0
     while True:
         loader = InMemoryBatches(images, labels, batch_size, shuffle=True, seed=0)
         loader.set_epoch(epoch)
         for batch_images, batch_labels in loader:
-            batch_images = batch_images.to(device, non_blocking=True)
-            yield augment_batch(batch_images, "digits", generator), batch_labels.to(device, non_blocking=True)
+            yield augment_batch(batch_images, "digits", generator), batch_labels
         epoch += 1
 
 

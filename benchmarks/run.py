@@ -7,6 +7,7 @@ Benchmarks (--only takes these names):
   vs_torchvision  zoo models against torchvision's, forward and training step at 224 px
   options         speedup of channels_last, compile, bf16-mixed (and cudnn benchmark on a GPU)
   end_to_end      `python train.py` as a whole process against benchmarks/plain_digits.py
+  syncs           host-device synchronisations inside train.py's training steps (GPU only)
 
 --quick shrinks every benchmark to a smoke test (its figures are noisy); --all times every zoo
 model that torchvision also has instead of a subset. Timings on a machine shared with other work
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from timing import ROOT, machine, table
 
-BENCHMARKS = ("overhead", "vs_torchvision", "options", "end_to_end")
+BENCHMARKS = ("overhead", "vs_torchvision", "options", "end_to_end", "syncs")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             import options
 
             rows, columns = options.run(device, args.quick, args.rounds), options.COLUMNS
+        elif name == "syncs":
+            import syncs
+
+            rows, columns = syncs.run(device), syncs.COLUMNS
         else:
             import end_to_end
 

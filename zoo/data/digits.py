@@ -37,6 +37,7 @@ class DigitsDataModule(InMemoryDataModule):
         augment: str = "digits",
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -45,6 +46,7 @@ class DigitsDataModule(InMemoryDataModule):
             augment=augment,
             mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha,
+            on_device=on_device,
         )
         self.image_size_requested = image_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed

@@ -17,7 +17,14 @@ class InMemoryDataModule(ImageDataModule):
     Subclasses implement `load_splits()`; batching, sharding across processes and on-device
     augmentation are shared here. Augmentation (one of `augment.AUGMENTATIONS`, then MixUp/CutMix
     when their alpha is above 0) runs on training batches after they reach the training device.
+
+    `on_device` places the tensors for a GPU run: true holds every split on the GPU, where batches
+    are cut without any copy over the bus; false keeps them in host memory and copies each batch
+    through pinned memory; "auto" holds them on the GPU when all splits together take at most
+    `ON_DEVICE_AUTO_SHARE` of its memory (MNIST 55 MB, CIFAR-10 185 MB). A CPU run ignores it.
     """
+
+    ON_DEVICE_AUTO_SHARE = 0.25
 
     def __init__(
         self,
@@ -27,8 +34,13 @@ class InMemoryDataModule(ImageDataModule):
         augment: str = "none",
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
+        if on_device not in (True, False, "auto"):
+            raise UserError(f"data.on_device must be true, false or auto, not {on_device!r}")
+        self.on_device = on_device
+        self._placed: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         try:
             self.augment = check_augmentation(augment)
         except ValueError as error:
@@ -67,7 +79,8 @@ class InMemoryDataModule(ImageDataModule):
 
     def _batches(self, split: str, train: bool) -> InMemoryBatches:
         self.setup()
-        images, labels = self._splits[split]
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        images, labels = self._tensors(split, device)
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return InMemoryBatches(
             images,
@@ -77,7 +90,28 @@ class InMemoryDataModule(ImageDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
+            pin_memory=device.type == "cuda",
         )
+
+    def _tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's tensors, on `device` when `on_device` says they belong there (copied once)."""
+        if not self.holds_on(device):
+            return self._splits[split]
+        if (split, device) not in self._placed:
+            images, labels = self._splits[split]
+            self._placed[split, device] = (images.to(device), labels.to(device))
+        return self._placed[split, device]
+
+    def holds_on(self, device: torch.device) -> bool:
+        """Whether this run's splits are held on `device` (a GPU) rather than in host memory."""
+        if device.type == "cpu" or self.on_device is False:
+            return False
+        if self.on_device is True:
+            return True
+        if device.type != "cuda":
+            return False
+        size = sum(images.nbytes + labels.nbytes for images, labels in self._splits.values())
+        return size <= self.ON_DEVICE_AUTO_SHARE * torch.cuda.get_device_properties(device).total_memory
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._batches("train", train=True)

@@ -38,6 +38,7 @@ class SyntheticDataModule(InMemoryDataModule):
         augment: str = "none",
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -46,6 +47,7 @@ class SyntheticDataModule(InMemoryDataModule):
             augment=augment,
             mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha,
+            on_device=on_device,
         )
         if num_classes < 2 or num_samples < num_classes or channels < 1 or image_size < 1:
             raise UserError(

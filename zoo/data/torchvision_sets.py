@@ -156,6 +156,7 @@ class TorchvisionDataModule(InMemoryDataModule):
         augment: str = "standard",
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        on_device: bool | str = "auto",
         verify_checksums: bool = True,
     ) -> None:
         super().__init__(
@@ -165,6 +166,7 @@ class TorchvisionDataModule(InMemoryDataModule):
             augment=augment,
             mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha,
+            on_device=on_device,
         )
         if dataset not in DATASETS:
             raise UserError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")

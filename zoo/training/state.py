@@ -42,12 +42,14 @@ class NonFiniteLossGuard(pl.Callback):
 
     The module sums the epoch's losses on the device without synchronising, so a NaN or inf stays
     in that sum; this callback reads it only where a checkpoint may follow (every
-    `check_every_n_steps` steps and before validation). Lightning runs checkpoint callbacks after
-    all others, so the last good checkpoint is never overwritten.
+    `check_every_n_steps` steps, the step interval of last.ckpt, and before validation and at each
+    epoch end). Each read waits for the GPU, so 0, for runs without step checkpoints, reads at
+    neither step. Lightning runs checkpoint callbacks after all others, so the last good checkpoint
+    is never overwritten.
     """
 
-    def __init__(self, check_every_n_steps: int = 1) -> None:
-        self.check_every_n_steps = max(1, check_every_n_steps)
+    def __init__(self, check_every_n_steps: int = 0) -> None:
+        self.check_every_n_steps = max(0, check_every_n_steps)
 
     @staticmethod
     def _check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -61,7 +63,7 @@ class NonFiniteLossGuard(pl.Callback):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.check_every_n_steps == 0:
+        if self.check_every_n_steps and trainer.global_step % self.check_every_n_steps == 0:
             self._check(trainer, pl_module)
 
     def on_validation_start(self, trainer, pl_module) -> None:

@@ -1,0 +1,118 @@
+"""Where in-memory data lives on a GPU run (data.on_device), and what may wait for the device per step.
+
+No GPU here: the `meta` device stands in for one where only placement is checked, and CUDA's
+memory size is faked where the `auto` rule reads it.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from zoo.data import DigitsDataModule, InMemoryBatches
+from zoo.training.errors import UserError
+from zoo.training.state import NonFiniteLossGuard
+from zoo.training.validation import validate_config
+
+
+def test_batches_are_cut_on_the_device_their_tensors_are_on() -> None:
+    images, labels = torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10)
+    on_host = InMemoryBatches(images, labels, 4, shuffle=True, seed=2)
+    on_device = InMemoryBatches(images.to("meta"), labels.to("meta"), 4, shuffle=True, seed=2)
+    host_batches, device_batches = list(on_host), list(on_device)
+    assert [y.shape for _, y in device_batches] == [y.shape for _, y in host_batches] == [(4,), (4,), (2,)]
+    assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in device_batches)
+    # Only host batches are pinned: tensors already on a device are cut there.
+    asked_to_pin = InMemoryBatches(images.to("meta"), labels.to("meta"), 4, shuffle=False, pin_memory=True)
+    assert not asked_to_pin.pin_memory
+
+
+def test_on_device_true_holds_every_split_on_the_device_once() -> None:
+    data = DigitsDataModule(on_device=True)
+    data.setup()
+    meta = torch.device("meta")
+    assert data.holds_on(meta)
+    images, labels = data._tensors("train", meta)
+    assert images.device == labels.device == meta and images.shape == data._splits["train"][0].shape
+    assert data._tensors("train", meta)[0] is images  # copied once, not per epoch
+    # A CPU run keeps the host tensors whatever the setting.
+    assert data._tensors("train", torch.device("cpu"))[0] is data._splits["train"][0]
+
+
+@pytest.mark.parametrize(
+    ("on_device", "gpu_bytes", "held"),
+    [
+        ("auto", 80 * 2**30, True),  # the digits (1.8 MB) fit easily
+        ("auto", 4 * 2**20, False),  # more than a quarter of a 4 MiB device
+        (False, 80 * 2**30, False),
+        (True, 4 * 2**20, True),  # asked for: held even where auto would not
+    ],
+)
+def test_on_device_rule_for_a_gpu(monkeypatch, on_device, gpu_bytes: int, held: bool) -> None:
+    gpu = SimpleNamespace(total_memory=gpu_bytes)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: gpu)
+    data = DigitsDataModule(on_device=on_device)
+    data.setup()
+    assert data.holds_on(torch.device("cuda", 0)) is held
+    assert not data.holds_on(torch.device("cpu"))
+
+
+def test_auto_leaves_other_accelerators_to_the_host() -> None:
+    data = DigitsDataModule(on_device="auto")
+    data.setup()
+    assert not data.holds_on(torch.device("meta"))
+
+
+def test_on_device_takes_true_false_or_auto_only() -> None:
+    with pytest.raises(UserError, match="data.on_device must be true, false or auto"):
+        DigitsDataModule(on_device="yes")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("data.on_device", "auto", True),
+        ("data.on_device", False, True),
+        ("data.on_device", "gpu", False),
+        ("optimizer.lr", 0.1, True),
+        ("optimizer.lr", -0.1, False),
+        ("trainer.max_epochs", 0, False),
+        ("trainer.precision", "bf16-mixed", True),
+        ("trainer.precision", "fp8", False),
+    ],
+)
+def test_config_values_are_checked_before_any_work(key: str, value, accepted: bool) -> None:
+    cfg = OmegaConf.create({})
+    OmegaConf.update(cfg, key, value, force_add=True)
+    if accepted:
+        validate_config(cfg)
+    else:
+        with pytest.raises(UserError, match=rf"{key} must be .*\({key}=\.\.\.\)"):
+            validate_config(cfg)
+
+
+class _Module:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def nonfinite_loss_seen(self) -> bool:
+        self.reads += 1  # each read waits for a GPU
+        return False
+
+
+@pytest.mark.parametrize(("interval", "read_at"), [(0, []), (3, [3, 6, 9]), (1, list(range(1, 11)))])
+def test_the_loss_guard_reads_only_at_checkpoint_steps(interval: int, read_at: list[int]) -> None:
+    guard, module = NonFiniteLossGuard(check_every_n_steps=interval), _Module()
+    reads = []
+    for step in range(1, 11):
+        before = module.reads
+        guard.on_train_batch_end(SimpleNamespace(global_step=step), module, None, None, step - 1)
+        if module.reads > before:
+            reads.append(step)
+    assert reads == read_at
+    guard.on_validation_start(SimpleNamespace(global_step=10), module)
+    guard.on_train_epoch_end(SimpleNamespace(global_step=10), module)
+    assert module.reads == len(read_at) + 2  # and always before validation and at the epoch's end
