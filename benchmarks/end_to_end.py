@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import ROOT, alternate, machine, median, table
+from timing import ROOT, alternate, machine, median, paired_ratio, table
 
 WALL_TARGET, RSS_TARGET = 1.2, 1.3
 ACCURACY = re.compile(r"test/acc=([0-9.]+)")
@@ -114,8 +114,7 @@ def run(rounds: int = 3, epochs: int | None = None, python: str = sys.executable
 
     def paired(key: str) -> float:
         # The two children of a round run back to back: their ratio cancels a slow spell of the machine.
-        pairs = zip(children["framework"], children["plain"], strict=True)
-        return median([framework[key] / plain[key] for framework, plain in pairs])
+        return paired_ratio([c[key] for c in children["framework"]], [c[key] for c in children["plain"]])
 
     row["wall_ratio"] = paired("wall_s")
     row["rss_ratio"] = paired("peak_rss_mb")

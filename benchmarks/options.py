@@ -52,7 +52,7 @@ def run(device: torch.device, quick: bool = False, rounds: int | None = None) ->
     rounds = rounds or (1 if quick else 2)
     rows = []
     for case, names in plan(device, quick).items():
-        data = synthetic_data(case)
+        data = synthetic_data(case, device)
         configs = {"default": ()}
         for name in names:
             with_option, without = OPTIONS[name]

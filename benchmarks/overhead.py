@@ -29,7 +29,7 @@ from itertools import pairwise
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from timing import ROOT, alternate, median, quiet, sync, without_lightning_env
+from timing import ROOT, alternate, median, paired_ratio, quiet, sync, without_lightning_env
 
 NUM_CLASSES = 10
 MEAN, STD = 0.5, 0.25
@@ -121,20 +121,22 @@ class EpochMarks(pl.Callback):
         self.clock.mark()
 
 
-def synthetic_data(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_data(case: Case, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and labels, drawn on the host and placed once where train.py's in-memory data
+    module holds them by default (data.on_device=auto): on the GPU for a GPU run, so no step copies
+    a batch over and no contender's clock includes the copy."""
     generator = torch.Generator().manual_seed(seed)
     shape = (case.images, case.channels, case.size, case.size)
     images = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
-    return images, torch.randint(0, NUM_CLASSES, (case.images,), generator=generator)
+    labels = torch.randint(0, NUM_CLASSES, (case.images,), generator=generator)
+    return images.to(device), labels.to(device)
 
 
-def batches(case: Case, data: tuple[torch.Tensor, torch.Tensor], device: torch.device):
-    """Both sides' batches, cut from tensors held where train.py's in-memory data module holds them
-    by default (data.on_device=auto): on the GPU for a GPU run, so no step copies a batch over."""
+def batches(case: Case, data: tuple[torch.Tensor, torch.Tensor]):
+    """Both sides' batches, cut on the device that holds `data`."""
     from zoo.data.batches import InMemoryBatches
 
-    images, labels = data
-    return InMemoryBatches(images.to(device), labels.to(device), case.batch, shuffle=True, seed=0)
+    return InMemoryBatches(*data, case.batch, shuffle=True, seed=0)
 
 
 def compose(case: Case, device: torch.device, output_dir: str, overrides: tuple[str, ...] = ()):
@@ -182,7 +184,7 @@ def framework_fit(
         cfg = compose(case, device, output_dir, (*overrides, f"trainer.max_epochs={epochs}", *no_checkpoints))
         torch.manual_seed(0)
         module = builders.build_module(cfg, spec)
-        loader = batches(case, data, device)
+        loader = batches(case, data)
         clock.mark()
         # quiet() hides the terminal, so this is train.py's trainer for logs: no progress bar.
         trainer = builders.build_trainer(cfg, enable_checkpointing=False)
@@ -237,7 +239,7 @@ def bare_lightning_fit(
             benchmark=device.type == "cuda",
             default_root_dir=output_dir,
         )
-        trainer.fit(module, train_dataloaders=batches(case, data, device))
+        trainer.fit(module, train_dataloaders=batches(case, data))
         clock.mark()
     return clock.run()
 
@@ -260,7 +262,7 @@ def _plain_fit(
     torch.backends.cudnn.benchmark = device.type == "cuda"
     torch.manual_seed(0)
     model = create_model(case.model, num_classes=NUM_CLASSES, in_chans=case.channels, small_input=True)
-    loader = batches(case, data, device)
+    loader = batches(case, data)
     lr = 0.003  # configs/optimizer/adam.yaml, the default config's optimizer
     clock = Clock(device)
     clock.mark()
@@ -299,10 +301,10 @@ def run(device: torch.device, quick: bool = False, rounds: int | None = None, mo
     rows = []
     for name in models or ("lenet5", "resnet18"):
         case = CASES[(name, device.type, quick)]
-        data = synthetic_data(case)
+        data = synthetic_data(case, device)
         # Warm-up: first-call costs (kernel selection, lazy imports, allocator growth) for both sides.
         warm = replace(case, images=min(case.images, 4 * case.batch), epochs=1)
-        warm_data = synthetic_data(warm)
+        warm_data = synthetic_data(warm, device)
         contenders = {
             "plain": functools.partial(plain_fit, case, device, data),
             "framework": functools.partial(framework_fit, case, device, data),
@@ -319,22 +321,19 @@ def run(device: torch.device, quick: bool = False, rounds: int | None = None, mo
     return rows
 
 
-def paired_ratio(plain: list[Run], other: list[Run]) -> float:
-    """Median over rounds of plain time / other time: throughput of `other` relative to plain."""
-    return median([p.total / o.total for p, o in zip(plain, other, strict=True)])
+def totals(runs: list[Run]) -> list[float]:
+    return [r.total for r in runs]
 
 
 def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> dict:
-    plain_total = median([r.total for r in runs["plain"]])
-    framework_total = median([r.total for r in runs["framework"]])
+    plain_totals, framework_totals = totals(runs["plain"]), totals(runs["framework"])
+    plain_total, framework_total = median(plain_totals), median(framework_totals)
     plain_steady = median([r.steady() for r in runs["plain"]])
     framework_steady = median([r.steady() for r in runs["framework"]])
     plain_cpu = median([r.total_cpu for r in runs["plain"]])
     framework_cpu = median([r.total_cpu for r in runs["framework"]])
     images = case.images * case.epochs
-    # Each round's two runs are neighbours in time, so a machine that slows down for a while slows
-    # both: the median of the per-round ratios is steadier than the ratio of the two medians.
-    ratio = paired_ratio(runs["plain"], runs["framework"])
+    ratio = paired_ratio(plain_totals, framework_totals)
     steady_step_overhead = (framework_steady - plain_steady) / case.steps
     row = {
         "benchmark": "overhead",
@@ -356,8 +355,8 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
         "steady_overhead_ms_per_step": 1000 * steady_step_overhead,
         "target": case.target,
         "pass": ratio >= case.target,
-        "plain_totals_s": [r.total for r in runs["plain"]],
-        "framework_totals_s": [r.total for r in runs["framework"]],
+        "plain_totals_s": plain_totals,
+        "framework_totals_s": framework_totals,
     }
     if case.model == "lenet5":
         # The per-step cost over an MNIST-sized epoch at this batch, the setting of Lightning's claim.
@@ -366,14 +365,15 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
         row["lightning_claim_s_per_epoch"] = LIGHTNING_CLAIM_S_PER_EPOCH
     if "bare_lightning" in runs:
         # Lightning's own loop measured here, so its claim and this framework's cost meet on one machine.
-        bare_total = median([r.total for r in runs["bare_lightning"]])
+        bare_totals = totals(runs["bare_lightning"])
+        bare_total = median(bare_totals)
         bare_steady = median([r.steady() for r in runs["bare_lightning"]])
         bare_step_overhead = (bare_steady - plain_steady) / case.steps
         row["bare_lightning_img_s"] = images / bare_total
-        row["bare_lightning_ratio"] = paired_ratio(runs["plain"], runs["bare_lightning"])
+        row["bare_lightning_ratio"] = paired_ratio(plain_totals, bare_totals)
         row["bare_lightning_steady_ms_per_step"] = 1000 * bare_step_overhead
         row["bare_lightning_s_per_mnist_epoch"] = bare_step_overhead * mnist_steps
-        row["bare_lightning_totals_s"] = [r.total for r in runs["bare_lightning"]]
+        row["bare_lightning_totals_s"] = bare_totals
     return row
 
 

@@ -51,6 +51,13 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median of the per-round ratios numerator / denominator. The two runs of a round are
+    neighbours in time, so a slow spell of the machine weighs on both: steadier than the ratio of
+    the two medians."""
+    return median([a / b for a, b in zip(numerators, denominators, strict=True)])
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Hide what Lightning and the callbacks print during a timed fit (banners, epoch lines, tips);

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timing import alternate, median, sync
+from timing import alternate, median, paired_ratio, sync
 from torch import nn
 
 TARGET = 0.98
@@ -124,11 +124,11 @@ def run(device: torch.device, quick: bool = False, models: list[str] | None = No
             for warm in timers.values():  # allocator, cuDNN algorithm search, first-touch pages
                 warm()
             speeds = alternate(timers, setting.reps)
-            zoo_speed, tv_speed = (median([wall for wall, _ in speeds[side]]) for side in timers)
-            # Per-rep ratios pair runs that are neighbours in time (see overhead.paired_ratio).
-            pairs = list(zip(speeds["zoo"], speeds["torchvision"], strict=True))
-            ratio = median([zoo[0] / tv[0] for zoo, tv in pairs])
-            cpu_ratio = median([zoo[1] / tv[1] for zoo, tv in pairs])
+            walls = {side: [wall for wall, _ in speeds[side]] for side in timers}
+            cpus = {side: [cpu for _, cpu in speeds[side]] for side in timers}
+            zoo_speed, tv_speed = median(walls["zoo"]), median(walls["torchvision"])
+            ratio = paired_ratio(walls["zoo"], walls["torchvision"])
+            cpu_ratio = paired_ratio(cpus["zoo"], cpus["torchvision"])
             rows.append(
                 {
                     "benchmark": "vs_torchvision",
