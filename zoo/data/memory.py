@@ -10,6 +10,13 @@ from .base import DataSpec, ImageDataModule
 from .batches import InMemoryBatches
 from .mixing import BatchMixer
 
+ON_DEVICE_CHOICES = "true, false or auto"
+
+
+def is_on_device_choice(value: object) -> bool:
+    """Whether `value` is a setting of data.on_device (a bool, not merely equal to one, or "auto")."""
+    return isinstance(value, bool) or value == "auto"
+
 
 class InMemoryDataModule(ImageDataModule):
     """Base for data sets small enough to hold as uint8 tensors (digits, MNIST, CIFAR).
@@ -37,8 +44,8 @@ class InMemoryDataModule(ImageDataModule):
         on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
-        if on_device not in (True, False, "auto"):
-            raise UserError(f"data.on_device must be true, false or auto, not {on_device!r}")
+        if not is_on_device_choice(on_device):
+            raise UserError(f"data.on_device must be {ON_DEVICE_CHOICES}, not {on_device!r}")
         self.on_device = on_device
         self._placed: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         try:

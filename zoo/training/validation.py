@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..data.memory import ON_DEVICE_CHOICES, is_on_device_choice
 from .errors import UserError
 
 _ABSENT = object()
@@ -43,7 +44,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     ("data.image_size", lambda v: v is None or (_integer(v) and v >= 8), "an integer >= 8"),
-    ("data.on_device", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
+    ("data.on_device", is_on_device_choice, ON_DEVICE_CHOICES),
     ("data.num_workers", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("seed", _integer, "an integer"),
