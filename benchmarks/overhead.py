@@ -35,6 +35,10 @@ NUM_CLASSES = 10
 MEAN, STD = 0.5, 0.25
 LIGHTNING_CLAIM_S_PER_EPOCH = 0.06  # Lightning's docs: overhead per epoch on a small MNIST model
 MNIST_TRAIN_IMAGES = 60_000
+# The epoch behind that claim: Lightning's parity test (tests/parity_pytorch in its repository)
+# trains on the 60,000 MNIST training images at batch 128, so 469 steps. Lightning's cost is per
+# step, so this framework's per-step cost is scaled to those 469 steps to meet the claim like for like.
+LIGHTNING_CLAIM_STEPS_PER_EPOCH = math.ceil(MNIST_TRAIN_IMAGES / 128)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ CASES = {
     ("lenet5", "cpu", False): Case("lenet5", 1, 32, 64, 8192, 3, 0.90),
     ("lenet5", "cpu", True): Case("lenet5", 1, 32, 64, 2048, 2, 0.90),
     # Half an MNIST epoch on a GPU (469 steps, enough for a steady per-step figure), which keeps
-    # gpu.sh within five minutes; the per-MNIST-epoch overhead is scaled from the per-step one.
+    # gpu.sh within five minutes; the overhead per epoch of Lightning's claim is scaled from the
+    # per-step one.
     ("lenet5", "cuda", False): Case("lenet5", 1, 32, 64, MNIST_TRAIN_IMAGES // 2, 3, 0.90),
     ("lenet5", "cuda", True): Case("lenet5", 1, 32, 64, 16384, 2, 0.90),
     ("resnet18", "cpu", False): Case("resnet18", 3, 32, 32, 256, 3, 0.97),
@@ -359,9 +364,8 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
         "framework_totals_s": framework_totals,
     }
     if case.model == "lenet5":
-        # The per-step cost over an MNIST-sized epoch at this batch, the setting of Lightning's claim.
-        mnist_steps = math.ceil(MNIST_TRAIN_IMAGES / case.batch)
-        row["steady_overhead_s_per_mnist_epoch"] = steady_step_overhead * mnist_steps
+        # The per-step cost over the epoch of Lightning's claim (LIGHTNING_CLAIM_STEPS_PER_EPOCH).
+        row["steady_overhead_s_per_claim_epoch"] = steady_step_overhead * LIGHTNING_CLAIM_STEPS_PER_EPOCH
         row["lightning_claim_s_per_epoch"] = LIGHTNING_CLAIM_S_PER_EPOCH
     if "bare_lightning" in runs:
         # Lightning's own loop measured here, so its claim and this framework's cost meet on one machine.
@@ -372,7 +376,7 @@ def summarise(case: Case, device: torch.device, runs: dict[str, list[Run]]) -> d
         row["bare_lightning_img_s"] = images / bare_total
         row["bare_lightning_ratio"] = paired_ratio(plain_totals, bare_totals)
         row["bare_lightning_steady_ms_per_step"] = 1000 * bare_step_overhead
-        row["bare_lightning_s_per_mnist_epoch"] = bare_step_overhead * mnist_steps
+        row["bare_lightning_s_per_claim_epoch"] = bare_step_overhead * LIGHTNING_CLAIM_STEPS_PER_EPOCH
         row["bare_lightning_totals_s"] = bare_totals
     return row
 
@@ -389,10 +393,10 @@ COLUMNS = [
     ("cpu_time_ratio", "cpu-time ratio"),
     ("overhead_s_per_epoch", "overhead s/epoch"),
     ("steady_overhead_ms_per_step", "steady ms/step"),
-    ("steady_overhead_s_per_mnist_epoch", "s per MNIST epoch"),
+    ("steady_overhead_s_per_claim_epoch", "s per claim epoch"),
     ("bare_lightning_ratio", "bare Lightning ratio"),
     ("bare_lightning_steady_ms_per_step", "bare Lightning ms/step"),
-    ("bare_lightning_s_per_mnist_epoch", "bare Lightning s/MNIST epoch"),
+    ("bare_lightning_s_per_claim_epoch", "bare Lightning s/claim epoch"),
     ("target", "target"),
     ("pass", "pass"),
 ]
