@@ -19,14 +19,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def run_script(
-    script: str, *overrides: str, check: bool = True, timeout: int = 600
+    script: str, *overrides: str, check: bool = True, timeout: int = 600, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
-    """Run an entry point as a user would, in a fresh process, and return its output."""
+    """Run an entry point as a user would, in a fresh process, and return its output. A run given no
+    hydra.run.dir lands in runs/ below `cwd`: pass a temporary folder so it stays out of the checkout."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *overrides],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -233,10 +233,13 @@ def test_resuming_where_the_step_interval_meets_an_epoch_end_loses_no_epoch(tmp_
     run_dir = tmp_path / "stopped"
     run_script("train.py", *EXACT, *short, "trainer.max_epochs=2", "test=false", f"hydra.run.dir={run_dir}")
     last = run_dir / "checkpoints" / "last.ckpt"
-    # That run finished, so the longer one continues from its checkpoint in a new run directory.
-    result = run_script("train.py", *EXACT, *short, "trainer.max_epochs=3", "test=false", f"ckpt_path={last}")
+    # That run finished, so the longer one continues from its checkpoint in a new, time-stamped run
+    # directory under runs/ of the working folder: tmp_path, not the checkout.
+    result = run_script(
+        "train.py", *EXACT, *short, "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", cwd=tmp_path
+    )
     continued = Path(result.stdout.strip().splitlines()[-1].split("run directory: ")[1].split()[0])
-    assert continued != run_dir
+    assert continued != run_dir and continued.is_relative_to(tmp_path / "runs" / "train")
     resumed = torch.load(continued / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     expected = torch.load(reference / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == expected["global_step"] == 12
