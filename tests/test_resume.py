@@ -74,7 +74,7 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> boo
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume_gives_identicalcheckpoint_weights(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     run_script("train.py", *EXACT, f"hydra.run.dir={reference}")
 
