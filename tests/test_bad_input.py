@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from zoo.training.checkpoint import load_weights_file
+from zoo.training.errors import UserError
+
 from .conftest import run_script
 
 
@@ -44,6 +47,20 @@ def test_evaluate_on_a_file_that_is_not_a_checkpoint(tmp_path: Path, content: by
     result = run_script("evaluate.py", f"ckpt_path={bogus}", f"hydra.run.dir={tmp_path / 'e'}", check=False)
     _assert_one_clear_line(result, "bogus.ckpt")
     assert bogus.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"root:x:0:0:root:/root:/bin/bash\n", b"h\x05", b"J\xba?"],
+    # What the weights-only unpickler raises on each: IndexError, KeyError, struct.error.
+    ids=["text-file", "unknown-memo-key", "short-integer"],
+)
+def test_any_malformed_file_is_one_user_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(content)
+    with pytest.raises(UserError, match="bogus.ckpt is not a readable PyTorch checkpoint") as raised:
+        load_weights_file(bogus)
+    assert "\n" not in str(raised.value)
 
 
 def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:

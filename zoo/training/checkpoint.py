@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,10 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
         raise UserError(
             f"{path} is not a PyTorch checkpoint or state dict (unpickling failed: {reason[:120]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except Exception as error:
+        # Bytes that are neither a zip nor a pickle fail wherever the first bad byte lands: besides
+        # RuntimeError, EOFError, OSError, ValueError and BadZipFile, the weights-only unpickler raises
+        # IndexError, KeyError or struct.error on a text file such as /etc/passwd.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"{path} is not a readable PyTorch checkpoint, truncated or of another format ({reason[:160]})"
