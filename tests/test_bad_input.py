@@ -36,31 +36,37 @@ def test_evaluate_without_ckpt_path_says_how_to_pass_one(tmp_path: Path) -> None
     _assert_one_clear_line(result, "ckpt_path")
 
 
-@pytest.mark.parametrize(
-    "content",
-    [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"],
-    ids=["empty", "text", "truncated"],
-)
-def test_evaluate_on_a_file_that_is_not_a_checkpoint(tmp_path: Path, content: bytes) -> None:
+# Files that are not checkpoints, each failing differently inside torch.load.
+NOT_CHECKPOINTS = {
+    "empty": b"",  # EOFError
+    "text": b"not a checkpoint at all",  # UnpicklingError
+    "truncated": b"PK\x03\x04truncated zip",  # a zip's signature, then nothing readable
+    # The weights-only unpickler raises IndexError, KeyError and struct.error on these three.
+    "passwd": b"root:x:0:0:root:/root:/bin/bash\n",
+    "unknown-memo-key": b"h\x05",
+    "short-integer": b"J\xba?",
+}
+
+
+def _bogus_checkpoint(tmp_path: Path, name: str) -> Path:
     bogus = tmp_path / "bogus.ckpt"
-    bogus.write_bytes(content)
+    bogus.write_bytes(NOT_CHECKPOINTS[name])
+    return bogus
+
+
+@pytest.mark.parametrize("name", NOT_CHECKPOINTS)
+def test_a_file_that_is_not_a_checkpoint_is_one_user_error_naming_it(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UserError, match="bogus.ckpt") as raised:
+        load_weights_file(_bogus_checkpoint(tmp_path, name))
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "passwd"])
+def test_evaluate_on_a_file_that_is_not_a_checkpoint(tmp_path: Path, name: str) -> None:
+    bogus = _bogus_checkpoint(tmp_path, name)
     result = run_script("evaluate.py", f"ckpt_path={bogus}", f"hydra.run.dir={tmp_path / 'e'}", check=False)
     _assert_one_clear_line(result, "bogus.ckpt")
-    assert bogus.read_bytes() == content
-
-
-@pytest.mark.parametrize(
-    "content",
-    [b"root:x:0:0:root:/root:/bin/bash\n", b"h\x05", b"J\xba?"],
-    # What the weights-only unpickler raises on each: IndexError, KeyError, struct.error.
-    ids=["text-file", "unknown-memo-key", "short-integer"],
-)
-def test_any_malformed_file_is_one_user_error_naming_it(tmp_path: Path, content: bytes) -> None:
-    bogus = tmp_path / "bogus.ckpt"
-    bogus.write_bytes(content)
-    with pytest.raises(UserError, match="bogus.ckpt is not a readable PyTorch checkpoint") as raised:
-        load_weights_file(bogus)
-    assert "\n" not in str(raised.value)
+    assert bogus.read_bytes() == NOT_CHECKPOINTS[name]
 
 
 def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:
