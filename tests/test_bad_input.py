@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from zoo.data import DataSpec
+from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
+from zoo.training.cli import CONFIG_DIR
 from zoo.training.errors import UserError
+from zoo.training.validation import validate_config
 
 from .conftest import run_script
 
@@ -74,3 +81,72 @@ def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:
         "evaluate.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}", check=False
     )
     _assert_one_clear_line(result, "does not exist")
+
+
+def test_evaluate_checks_its_own_settings_before_loading_anything(tmp_path: Path) -> None:
+    result = run_script(
+        "evaluate.py",
+        f"ckpt_path={tmp_path / 'any.ckpt'}",
+        "split=train",
+        f"hydra.run.dir={tmp_path / 'e'}",
+        check=False,
+    )
+    _assert_one_clear_line(result, "split must be test or val, got 'train'")
+
+
+def _train_config(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            config_name="train", overrides=[f"paths.output_dir={tmp_path}", "logger=none", *overrides]
+        )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("data.val_fraction", 1.5), ("data.test_fraction", 0), ("data.eval_fraction", -0.1)]
+)
+def test_held_out_fractions_lie_strictly_between_0_and_1(key: str, value: float) -> None:
+    cfg = OmegaConf.create({})
+    OmegaConf.update(cfg, key, value, force_add=True)
+    with pytest.raises(UserError, match=rf"{key} must be a number in \(0, 1\), got {value}"):
+        validate_config(cfg)
+
+
+def test_held_out_fractions_leave_images_to_train_on() -> None:
+    validate_config(OmegaConf.create({"data": {"val_fraction": 0.4, "test_fraction": 0.5}}))
+    with pytest.raises(
+        UserError, match="data.val_fraction \\+ data.test_fraction = 1.1 leaves no training images"
+    ):
+        validate_config(OmegaConf.create({"data": {"val_fraction": 0.5, "test_fraction": 0.6}}))
+
+
+def test_a_class_count_the_data_does_not_have_is_refused(tmp_path: Path) -> None:
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    assert builders.model_config(_train_config(tmp_path, "model.num_classes=10"), spec)["num_classes"] == 10
+    for wrong in (3, 12):
+        with pytest.raises(UserError, match=f"model.num_classes={wrong} but the data has 10 classes"):
+            builders.model_config(_train_config(tmp_path, f"model.num_classes={wrong}"), spec)
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_on_a_machine_without_one_says_so(
+    tmp_path: Path, trainer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="asks for a GPU, but PyTorch sees none; use trainer=cpu"):
+        builders.build_trainer(_train_config(tmp_path, f"trainer={trainer}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("trainer.devices=0", "devices=0"),  # MisconfigurationException
+        ("trainer.strategy=nonsense", "invalid strategy name"),  # ValueError
+        ("+trainer.devcies=1", "unexpected keyword argument 'devcies'"),  # TypeError
+    ],
+)
+def test_trainer_settings_lightning_rejects_are_one_user_error(
+    tmp_path: Path, override: str, reason: str
+) -> None:
+    with pytest.raises(UserError, match=f"Lightning rejects the trainer settings: .*{reason}") as raised:
+        builders.build_trainer(_train_config(tmp_path, "trainer=cpu", override))
+    assert "\n" not in str(raised.value)

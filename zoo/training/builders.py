@@ -6,9 +6,12 @@ import sys
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models
@@ -43,6 +46,13 @@ def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
         raise UserError(f"unknown model {model.get('name')!r}; known models: {', '.join(list_models())}")
     if model.get("num_classes") is None:
         model["num_classes"] = spec.num_classes
+    elif model["num_classes"] != spec.num_classes:
+        # Fewer outputs than classes crashes the loss at the first out-of-range label; more leaves
+        # outputs no label trains and that the metrics, sized by the data, cannot count.
+        raise UserError(
+            f"model.num_classes={model['num_classes']} but the data has {spec.num_classes} classes; leave "
+            "model.num_classes unset (the data sets it), or fine-tune a trained network with finetune.py"
+        )
     if model.get("in_chans") is None:
         model["in_chans"] = spec.channels
     if model.get("small_input") is None:
@@ -120,13 +130,26 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.trainer.get("profiler") is None:
         overrides.setdefault("profiler", NoProfiler())
-    return instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_progress_bar=sys.stdout.isatty(),
-        enable_model_summary=sys.stdout.isatty(),
-        default_root_dir=cfg.paths.output_dir,
-        plugins=[AtomicCheckpointIO()],
-        **overrides,
-    )
+    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={cfg.trainer.accelerator} asks for a GPU, but PyTorch sees none; use "
+            "trainer=cpu, or the default trainer, which uses a GPU only when there is one"
+        )
+    try:
+        return instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            enable_progress_bar=sys.stdout.isatty(),
+            enable_model_summary=sys.stdout.isatty(),
+            default_root_dir=cfg.paths.output_dir,
+            plugins=[AtomicCheckpointIO()],
+            **overrides,
+        )
+    except InstantiationException as error:
+        # Trainer.__init__ only checks its arguments, against each other and the machine (devices,
+        # strategy, accelerator, unknown names), and says what is wrong in a sentence.
+        if isinstance(error.__cause__, (MisconfigurationException, ValueError, TypeError)):
+            reason = " ".join(str(error.__cause__).split())
+            raise UserError(f"Lightning rejects the trainer settings: {reason}") from None
+        raise

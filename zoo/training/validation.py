@@ -46,6 +46,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.image_size", lambda v: v is None or (_integer(v) and v >= 8), "an integer >= 8"),
     ("data.on_device", is_on_device_choice, ON_DEVICE_CHOICES),
     ("data.num_workers", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
+    ("data.val_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.test_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.eval_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("seed", _integer, "an integer"),
     ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
@@ -55,10 +58,24 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 ]
 
 
-def validate_config(cfg: DictConfig) -> None:
-    for key, test, expected in RULES:
+# evaluate.py's own settings (configs/evaluate.yaml).
+EVALUATE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("split", lambda v: v in ("test", "val"), "test or val"),
+    ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
+    ("batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+]
+
+
+def validate_config(cfg: DictConfig, rules: list[tuple[str, Callable[[Any], bool], str]] = RULES) -> None:
+    for key, test, expected in rules:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not test(value):
             raise UserError(
                 f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
             )
+    held_out = [OmegaConf.select(cfg, f"data.{key}", default=0) for key in ("val_fraction", "test_fraction")]
+    if sum(held_out) >= 1:
+        raise UserError(
+            f"data.val_fraction + data.test_fraction = {sum(held_out):g} leaves no training images; "
+            "keep their sum below 1"
+        )
