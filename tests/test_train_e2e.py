@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from .conftest import QUICK, run_script
@@ -40,10 +41,15 @@ def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> 
     assert b"test/acc" in hparams["_hparams_/experiment"]
 
 
-def test_evaluate_reproduces_the_test_accuracy(trained_run: Path, tmp_path: Path) -> None:
+# The data the checkpoint records, or the same data named on the command line (which once failed
+# to compose: the data configs read ${seed}, which evaluate.yaml lacked).
+@pytest.mark.parametrize("data", [(), ("data=digits",)], ids=["from-checkpoint", "named"])
+def test_evaluate_reproduces_the_test_accuracy(
+    trained_run: Path, tmp_path: Path, data: tuple[str, ...]
+) -> None:
     trained = json.loads((trained_run / "metrics.json").read_text())
     best = trained_run / "checkpoints" / "best.ckpt"
-    result = run_script("evaluate.py", f"ckpt_path={best}", f"hydra.run.dir={tmp_path}")
+    result = run_script("evaluate.py", f"ckpt_path={best}", *data, f"hydra.run.dir={tmp_path}")
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert abs(report["test/acc"] - trained["test/acc"]) < 1e-6
     assert abs(report["test/loss"] - trained["test/loss"]) < 1e-4
