@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+
+from zoo.training.cli import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,6 +19,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # contend with the other worker.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+
+
+def compose_config(*overrides: str, config_name: str = "train"):
+    """The config an entry point (train.py by default) composes from these command-line overrides."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def run_script(

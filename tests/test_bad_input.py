@@ -6,17 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
-from zoo.training.cli import CONFIG_DIR
 from zoo.training.errors import UserError
 from zoo.training.validation import validate_config
 
-from .conftest import run_script
+from .conftest import compose_config, run_script
 
 
 def _assert_one_clear_line(result, *needles: str) -> None:
@@ -95,10 +93,7 @@ def test_evaluate_checks_its_own_settings_before_loading_anything(tmp_path: Path
 
 
 def _train_config(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(
-            config_name="train", overrides=[f"paths.output_dir={tmp_path}", "logger=none", *overrides]
-        )
+    return compose_config(f"paths.output_dir={tmp_path}", "logger=none", *overrides)
 
 
 @pytest.mark.parametrize(

@@ -7,21 +7,17 @@ import inspect
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from zoo.training.cli import CONFIG_DIR, options
+from zoo.training.cli import options
+
+from .conftest import compose_config
 
 GROUPS = ["model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug"]
 
 
-def _compose(config: str = "train", overrides: list[str] | None = None):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name=config, overrides=overrides or [])
-
-
 def test_defaults_are_lenet5_on_digits_with_tensorboard() -> None:
-    cfg = _compose()
+    cfg = compose_config()
     assert cfg.model.name == "lenet5"
     assert cfg.data._target_.endswith("DigitsDataModule")
     assert "tensorboard" in cfg.logger
@@ -30,7 +26,7 @@ def test_defaults_are_lenet5_on_digits_with_tensorboard() -> None:
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group: str, option: str) -> None:
-    cfg = _compose(overrides=[f"{group}={option}"])
+    cfg = compose_config(f"{group}={option}")
     assert cfg.model.name and cfg.trainer._target_
 
 
@@ -46,7 +42,7 @@ def test_required_group_options_exist() -> None:
 def test_trainer_keys_are_lightning_trainer_arguments() -> None:
     accepted = set(inspect.signature(pl.Trainer.__init__).parameters)
     for option in options("trainer"):
-        cfg = _compose(overrides=[f"trainer={option}"])
+        cfg = compose_config(f"trainer={option}")
         keys = set(cfg.trainer) - {"_target_"}
         assert keys <= accepted, keys - accepted
 
@@ -54,7 +50,7 @@ def test_trainer_keys_are_lightning_trainer_arguments() -> None:
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optimizer_and_scheduler_build_with_partial(optimizer: str, scheduler: str) -> None:
-    cfg = _compose(overrides=[f"optimizer={optimizer}", f"scheduler={scheduler}"])
+    cfg = compose_config(f"optimizer={optimizer}", f"scheduler={scheduler}")
     params = [torch.nn.Parameter(torch.zeros(3))]
     opt = instantiate(cfg.optimizer)(params=params)
     assert isinstance(opt, torch.optim.Optimizer)
@@ -66,19 +62,19 @@ def test_optimizer_and_scheduler_build_with_partial(optimizer: str, scheduler: s
 
 
 def test_command_line_overrides_reach_the_config() -> None:
-    cfg = _compose(overrides=["optimizer.lr=0.05", "trainer.max_epochs=7", "seed=3", "model=resnet18"])
+    cfg = compose_config("optimizer.lr=0.05", "trainer.max_epochs=7", "seed=3", "model=resnet18")
     assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.seed, cfg.model.name) == (0.05, 7, 3, "resnet18")
 
 
 def test_experiment_overrides_groups_and_values() -> None:
-    cfg = _compose(overrides=["experiment=resnet18_digits"])
+    cfg = compose_config("experiment=resnet18_digits")
     assert cfg.model.name == "resnet18"
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert cfg.scheduler.interval == "step"
 
 
 def test_evaluate_config_composes_without_data() -> None:
-    cfg = _compose("evaluate", overrides=["ckpt_path=x.ckpt"])
+    cfg = compose_config("ckpt_path=x.ckpt", config_name="evaluate")
     assert cfg.get("data") is None and cfg.ckpt_path == "x.ckpt"
-    cfg = _compose("evaluate", overrides=["ckpt_path=x.ckpt", "data=digits"])
+    cfg = compose_config("ckpt_path=x.ckpt", "data=digits", config_name="evaluate")
     assert cfg.data._target_.endswith("DigitsDataModule")

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import zoo
 from zoo.data import DataSpec
 from zoo.training import weight_sources
-from zoo.training.cli import CONFIG_DIR
 from zoo.training.errors import UserError
 from zoo.training.finetuning import FineTuneClassifier, build_finetune_module
 from zoo.training.head_surgery import adapt_input_channels, rebuild_head, transplant
+
+from .conftest import compose_config
 
 # One model per family, all with the small stem at 32 px.
 FAMILIES = ["lenet5", "alexnet", "vgg11", "googlenet", "resnet18", "densenet121"]
@@ -127,8 +127,7 @@ DIGITS = DataSpec(
 
 
 def _cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="finetune", overrides=["logger=none", *overrides])
+    return compose_config("logger=none", *overrides, config_name="finetune")
 
 
 def test_finetune_config_composes_with_every_source() -> None:

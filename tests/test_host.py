@@ -8,17 +8,15 @@ import textwrap
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from pytorch_lightning.profilers import SimpleProfiler
 from torch import nn
 
 from zoo.data import DataSpec
 from zoo.training import builders
-from zoo.training.cli import CONFIG_DIR
 from zoo.training.module import ImageClassifier
 from zoo.training.profiling import NoProfiler
 
-from .conftest import ROOT
+from .conftest import ROOT, compose_config
 
 
 def _python(code: str) -> str:
@@ -79,8 +77,7 @@ def test_the_nvml_probe_lightning_turns_on_is_dropped_only_without_a_gpu() -> No
 
 
 def _compose(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+    return compose_config(f"paths.output_dir={tmp_path}", *overrides)
 
 
 def test_the_trainer_profiles_nothing_unless_a_profiler_is_asked_for(tmp_path: Path) -> None:

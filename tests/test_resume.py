@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
-from zoo.training.cli import CONFIG_DIR, find_interrupted_run, resolve_resume
+from zoo.training.cli import find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
 
-from .conftest import ROOT, checkpoint_weights, run_script
+from .conftest import ROOT, checkpoint_weights, compose_config, run_script
 
 # Deterministic CPU training with last.ckpt refreshed every 4 steps (20 steps per epoch).
 EXACT = (
@@ -261,8 +260,7 @@ class _DiesAtFirstValidation(pl.Callback):
 def _fit_in_process(
     run_dir: Path, overrides: tuple[str, ...], resume: Path | None = None, dies: bool = False
 ):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
     _, datamodule, trainer = start_run(cfg)  # as train.py starts a run
     if dies:
         trainer.callbacks.insert(0, _DiesAtFirstValidation())

@@ -18,23 +18,18 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from zoo.data import DataSpec, DigitsDataModule, InMemoryBatches
 from zoo.training import builders
-from zoo.training.cli import CONFIG_DIR
 from zoo.training.module import ImageClassifier
+
+from .conftest import compose_config
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SPEC = DataSpec(
     class_names=tuple(str(i) for i in range(10)), channels=3, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3
 )
-
-
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def _classifier(name: str, spec: DataSpec = SPEC, **options) -> ImageClassifier:
@@ -82,7 +77,7 @@ def _assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, toleran
 
 
 def test_config_options_reach_the_module() -> None:
-    cfg = _compose(["channels_last=true", "compile=true", "trainer.precision=bf16-mixed"])
+    cfg = compose_config("channels_last=true", "compile=true", "trainer.precision=bf16-mixed")
     module = builders.build_module(cfg, SPEC)
     assert module.memory_format == torch.channels_last and module.hparams.compile
     # Compiled in place: parameter names, and so checkpoints, are those of the plain network.
@@ -170,10 +165,10 @@ def test_bf16_mixed_trains_through_the_trainer() -> None:
 
 
 def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch() -> None:
-    assert _compose(["trainer=gpu"]).trainer.benchmark is True
+    assert compose_config("trainer=gpu").trainer.benchmark is True
     before = torch.backends.cudnn.benchmark
     try:
-        cfg = _compose(["trainer.benchmark=true", "trainer.accelerator=cpu"])
+        cfg = compose_config("trainer.benchmark=true", "trainer.accelerator=cpu")
         instantiate(cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False)
         assert torch.backends.cudnn.benchmark is True
     finally:
