@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from zoo.training import evaluation, outputs  # noqa: E402
 from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
-from zoo.training.validation import EVALUATE_RULES, validate_config  # noqa: E402
+from zoo.training.validation import validate_config  # noqa: E402
 
 
 def evaluate(cfg: DictConfig) -> dict:
     if not cfg.ckpt_path:
         raise UserError("ckpt_path is required: python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt")
-    validate_config(cfg, EVALUATE_RULES)
+    validate_config(cfg)
     if cfg.accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError("accelerator=gpu asks for a GPU, but PyTorch sees none; use accelerator=auto or cpu")
     checkpoint = load_run_checkpoint(cfg.ckpt_path)

@@ -92,6 +92,18 @@ def test_evaluate_checks_its_own_settings_before_loading_anything(tmp_path: Path
     _assert_one_clear_line(result, "split must be test or val, got 'train'")
 
 
+def test_evaluate_checks_a_named_data_set_by_the_training_rules(tmp_path: Path) -> None:
+    result = run_script(
+        "evaluate.py",
+        f"ckpt_path={tmp_path / 'any.ckpt'}",
+        "data=digits",
+        "data.val_fraction=abc",
+        f"hydra.run.dir={tmp_path / 'e'}",
+        check=False,
+    )
+    _assert_one_clear_line(result, "data.val_fraction must be a number in (0, 1), got 'abc'")
+
+
 def _train_config(tmp_path: Path, *overrides: str):
     return compose_config(f"paths.output_dir={tmp_path}", "logger=none", *overrides)
 
