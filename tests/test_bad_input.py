@@ -81,27 +81,27 @@ def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:
     _assert_one_clear_line(result, "does not exist")
 
 
-def test_evaluate_checks_its_own_settings_before_loading_anything(tmp_path: Path) -> None:
+# Checked before any checkpoint is read (the file named here does not exist): evaluate.py's own
+# settings, and a data set named with data=, which meets the training rules.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("split=train",), "split must be test or val, got 'train'"),
+        (("data=digits", "data.val_fraction=abc"), "data.val_fraction must be a number in (0, 1), got 'abc'"),
+    ],
+    ids=["own-setting", "named-data"],
+)
+def test_evaluate_checks_its_settings_before_loading_anything(
+    tmp_path: Path, overrides: tuple[str, ...], message: str
+) -> None:
     result = run_script(
         "evaluate.py",
         f"ckpt_path={tmp_path / 'any.ckpt'}",
-        "split=train",
+        *overrides,
         f"hydra.run.dir={tmp_path / 'e'}",
         check=False,
     )
-    _assert_one_clear_line(result, "split must be test or val, got 'train'")
-
-
-def test_evaluate_checks_a_named_data_set_by_the_training_rules(tmp_path: Path) -> None:
-    result = run_script(
-        "evaluate.py",
-        f"ckpt_path={tmp_path / 'any.ckpt'}",
-        "data=digits",
-        "data.val_fraction=abc",
-        f"hydra.run.dir={tmp_path / 'e'}",
-        check=False,
-    )
-    _assert_one_clear_line(result, "data.val_fraction must be a number in (0, 1), got 'abc'")
+    _assert_one_clear_line(result, message)
 
 
 def _train_config(tmp_path: Path, *overrides: str):
