@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training import evaluation, outputs  # noqa: E402
 from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint  # noqa: E402
@@ -32,8 +32,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module = module_from_checkpoint(checkpoint)
     hparams = checkpoint["hyper_parameters"]
 
-    data_config = cfg.data if cfg.get("data") is not None else OmegaConf.create(hparams["data_config"])
-    datamodule = instantiate(data_config)
+    datamodule = instantiate(evaluation.data_config(cfg, hparams["data_config"]))
     datamodule.setup("test")
     class_names = list(hparams["data"]["class_names"])
     if list(datamodule.class_names) != class_names:

@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from zoo.training import evaluation
+from zoo.training.builders import to_plain
 from zoo.training.cli import options
 
 from .conftest import compose_config
@@ -78,3 +80,22 @@ def test_evaluate_config_composes_without_data() -> None:
     assert cfg.get("data") is None and cfg.ckpt_path == "x.ckpt"
     cfg = compose_config("ckpt_path=x.ckpt", "data=digits", config_name="evaluate")
     assert cfg.data._target_.endswith("DigitsDataModule")
+
+
+# evaluate.py's batch_size once was validated and then ignored: evaluation read only the data's
+# eval_batch_size. The digits test split holds 360 images.
+@pytest.mark.parametrize(
+    ("overrides", "batch_sizes"),
+    [
+        ((), [360]),  # unset: the trained data's eval_batch_size, 512
+        (("batch_size=100",), [100, 100, 100, 60]),
+        (("data=digits", "batch_size=150"), [150, 150, 60]),
+    ],
+    ids=["data-default", "from-checkpoint", "named-data"],
+)
+def test_evaluate_batch_size_reaches_the_loader(overrides: tuple[str, ...], batch_sizes: list[int]) -> None:
+    cfg = compose_config("ckpt_path=x.ckpt", *overrides, config_name="evaluate")
+    trained_on = to_plain(compose_config().data)
+    datamodule = instantiate(evaluation.data_config(cfg, trained_on))
+    datamodule.setup("test")
+    assert [len(labels) for _, labels in datamodule.test_dataloader()] == batch_sizes

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_confusion_matrix,
@@ -14,6 +15,15 @@ from torchmetrics.functional.classification import (
     multiclass_precision,
     multiclass_recall,
 )
+
+
+def data_config(cfg: DictConfig, trained_on: dict) -> DictConfig:
+    """The data to evaluate on: `data=` when named, else the data the checkpoint was trained on;
+    evaluate.py's `batch_size`, when set, replaces that data's eval_batch_size."""
+    chosen = cfg.data if cfg.get("data") is not None else OmegaConf.create(trained_on)
+    if cfg.batch_size is None:
+        return chosen
+    return OmegaConf.merge(chosen, {"eval_batch_size": cfg.batch_size})
 
 
 @torch.no_grad()

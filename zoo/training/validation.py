@@ -58,7 +58,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     # evaluate.py's own settings (configs/evaluate.yaml); train and finetune configs have no such keys.
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
-    ("batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("batch_size", lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
 ]
 
 
