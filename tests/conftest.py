@@ -50,6 +50,16 @@ def run_script(
     return result
 
 
+class Payload:
+    """Unpickling this object would create the marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 # Small and quick, but still real training on the real digits.
 QUICK = ("trainer.max_epochs=3", "logger=tensorboard")
 

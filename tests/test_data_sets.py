@@ -10,16 +10,19 @@ import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from zoo.data import TorchvisionDataModule
+from zoo.data.cifar_files import read_cifar
 from zoo.data.torchvision_sets import describe_files
 from zoo.training.errors import UserError
 
-from .conftest import run_script
+from .conftest import Payload, run_script
 
 
 def _pixels(count: int, shape: tuple[int, ...], labels: np.ndarray, seed: int) -> np.ndarray:
@@ -86,7 +89,7 @@ WRITERS = {
     "cifar10": write_cifar10,
     "cifar100": write_cifar100,
 }
-# Tiny files are not the official release, so CIFAR's md5 check has to be off; the reading is torchvision's.
+# Tiny files are not the official release, so CIFAR's md5 check has to be off (read by cifar_files).
 TINY = {
     "cifar10": ["data.verify_checksums=false"],
     "cifar100": ["data.verify_checksums=false", "data.val_fraction=0.5"],
@@ -188,3 +191,56 @@ def test_offline_cifar10_prints_one_line_and_leaves_nothing(tmp_path: Path, monk
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert f"{root}/cifar-10-batches-py/{{data_batch_1..5,test_batch,batches.meta}}" in line
     assert not (tmp_path / "data").exists()
+
+
+def test_unverified_cifar_files_cannot_run_code(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    marker = tmp_path / "payload-ran"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(pickle.dumps({"data": Payload(marker), "labels": [0]}))
+    with pytest.raises(UserError, match=r"refused to read CIFAR-10 .* names posix\.system"):
+        TorchvisionDataModule("cifar10", root=str(tmp_path), download=False, verify_checksums=False).setup()
+    assert not marker.exists()
+
+
+# The official files are Python 2 pickles (protocol 2); re-pickled copies are often newer protocols.
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL])
+@pytest.mark.parametrize("dataset", ["CIFAR10", "CIFAR100"])
+def test_unverified_cifar_reads_as_torchvision_reads(tmp_path: Path, dataset: str, protocol: int) -> None:
+    writer = write_cifar10 if dataset == "CIFAR10" else write_cifar100
+    writer(tmp_path)
+    for path in tmp_path.glob("*/*"):
+        path.write_bytes(pickle.dumps(pickle.loads(path.read_bytes()), protocol=protocol))
+    cls = getattr(torchvision.datasets, dataset)
+    for train in (True, False):
+        ours = read_cifar(cls, tmp_path, train)
+        # torchvision's own reader, its md5s cleared for these tiny files (they are this test's).
+        with (
+            mock.patch.object(cls, "train_list", [[name, None] for name, _ in cls.train_list]),
+            mock.patch.object(cls, "test_list", [[name, None] for name, _ in cls.test_list]),
+            mock.patch.object(cls, "meta", {**cls.meta, "md5": None}),
+        ):
+            theirs = cls(str(tmp_path), train=train, download=False)
+        assert ours.data.dtype == theirs.data.dtype and np.array_equal(ours.data, theirs.data)
+        assert ours.targets == theirs.targets and ours.classes == theirs.classes
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "data_batch_2 is not a readable pickle"),
+        (b"not a pickle", "data_batch_2 is not a readable pickle"),
+        (bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)), "is not a readable pickle"),
+        (pickle.dumps([1, 2]), "data_batch_2 holds no 'data' array"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}), "holds no 'data' array"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "holds no list of 2 labels"),
+    ],
+    ids=["empty", "text", "random-bytes", "a-list", "float-pixels", "labels-short"],
+)
+def test_unverified_cifar_files_of_another_layout_name_the_file(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(content)
+    with pytest.raises(UserError, match=f"cannot read CIFAR-10 from .*: .*{reason}"):
+        TorchvisionDataModule("cifar10", root=str(tmp_path), download=False, verify_checksums=False).setup()

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import run_script
-
-
-class _Payload:
-    """Unpickling this object would create the marker file: proof that code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from .conftest import Payload, run_script
 
 
 def _malicious_checkpoint(tmp_path: Path, trained_run: Path) -> tuple[Path, Path]:
     marker = tmp_path / "payload-ran"
     checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"]["payload"] = _Payload(marker)
+    checkpoint["hyper_parameters"]["payload"] = Payload(marker)
     path = tmp_path / "evil.ckpt"
     torch.save(checkpoint, path)
     return path, marker

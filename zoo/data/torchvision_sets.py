@@ -1,7 +1,8 @@
 """MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100, read by torchvision's own data set classes and then
 held in memory as uint8 tensors (the fast path of `InMemoryDataModule`).
 
-torchvision reads the official files, so what is read is exactly what everyone else reads; after that
+torchvision reads the official files, so what is read is exactly what everyone else reads (CIFAR
+files that skip its md5 check are read by `cifar_files`, which runs no code from them); after that
 the images are tensors and torchvision's per-sample `__getitem__` is never called. The official
 test split is the test split; validation is a seeded, stratified slice of the official training split.
 
@@ -17,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError
 from urllib.error import URLError
 
 import torch
@@ -25,6 +27,7 @@ import torchvision.datasets as tv_datasets
 from torchvision.datasets.utils import extract_archive
 
 from ..training.errors import UserError
+from .cifar_files import RefusedGlobal, read_cifar
 from .memory import InMemoryDataModule
 from .splits import stratified_split
 
@@ -139,7 +142,8 @@ class TorchvisionDataModule(InMemoryDataModule):
 
     `image_size` (null: the set's own size) resizes every image once at load time. `verify_checksums`
     leaves torchvision's md5 check of the CIFAR files on; turning it off loads files that are not the
-    official release (a subset, a re-pickled copy) through the same torchvision loader.
+    official release (a subset, a re-pickled copy) with `cifar_files.read_cifar`, which runs no
+    code from them.
     """
 
     def __init__(
@@ -220,7 +224,8 @@ class TorchvisionDataModule(InMemoryDataModule):
         cls = info.dataset_class
         try:
             if info.family == "cifar" and not self.verify_checksums:
-                return _cifar_without_checksums(cls, self.root, train)
+                # Unverified files may be anything: never unpickled by torchvision's pickle.load.
+                return read_cifar(cls, self.root, train)
             return cls(str(self.root), train=train, download=False)
         except RuntimeError as error:
             # Every file is there by now, so CIFAR's RuntimeError can only be its md5 check failing.
@@ -233,7 +238,12 @@ class TorchvisionDataModule(InMemoryDataModule):
             raise UserError(
                 f"cannot read {info.title} from {info.folder(self.root)}: {_one_line(error)}"
             ) from None
-        except (OSError, ValueError, EOFError, KeyError, AssertionError) as error:
+        except RefusedGlobal as error:
+            raise UserError(
+                f"refused to read {info.title} from {info.folder(self.root)}: {_one_line(error)}; "
+                "only read files from sources you trust"
+            ) from None
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AssertionError, UnpicklingError) as error:
             raise UserError(
                 f"cannot read {info.title} from {info.folder(self.root)}: {_one_line(error)}"
             ) from None
@@ -271,22 +281,6 @@ class TorchvisionDataModule(InMemoryDataModule):
             images = torch.from_numpy(data).permute(0, 3, 1, 2)
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         return _resized(images.contiguous(), self.image_size_requested), labels
-
-
-def _cifar_without_checksums(cls: type, root: Path, train: bool):
-    """torchvision's CIFAR class, reading files that fail its md5 check.
-
-    The class looks up its file list and each file's md5 on the instance (`self.train_list`,
-    `self.test_list`, `self.meta`), and `check_integrity(path, None)` means "the file exists". This
-    instance gets lists without the md5s before `__init__` runs; the class and every other
-    instance keep theirs, and the reading itself is torchvision's, unchanged.
-    """
-    dataset = cls.__new__(cls)
-    dataset.train_list = [[name, None] for name, _ in cls.train_list]
-    dataset.test_list = [[name, None] for name, _ in cls.test_list]
-    dataset.meta = {**cls.meta, "md5": None}
-    dataset.__init__(str(root), train=train, download=False)
-    return dataset
 
 
 def _resized(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
