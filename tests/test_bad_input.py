@@ -157,3 +157,19 @@ def test_trainer_settings_lightning_rejects_are_one_user_error(
     with pytest.raises(UserError, match=f"Lightning rejects the trainer settings: .*{reason}") as raised:
         builders.build_trainer(_train_config(tmp_path, "trainer=cpu", override))
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("trainer.max_epochs=0",), r"trainer.max_epochs must be an integer >= 1, or -1 \(no limit\), got 0"),
+        (("trainer.max_steps=0",), r"trainer.max_steps must be an integer >= 1, or -1 \(no limit\), got 0"),
+        (("trainer.max_epochs=-1",), "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time"),
+    ],
+)
+def test_run_length_limits(tmp_path: Path, overrides: tuple[str, ...], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        validate_config(_train_config(tmp_path, *overrides))
+    # -1 is Lightning's "no limit", fine beside another limit.
+    validate_config(_train_config(tmp_path, "trainer.max_epochs=-1", "trainer.max_steps=100"))
+    validate_config(_train_config(tmp_path, "trainer.max_epochs=-1", "trainer.max_time=00:01:00:00"))

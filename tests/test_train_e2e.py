@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from .conftest import QUICK, run_script
@@ -90,3 +91,17 @@ def test_a_finished_run_directory_is_never_overwritten(trained_run: Path) -> Non
     assert result.returncode == 2
     assert "already holds a finished run" in result.stderr
     assert (trained_run / "metrics.json").read_bytes() == before
+
+
+# A step limit reached mid-epoch, before the first validation: no best checkpoint exists, so the run
+# tests its final weights (Lightning's ckpt_path="best" once raised here), and the partial epoch's
+# training figures are still logged.
+def test_a_run_that_never_validated_tests_its_final_weights(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "trainer.max_steps=5", "logger=csv", f"hydra.run.dir={run_dir}")
+    assert "no best checkpoint (no validation ran, or none kept): testing the final weights" in result.stdout
+    assert "epoch 1/30  train/acc=" in result.stdout
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert 0 <= json.loads((run_dir / "metrics.json").read_text())["test/acc"] <= 1
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 5

@@ -22,7 +22,8 @@ class EpochSummary(pl.Callback):
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         shown = "  ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}", file=sys.stdout, flush=True)
+        of_epochs = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
+        print(f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}", file=sys.stdout, flush=True)
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -26,6 +26,15 @@ def start_run(cfg: DictConfig) -> tuple[Path, pl.LightningDataModule, pl.Trainer
     return run_dir, datamodule, trainer
 
 
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The file the best-by-validation callback kept, or None when there is none: fast_dev_run, a
+    run that never validated (trainer.limit_val_batches=0, or a step or time limit reached before the
+    first validation), or callbacks.model_checkpoint=null. None tests the weights in memory."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
 def fit_test_and_record(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -39,8 +48,10 @@ def fit_test_and_record(
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     metrics: dict[str, float] = {}
     if cfg.test:
-        # fast_dev_run keeps no checkpoint, so it tests the weights in memory.
-        best = None if cfg.trainer.fast_dev_run else "best"
+        best = best_checkpoint(trainer)
+        if best is None and not cfg.trainer.fast_dev_run and trainer.is_global_zero:
+            note = "no best checkpoint (no validation ran, or none kept): testing the final weights"
+            print(note, flush=True)
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics = outputs.scalar_metrics(trainer.callback_metrics)
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}

@@ -115,7 +115,7 @@ class ImageClassifier(pl.LightningModule):
         self.train_sums[0].add_(loss.detach(), alpha=len(targets))
         self.train_sums[1].add_((logits.detach().argmax(dim=1) == hard_targets).sum())
         self.train_seen += len(targets)
-        if self._last_batch_of_epoch(batch_idx):
+        if self._last_batch_of_epoch(batch_idx) or self._last_step_of_run(batch_idx):
             # Logged once per epoch, not per step: each self.log call costs about as much Python as a
             # whole LeNet-5 step. Every process sees as many samples (samplers pad), so the mean over
             # processes (sync_dist) of their means is the epoch's mean.
@@ -128,6 +128,15 @@ class ImageClassifier(pl.LightningModule):
     def _last_batch_of_epoch(self, batch_idx: int) -> bool:
         trainer = self._trainer  # None when a step is called by hand, outside a Trainer
         return trainer is not None and last_batch_of_epoch(trainer, batch_idx)
+
+    def _last_step_of_run(self, batch_idx: int) -> bool:
+        """Whether trainer.max_steps ends the run with this batch, mid-epoch: its partial epoch is
+        logged too."""
+        trainer = self._trainer
+        if trainer is None or trainer.max_steps == -1:
+            return False
+        steps_optimizer = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        return steps_optimizer and trainer.global_step + 1 >= trainer.max_steps
 
     def on_train_epoch_start(self) -> None:
         # A fresh tally each epoch, also when the previous one ended early (max_steps, a resume).

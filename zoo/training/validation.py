@@ -33,12 +33,17 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _limit(value: Any) -> bool:
+    return _integer(value) and (value >= 1 or value == -1)
+
+
 # (dotted key, test, what the value must be). Keys a config leaves out are not checked.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("trainer.max_epochs", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("trainer.max_epochs", _limit, "an integer >= 1, or -1 (no limit)"),
+    ("trainer.max_steps", _limit, "an integer >= 1, or -1 (no limit)"),
     ("trainer.accumulate_grad_batches", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
@@ -71,6 +76,12 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(
                 f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
             )
+    limits = {key: OmegaConf.select(cfg, f"trainer.{key}") for key in ("max_epochs", "max_steps", "max_time")}
+    if limits["max_epochs"] == -1 and limits["max_steps"] in (-1, None) and limits["max_time"] is None:
+        raise UserError(
+            "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time would train forever; "
+            "set one of them"
+        )
     held_out = [OmegaConf.select(cfg, f"data.{key}", default=0) for key in ("val_fraction", "test_fraction")]
     if sum(held_out) >= 1:
         raise UserError(
