@@ -165,11 +165,25 @@ def test_trainer_settings_lightning_rejects_are_one_user_error(
         (("trainer.max_epochs=0",), r"trainer.max_epochs must be an integer >= 1, or -1 \(no limit\), got 0"),
         (("trainer.max_steps=0",), r"trainer.max_steps must be an integer >= 1, or -1 \(no limit\), got 0"),
         (("trainer.max_epochs=-1",), "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time"),
+        # The default cosine schedule spans max_epochs; with no epoch limit its length must be given.
+        (
+            ("trainer.max_epochs=-1", "trainer.max_steps=100"),
+            r"scheduler.factory.T_max must be an integer >= 1 \(it follows trainer.max_epochs",
+        ),
     ],
 )
 def test_run_length_limits(tmp_path: Path, overrides: tuple[str, ...], message: str) -> None:
     with pytest.raises(UserError, match=message):
         validate_config(_train_config(tmp_path, *overrides))
     # -1 is Lightning's "no limit", fine beside another limit.
-    validate_config(_train_config(tmp_path, "trainer.max_epochs=-1", "trainer.max_steps=100"))
-    validate_config(_train_config(tmp_path, "trainer.max_epochs=-1", "trainer.max_time=00:01:00:00"))
+    for limit in ("trainer.max_steps=100", "trainer.max_time=00:01:00:00"):
+        validate_config(_train_config(tmp_path, "trainer.max_epochs=-1", limit, "scheduler=onecycle"))
+
+
+# Found only once training starts (Lightning knows the step count then), so a whole run, stopped there.
+def test_onecycle_without_a_step_count_says_how_to_give_one(tmp_path: Path) -> None:
+    limits = ("trainer.max_epochs=-1", "trainer.max_time=00:00:01:00")
+    result = run_script(
+        "train.py", *limits, "scheduler=onecycle", "logger=none", f"hydra.run.dir={tmp_path}", check=False
+    )
+    _assert_one_clear_line(result, "scheduler=onecycle needs the run's step count")

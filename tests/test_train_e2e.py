@@ -66,6 +66,8 @@ def test_last_line_names_run_dir_and_accuracy(tmp_path: Path) -> None:
     result = run_script("train.py", "debug=fast_dev_run", "logger=none", f"hydra.run.dir={run_dir}")
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(f"run directory: {run_dir}") and "test/acc=" in last
+    # Library notices a user can do nothing about stay out of the output (cli.quiet_library_notices).
+    assert "litlogger" not in result.stderr and "LeafSpec" not in result.stderr
 
 
 def test_multirun_sweeps_two_points(tmp_path: Path) -> None:

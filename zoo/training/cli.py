@@ -3,8 +3,10 @@ with a multi-line report, write into a folder it should not touch, or not know w
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -125,8 +127,23 @@ def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[
     return argv if rank == 0 else [*argv, "hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
 
 
+class _WithoutAdvertising(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_library_notices() -> None:
+    """Two lines every run would print that a user can do nothing about: Lightning 2.6's tip to
+    install its cloud logger, and the FutureWarning Lightning's own code triggers in torch 2.14
+    (its batch flattening still builds torch's deprecated LeafSpec)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_WithoutAdvertising())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def precheck(resume_key: str | None = None) -> None:
     """Run before Hydra: fail fast on typos; with `resume_key`, rewrite resume requests in sys.argv."""
+    quiet_library_notices()
     with user_errors():
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..models import create_model
+from .errors import UserError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -182,7 +183,13 @@ class ImageClassifier(pl.LightningModule):
         extra = {}
         if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
             # OneCycle needs the run's step count, known only once the data and trainer exist.
-            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            steps = self.trainer.estimated_stepping_batches
+            if steps == float("inf"):
+                raise UserError(
+                    "scheduler=onecycle needs the run's step count, and trainer.max_epochs=-1 leaves it "
+                    "open; set trainer.max_steps=N or scheduler.factory.total_steps=N"
+                )
+            extra["total_steps"] = int(steps)
         scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,

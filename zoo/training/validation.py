@@ -37,6 +37,10 @@ def _limit(value: Any) -> bool:
     return _integer(value) and (value >= 1 or value == -1)
 
 
+def _limit_set(value: Any) -> bool:
+    return _integer(value) and value >= 1
+
+
 # (dotted key, test, what the value must be). Keys a config leaves out are not checked.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
@@ -44,6 +48,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("trainer.max_epochs", _limit, "an integer >= 1, or -1 (no limit)"),
     ("trainer.max_steps", _limit, "an integer >= 1, or -1 (no limit)"),
+    # configs/scheduler/cosine.yaml spans ${trainer.max_epochs}, which may be -1 (no limit).
+    ("scheduler.factory.T_max", _limit_set, "an integer >= 1 (it follows trainer.max_epochs unless set)"),
     ("trainer.accumulate_grad_batches", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
@@ -70,18 +76,18 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 def validate_config(cfg: DictConfig) -> None:
     """Any entry point's config: rules whose key the config lacks are skipped, so evaluate.py's
     `data=` (when given) meets the same data rules as training."""
-    for key, test, expected in RULES:
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is not _ABSENT and not test(value):
-            raise UserError(
-                f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
-            )
     limits = {key: OmegaConf.select(cfg, f"trainer.{key}") for key in ("max_epochs", "max_steps", "max_time")}
     if limits["max_epochs"] == -1 and limits["max_steps"] in (-1, None) and limits["max_time"] is None:
         raise UserError(
             "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time would train forever; "
             "set one of them"
         )
+    for key, test, expected in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and not test(value):
+            raise UserError(
+                f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
+            )
     held_out = [OmegaConf.select(cfg, f"data.{key}", default=0) for key in ("val_fraction", "test_fraction")]
     if sum(held_out) >= 1:
         raise UserError(
