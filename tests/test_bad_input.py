@@ -187,3 +187,11 @@ def test_onecycle_without_a_step_count_says_how_to_give_one(tmp_path: Path) -> N
         "train.py", *limits, "scheduler=onecycle", "logger=none", f"hydra.run.dir={tmp_path}", check=False
     )
     _assert_one_clear_line(result, "scheduler=onecycle needs the run's step count")
+
+
+# Judged by Lightning only once fit sees the data: 500 steps against an epoch of 20 batches.
+def test_trainer_settings_lightning_rejects_at_fit_are_one_user_error(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py", "trainer.val_check_interval=500", "logger=none", f"hydra.run.dir={tmp_path}", check=False
+    )
+    _assert_one_clear_line(result, "Lightning rejects the trainer settings: `val_check_interval` (500)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import builders, outputs
 from .errors import UserError
@@ -45,7 +46,15 @@ def fit_test_and_record(
 ) -> dict[str, float]:
     """Fit (resuming from `resume_from` when given), test the best checkpoint, write metrics.json and
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except (MisconfigurationException, ValueError) as error:
+        # Settings Lightning can judge only once it sees the data, in a sentence of its own. Other
+        # ValueErrors are not the user's, and keep their traceback.
+        if isinstance(error, ValueError) and "val_check_interval" not in str(error):
+            raise
+        reason = " ".join(str(error).split())
+        raise UserError(f"Lightning rejects the trainer settings: {reason}") from None
     metrics: dict[str, float] = {}
     if cfg.test:
         best = best_checkpoint(trainer)
