@@ -5,7 +5,7 @@ The model, class names and normalisation come from the checkpoint itself; no mod
 
 from __future__ import annotations
 
-from zoo.training.cli import precheck
+from zoo.training.cli import precheck, run_hydra_main
 
 precheck()
 
@@ -70,4 +70,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

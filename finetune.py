@@ -5,7 +5,7 @@ head for the new class list, and writes a run directory as train.py does.
 
 from __future__ import annotations
 
-from zoo.training.cli import precheck
+from zoo.training.cli import precheck, run_hydra_main
 
 # Before the heavy imports: a typo is answered at once. ckpt_path names the source here, so resume=
 # is rewritten into resume_ckpt (and the run's own directory).
@@ -45,4 +45,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoo.training.cli import precheck
+from zoo.training.cli import precheck, run_hydra_main
 
 precheck(resume_key="ckpt_path")  # before the heavy imports: a typo is answered at once
 
@@ -41,4 +41,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

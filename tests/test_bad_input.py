@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import OmegaConf
 
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
+from zoo.training.cli import describe_override_error
 from zoo.training.errors import UserError
 from zoo.training.validation import validate_config
 
@@ -195,3 +197,29 @@ def test_trainer_settings_lightning_rejects_at_fit_are_one_user_error(tmp_path: 
         "train.py", "trainer.val_check_interval=500", "logger=none", f"hydra.run.dir={tmp_path}", check=False
     )
     _assert_one_clear_line(result, "Lightning rejects the trainer settings: `val_check_interval` (500)")
+
+
+# Hydra's own report of these runs to five lines and advises "+key=value", which for a typo adds a
+# second key beside the one meant.
+@pytest.mark.parametrize(
+    ("override", "config_name", "message"),
+    [
+        ("optimizer.lrr=0.1", "train", "optimizer has no key 'lrr'; did you mean optimizer.lr?"),
+        ("trainer.devcies=1", "train", "trainer has no key 'devcies'; did you mean trainer.devices?"),
+        ("max_epochs=3", "train", "the config has no key 'max_epochs'; did you mean trainer.max_epochs?"),
+        ("finetune.hed=extend", "finetune", "finetune has no key 'hed'; did you mean finetune.head?"),
+        ("splt=val", "evaluate", "the config has no key 'splt'; did you mean split?"),
+        ("foo", "train", "cannot parse the override 'foo' (missing EQUAL at '<EOF>'); write key=value"),
+    ],
+)
+def test_a_bad_override_is_described_in_one_line(override: str, config_name: str, message: str) -> None:
+    with pytest.raises((ConfigCompositionException, OverrideParseException)) as raised:
+        compose_config(override, config_name=config_name)
+    described = describe_override_error(raised.value)
+    assert described.startswith(message) and "\n" not in described
+
+
+def test_a_bad_override_on_the_command_line_is_one_error_line(tmp_path: Path) -> None:
+    result = run_script("train.py", "optimizer.lrr=0.1", f"hydra.run.dir={tmp_path}", check=False)
+    _assert_one_clear_line(result, "optimizer has no key 'lrr'; did you mean optimizer.lr?")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

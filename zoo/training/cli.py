@@ -3,11 +3,14 @@ with a multi-line report, write into a folder it should not touch, or not know w
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -149,3 +152,56 @@ def precheck(resume_key: str | None = None) -> None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)
         check_overrides(sys.argv[1:])
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key below a config node, Hydra's own settings left out."""
+    keys = []
+    for key in node:
+        if key == "hydra" and not prefix:
+            continue
+        child = node._get_node(key)
+        dotted = f"{prefix}{key}"
+        keys += _leaf_keys(child, f"{dotted}.") if hasattr(child, "items") else [dotted]
+    return keys
+
+
+def describe_override_error(error: Exception) -> str:
+    """Hydra's multi-line report of a bad override as one line. A key the config lacks is most often
+    a typo, so the nearest existing key comes first, and Hydra's "+key=value" (add it) second."""
+    override = getattr(error, "override", None)  # OverrideParseException: not key=value at all
+    if override is not None:
+        reason = str(error).split("\nSee ")[0].splitlines()[-1]
+        return f"cannot parse the override {override!r} ({reason}); write key=value, e.g. optimizer.lr=0.01"
+    cause = error.__cause__
+    parent = getattr(cause, "parent_node", None)
+    full_key, key = getattr(cause, "full_key", None), getattr(cause, "key", None)
+    if parent is None or not full_key or not key:
+        return " ".join(str(error).split())
+    section = full_key.rpartition(".")[0]
+    siblings = [name for name in parent if not str(name).startswith("_")]
+    near = [".".join(filter(None, (section, name))) for name in difflib.get_close_matches(key, siblings, n=2)]
+    if not near:  # the key exists elsewhere: lr=0.1 for optimizer.lr
+        everywhere = _leaf_keys(parent._get_root())
+        near = [k for k in everywhere if k.rpartition(".")[2] == key][:2]
+        near = near or difflib.get_close_matches(full_key, everywhere, n=2)
+    where = f"{section} has" if section else "the config has"
+    guess = f"did you mean {' or '.join(near)}? " if near else ""
+    return f"{where} no key {key!r}; {guess}(+{full_key}=... adds a new key)"
+
+
+def run_hydra_main(main: Callable[[], Any]) -> None:
+    """Run a @hydra.main entry point with Hydra's report of a bad override (a key the config lacks,
+    an override it cannot parse) given as one error line. HYDRA_FULL_ERROR=1 makes Hydra raise
+    instead of printing that report; a user who set it already gets the full traceback."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        if user_wants_traceback:
+            raise
+        with user_errors():
+            raise UserError(describe_override_error(error)) from None
