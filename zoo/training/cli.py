@@ -154,15 +154,13 @@ def precheck(resume_key: str | None = None) -> None:
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
 
 
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every dotted key below a config node, Hydra's own settings left out."""
+def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain config tree, Hydra's own settings left out."""
     keys = []
-    for key in node:
-        if key == "hydra" and not prefix:
-            continue
-        child = node._get_node(key)
+    for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        keys += _leaf_keys(child, f"{dotted}.") if hasattr(child, "items") else [dotted]
+        if dotted != "hydra":
+            keys += _leaf_keys(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
     return keys
 
 
@@ -181,8 +179,11 @@ def describe_override_error(error: Exception) -> str:
     section = full_key.rpartition(".")[0]
     siblings = [name for name in parent if not str(name).startswith("_")]
     near = [".".join(filter(None, (section, name))) for name in difflib.get_close_matches(key, siblings, n=2)]
-    if not near:  # the key exists elsewhere: lr=0.1 for optimizer.lr
-        everywhere = _leaf_keys(parent._get_root())
+    if not near:  # the key may exist elsewhere: lr=0.1 for optimizer.lr
+        from omegaconf import OmegaConf
+
+        root = parent._get_root()  # OmegaConf has no public way up from a node
+        everywhere = _leaf_keys(OmegaConf.to_container(root, resolve=False))
         near = [k for k in everywhere if k.rpartition(".")[2] == key][:2]
         near = near or difflib.get_close_matches(full_key, everywhere, n=2)
     where = f"{section} has" if section else "the config has"
