@@ -54,6 +54,8 @@ def evaluate(cfg: DictConfig) -> dict:
     named = {f"{cfg.split}/{key}": report[key] for key in ("acc", "acc_top5", "loss") if key in report}
     outputs.write_json_atomically(run_dir / "metrics.json", {**named, **report})
     evaluation.save_confusion_png(report["confusion_matrix"], class_names, run_dir / "confusion_matrix.png")
+    if cfg.tensorboard:
+        evaluation.write_tensorboard(report, cfg.split, run_dir / "tensorboard")
     print(evaluation.format_table(report))
     top5 = f"  {cfg.split}/acc_top5={report['acc_top5']:.4f}" if "acc_top5" in report else ""
     print(

@@ -59,6 +59,13 @@ def test_evaluate_reproduces_the_test_accuracy(
     assert set(report["per_class"]) == {str(d) for d in range(10)}
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "precision" in result.stdout and "run directory:" in result.stdout.strip().splitlines()[-1]
+    # The same report in TensorBoard, beside the training runs.
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert abs(events.Scalars("test/acc")[0].value - report["test/acc"]) < 1e-6
+    assert {"test/acc_top5", "test/loss"} <= set(events.Tags()["scalars"])
+    assert len(events.Images("test/confusion_matrix")) == 1
+    assert "test/per_class/text_summary" in events.Tags()["tensors"]
 
 
 def test_last_line_names_run_dir_and_accuracy(tmp_path: Path) -> None:

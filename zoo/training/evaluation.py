@@ -77,6 +77,25 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def write_tensorboard(report: dict, split: str, folder: Path) -> None:
+    """The report as a TensorBoard run, so `tensorboard --logdir runs` shows an evaluation beside the
+    training runs: the headline figures as scalars, the confusion matrix as the same heat map
+    training logs each epoch, and the per-class table as text."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .callbacks import confusion_image
+
+    with SummaryWriter(str(folder)) as writer:
+        for key in ("acc", "acc_top5", "loss"):
+            if key in report:
+                writer.add_scalar(f"{split}/{key}", report[key], 0)
+        matrix = torch.tensor(report["confusion_matrix"])
+        writer.add_image(f"{split}/confusion_matrix", confusion_image(matrix), 0)
+        # Indented four spaces: TensorBoard renders text as Markdown, and this keeps the columns.
+        table = "\n".join(f"    {line}" for line in format_table(report).splitlines())
+        writer.add_text(f"{split}/per_class", table, 0)
+
+
 def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
     """The confusion matrix as a PNG: rows are true classes, columns predictions, cells shaded by
     the row's rate and labelled with counts. Drawn with Pillow, not matplotlib: importing

@@ -70,6 +70,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
     ("batch_size", lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
+    ("tensorboard", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 
