@@ -234,8 +234,9 @@ def test_unverified_cifar_reads_as_torchvision_reads(tmp_path: Path, dataset: st
         (pickle.dumps([1, 2]), "data_batch_2 holds no 'data' array"),
         (pickle.dumps({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}), "holds no 'data' array"),
         (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "holds no list of 2 labels"),
+        (pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [10]}), r"labels outside 0\.\.9"),
     ],
-    ids=["empty", "text", "random-bytes", "a-list", "float-pixels", "labels-short"],
+    ids=["empty", "text", "random-bytes", "a-list", "float-pixels", "labels-short", "label-10"],
 )
 def test_unverified_cifar_files_of_another_layout_name_the_file(
     tmp_path: Path, content: bytes, reason: str

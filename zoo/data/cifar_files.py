@@ -33,6 +33,9 @@ ARRAY_GLOBALS = frozenset(
 )
 
 
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+
+
 class RefusedGlobal(pickle.UnpicklingError):
     """A file named a global that is not part of a numpy array: a file that would run code."""
 
@@ -41,7 +44,7 @@ class ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in ARRAY_GLOBALS:
             raise RefusedGlobal(f"it names {module}.{name}, which is not part of a numpy array")
-        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+        if module.startswith("numpy.core.") and NUMPY_2:
             module = "numpy._core." + module.removeprefix("numpy.core.")  # renamed in numpy 2
         return getattr(importlib.import_module(module), name)
 
@@ -88,5 +91,8 @@ def read_cifar(cls: type, root: Path, train: bool) -> CifarArrays:
     meta = load_arrays(folder / cls.meta["filename"])
     if not isinstance(meta, dict) or cls.meta["key"] not in meta:
         raise ValueError(f"{cls.meta['filename']} holds no {cls.meta['key']!r}")
+    classes = [str(name) for name in meta[cls.meta["key"]]]
+    if not all(0 <= label < len(classes) for label in targets):
+        raise ValueError(f"labels outside 0..{len(classes) - 1}, the classes {cls.meta['filename']} names")
     data = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return CifarArrays(data, targets, [str(name) for name in meta[cls.meta["key"]]])
+    return CifarArrays(data, targets, classes)
