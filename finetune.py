@@ -25,7 +25,7 @@ from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
 
 
 def finetune(cfg: DictConfig) -> dict[str, float]:
-    run_dir, datamodule, trainer = start_run(cfg)
+    run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         print(summary, flush=True)

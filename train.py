@@ -20,7 +20,7 @@ from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    run_dir, datamodule, trainer = start_run(cfg)
+    run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.ckpt_path)
     module = builders.build_module(cfg, datamodule.spec)
     if cfg.ckpt_path:
         check_resumable(cfg.ckpt_path, module)

@@ -18,7 +18,7 @@ import torch
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
-from zoo.training.cli import find_interrupted_run, resolve_resume
+from zoo.training.cli import check_overrides, find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
@@ -261,7 +261,7 @@ def _fit_in_process(
     run_dir: Path, overrides: tuple[str, ...], resume: Path | None = None, dies: bool = False
 ):
     cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
-    _, datamodule, trainer = start_run(cfg)  # as train.py starts a run
+    _, datamodule, trainer = start_run(cfg, resume_from=resume and str(resume))  # as train.py does
     if dies:
         trainer.callbacks.insert(0, _DiesAtFirstValidation())
     module = builders.build_module(cfg, datamodule.spec)
@@ -287,3 +287,22 @@ def test_a_crash_after_an_epochs_last_step_resumes_without_losing_the_epoch(tmp_
     assert trainer.global_step == 8
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), f"{name} differs after resume"
+
+
+def test_a_new_run_into_an_unfinished_runs_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for name in ("best.ckpt", "last.ckpt"):
+        (checkpoints / name).write_bytes(name.encode())
+    cfg = compose_config(f"paths.output_dir={tmp_path}", "logger=none")
+    with pytest.raises(UserError, match=f"{tmp_path} holds the checkpoints of an unfinished run; resume it"):
+        start_run(cfg)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.ckpt", "checkpoints", "last.ckpt"]
+    assert (checkpoints / "best.ckpt").read_bytes() == b"best.ckpt"
+    # On the command line it is refused before Hydra writes its .hydra/ record there; resuming is not.
+    into_it, from_last = f"hydra.run.dir={tmp_path}", f"ckpt_path={checkpoints / 'last.ckpt'}"
+    with pytest.raises(UserError, match="holds the checkpoints of an unfinished run"):
+        check_overrides([into_it], resume_key="ckpt_path")
+    check_overrides([into_it, from_last], resume_key="ckpt_path")  # train.py resuming it
+    with pytest.raises(UserError, match="holds the checkpoints of an unfinished run"):
+        check_overrides([into_it, from_last], resume_key="resume_ckpt")  # finetune.py: a source, not a resume

@@ -43,9 +43,12 @@ def _overrides(argv: list[str]) -> dict[str, str]:
     return {key: value for key, sep, value in (token.partition("=") for token in argv) if sep}
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Unknown group options and runs into a finished run directory fail here, in one line."""
-    for key, value in _overrides(argv).items():
+def check_overrides(argv: list[str], resume_key: str | None = None) -> None:
+    """Unknown group options, and a new run into a finished or unfinished run's directory (anything
+    but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
+    overrides = _overrides(argv)
+    resuming = resume_key is not None and overrides.get(resume_key, "null") not in ("", "null")
+    for key, value in overrides.items():
         key = key.lstrip("+~")
         if key in _NAMED_GROUPS and value not in ("null", ""):
             known = options(key)
@@ -57,10 +60,22 @@ def check_overrides(argv: list[str]) -> None:
                 f"run directory {value} already holds a finished run (metrics.json); "
                 "choose another hydra.run.dir, or resume an unfinished one"
             )
+        if key == "hydra.run.dir" and not resuming:
+            refuse_unfinished_run(Path(value.strip("\"'")))
 
 
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
+
+
+def refuse_unfinished_run(run_dir: Path) -> None:
+    """A folder holding an unfinished run's checkpoints takes no new run: it would replace that run's
+    best.ckpt and Hydra's record of its overrides (which resume=auto matches on), and mark it finished."""
+    if not is_finished(run_dir) and any((run_dir / "checkpoints").glob("*.ckpt")):
+        raise UserError(
+            f"run directory {run_dir} holds the checkpoints of an unfinished run; resume it with "
+            f"resume={run_dir}, or choose another hydra.run.dir"
+        )
 
 
 def _what_is_trained(overrides_file: Path) -> list[str]:
@@ -150,7 +165,7 @@ def precheck(resume_key: str | None = None) -> None:
     with user_errors():
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)
-        check_overrides(sys.argv[1:])
+        check_overrides(sys.argv[1:], resume_key)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
 
 

@@ -9,16 +9,21 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import builders, outputs
+from .cli import refuse_unfinished_run
 from .errors import UserError
 from .validation import validate_config
 
 
-def start_run(cfg: DictConfig) -> tuple[Path, pl.LightningDataModule, pl.Trainer]:
+def start_run(
+    cfg: DictConfig, resume_from: str | None = None
+) -> tuple[Path, pl.LightningDataModule, pl.Trainer]:
     """The run directory, data and trainer of a new or resumed run, after checking the config; the
     global seed is set first, so data and model are built from it."""
     run_dir = Path(cfg.paths.output_dir)
     if (run_dir / "metrics.json").exists():
         raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
+    if not resume_from:  # also checked before Hydra starts, when hydra.run.dir is on the command line
+        refuse_unfinished_run(run_dir)
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
