@@ -55,23 +55,24 @@ def check_overrides(argv: list[str], resume_key: str | None = None) -> None:
             for choice in value.split(","):  # a -m sweep lists several
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
-        if key == "hydra.run.dir" and is_finished(Path(value.strip("\"'"))):
-            raise UserError(
-                f"run directory {value} already holds a finished run (metrics.json); "
-                "choose another hydra.run.dir, or resume an unfinished one"
-            )
-        if key == "hydra.run.dir" and not resuming:
-            refuse_unfinished_run(Path(value.strip("\"'")))
+        if key == "hydra.run.dir":
+            refuse_reused_run_dir(Path(value.strip("\"'")), resuming)
 
 
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
 
-def refuse_unfinished_run(run_dir: Path) -> None:
-    """A folder holding an unfinished run's checkpoints takes no new run: it would replace that run's
-    best.ckpt and Hydra's record of its overrides (which resume=auto matches on), and mark it finished."""
-    if not is_finished(run_dir) and any((run_dir / "checkpoints").glob("*.ckpt")):
+def refuse_reused_run_dir(run_dir: Path, resuming: bool) -> None:
+    """A run never goes into a folder holding another: a finished one, or an unfinished one's
+    checkpoints unless it resumes that run. It would replace that run's best.ckpt and Hydra's record
+    of its overrides (which resume=auto matches on), and mark it finished."""
+    if is_finished(run_dir):
+        raise UserError(
+            f"run directory {run_dir} already holds a finished run (metrics.json); "
+            "choose another hydra.run.dir, or resume an unfinished one"
+        )
+    if not resuming and any((run_dir / "checkpoints").glob("*.ckpt")):
         raise UserError(
             f"run directory {run_dir} holds the checkpoints of an unfinished run; resume it with "
             f"resume={run_dir}, or choose another hydra.run.dir"

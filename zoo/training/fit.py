@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import builders, outputs
-from .cli import refuse_unfinished_run
+from .cli import refuse_reused_run_dir
 from .errors import UserError
 from .validation import validate_config
 
@@ -20,10 +20,8 @@ def start_run(
     """The run directory, data and trainer of a new or resumed run, after checking the config; the
     global seed is set first, so data and model are built from it."""
     run_dir = Path(cfg.paths.output_dir)
-    if (run_dir / "metrics.json").exists():
-        raise UserError(f"run directory {run_dir} already holds a finished run; choose another hydra.run.dir")
-    if not resume_from:  # also checked before Hydra starts, when hydra.run.dir is on the command line
-        refuse_unfinished_run(run_dir)
+    # Also checked before Hydra starts, when hydra.run.dir is on the command line.
+    refuse_reused_run_dir(run_dir, resuming=bool(resume_from))
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)

@@ -33,12 +33,13 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _limit(value: Any) -> bool:
-    return _integer(value) and (value >= 1 or value == -1)
-
-
-def _limit_set(value: Any) -> bool:
+def _positive_integer(value: Any) -> bool:
     return _integer(value) and value >= 1
+
+
+def _limit(value: Any) -> bool:
+    """Lightning's run-length limits: a count, or -1 for none."""
+    return _positive_integer(value) or value == -1
 
 
 # (dotted key, test, what the value must be). Keys a config leaves out are not checked.
@@ -49,11 +50,15 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.max_epochs", _limit, "an integer >= 1, or -1 (no limit)"),
     ("trainer.max_steps", _limit, "an integer >= 1, or -1 (no limit)"),
     # configs/scheduler/cosine.yaml spans ${trainer.max_epochs}, which may be -1 (no limit).
-    ("scheduler.factory.T_max", _limit_set, "an integer >= 1 (it follows trainer.max_epochs unless set)"),
-    ("trainer.accumulate_grad_batches", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    (
+        "scheduler.factory.T_max",
+        _positive_integer,
+        "an integer >= 1 (it follows trainer.max_epochs unless set)",
+    ),
+    ("trainer.accumulate_grad_batches", _positive_integer, "an integer >= 1"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
-    ("data.batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    ("data.eval_batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("data.batch_size", _positive_integer, "an integer >= 1"),
+    ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
     ("data.image_size", lambda v: v is None or (_integer(v) and v >= 8), "an integer >= 8"),
     ("data.on_device", is_on_device_choice, ON_DEVICE_CHOICES),
     ("data.num_workers", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
@@ -63,13 +68,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("seed", _integer, "an integer"),
     ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
-    ("model.in_chans", lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
+    ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("callbacks.last_checkpoint.every_n_train_steps", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
     # evaluate.py's own settings (configs/evaluate.yaml); train and finetune configs have no such keys.
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
-    ("batch_size", lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1"),
+    ("batch_size", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("tensorboard", lambda v: isinstance(v, bool), "true or false"),
 ]
 
