@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from zoo.training.cli import precheck, run_hydra_main
 
-precheck()
+precheck("evaluate")
 
 from pathlib import Path  # noqa: E402
 

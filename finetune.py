@@ -9,7 +9,7 @@ from zoo.training.cli import precheck, run_hydra_main
 
 # Before the heavy imports: a typo is answered at once. ckpt_path names the source here, so resume=
 # is rewritten into resume_ckpt (and the run's own directory).
-precheck(resume_key="resume_ckpt")
+precheck("finetune", resume_key="resume_ckpt")
 
 from pathlib import Path  # noqa: E402
 

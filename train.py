@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoo.training.cli import precheck, run_hydra_main
 
-precheck(resume_key="ckpt_path")  # before the heavy imports: a typo is answered at once
+precheck("train", resume_key="ckpt_path")  # before the heavy imports: a typo is answered at once
 
 from pathlib import Path  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
-from zoo.training.cli import describe_override_error
+from zoo.training.cli import check_overrides, describe_override_error
 from zoo.training.errors import UserError
 from zoo.training.validation import validate_config
 
@@ -223,3 +224,117 @@ def test_a_bad_override_on_the_command_line_is_one_error_line(tmp_path: Path) ->
     result = run_script("train.py", "optimizer.lrr=0.1", f"hydra.run.dir={tmp_path}", check=False)
     _assert_one_clear_line(result, "optimizer has no key 'lrr'; did you mean optimizer.lr?")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+# Hydra takes no null for a config group on the command line: it answered `logger=null` with a
+# ValueError traceback, and `model=` with a report of its search path.
+@pytest.mark.parametrize(
+    ("override", "config_name", "message"),
+    [
+        (
+            "logger=null",
+            "train",
+            "logger=null: a config group takes the name of one of its options; logger=none",
+        ),
+        ("scheduler=null", "finetune", "scheduler=none is the one without a scheduler"),
+        (
+            "model=null",
+            "train",
+            "model=null: a config group takes the name of one of its options (known: alexnet",
+        ),
+        ("model=", "train", "model=: a config group takes the name of one of its options (known: alexnet"),
+        (
+            "experiment=null",
+            "train",
+            "null is its default already, so leave experiment= out (known: resnet18",
+        ),
+        ("model=null", "finetune", "null is its default already, so leave model= out"),
+        ("data=null", "evaluate", "null is its default already, so leave data= out (known: cifar10"),
+        ("data=digits,null", "train", "data=null: a config group takes the name of one of its options"),
+    ],
+)
+def test_a_config_group_set_to_null_says_what_to_write(override: str, config_name: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_overrides([override], config_name=config_name)
+
+
+def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_path: Path) -> None:
+    result = run_script("train.py", "logger=null", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    _assert_one_clear_line(result, "logger=none is the one without a logger")
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+
+
+# Each of these ran into a traceback once training started (numpy's seed bounds, a modulo by zero in
+# Lightning's loop or in StepLR), or, for the clip value, silently clipped nothing.
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-5", "seed must be an integer from 0 to 4294967295, got -5"),
+        ("seed=4294967296", "seed must be an integer from 0 to 4294967295, got 4294967296"),
+        ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be an integer >= 1"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be a number >= 0, got -1"),
+        ("scheduler.factory.step_size=0", "scheduler.factory.step_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_config(_train_config(tmp_path, "scheduler=step", override))
+    # Their neighbours at the edge of the range pass.
+    edge = {"seed": "seed=0", "trainer.check_val_every_n_epoch": "trainer.check_val_every_n_epoch=null"}
+    edge |= {
+        "trainer.gradient_clip_val": "trainer.gradient_clip_val=0",
+        "scheduler.factory.step_size": "scheduler.factory.step_size=1",
+    }
+    validate_config(_train_config(tmp_path, "scheduler=step", edge[override.split("=")[0]]))
+
+
+# Lightning finds a monitored metric missing only after the first validation, with a RuntimeError.
+def test_early_stopping_on_a_metric_never_logged_is_one_error_line(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.monitor=val/nope",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    _assert_one_clear_line(result, "Early stopping conditioned on metric `val/nope`", "`val/loss`")
+
+
+# Hydra met these folders with a traceback while creating them, and our own first write with another.
+@pytest.mark.parametrize("where", ["file", "below_a_file", "output_dir_below_a_file"])
+def test_a_run_folder_that_cannot_be_created_is_one_line(tmp_path: Path, where: str) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept")
+    key, folder = {
+        "file": ("hydra.run.dir", a_file),
+        "below_a_file": ("hydra.run.dir", a_file / "run"),
+        "output_dir_below_a_file": ("paths.output_dir", a_file / "run"),
+    }[where]
+    with pytest.raises(UserError, match=f"{re.escape(f'{key}={folder}')}: .*choose another {key}"):
+        check_overrides([f"{key}={folder}"])
+    assert a_file.read_text() == "kept" and sorted(tmp_path.iterdir()) == [a_file]
+    # A new folder below one that exists is fine, and the check creates nothing.
+    check_overrides([f"hydra.run.dir={tmp_path / 'new' / 'run'}"])
+    assert sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_a_run_folder_that_cannot_be_created_stops_the_command_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept")
+    result = run_script("train.py", f"hydra.run.dir={a_file / 'run'}", check=False)
+    _assert_one_clear_line(
+        result, f"hydra.run.dir={a_file / 'run'}: cannot create it, as {a_file} takes no new folders"
+    )
+
+
+def test_a_key_missing_from_a_section_lists_that_sections_keys() -> None:
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose_config("data.num_workers=2")  # the digits live in memory: no loader workers
+    described = describe_override_error(raised.value)
+    assert described.startswith("data has no key 'num_workers'; its keys: batch_size, eval_batch_size,")
+    assert "trainer" not in described

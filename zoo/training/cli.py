@@ -4,9 +4,11 @@ with a multi-line report, write into a folder it should not touch, or not know w
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,8 @@ _NAMED_GROUPS = {
     "experiment": "experiment",
     "debug": "debug mode",
 }
+# Folders a run writes in, when the command line names them.
+_RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "paths.output_dir")
 # Overrides that say where and how to resume, not what to train: ignored when matching runs.
 _RUN_LOCATION_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "resume_ckpt")
 
@@ -43,20 +47,64 @@ def _overrides(argv: list[str]) -> dict[str, str]:
     return {key: value for key, sep, value in (token.partition("=") for token in argv) if sep}
 
 
-def check_overrides(argv: list[str], resume_key: str | None = None) -> None:
-    """Unknown group options, and a new run into a finished or unfinished run's directory (anything
-    but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
+def _group_defaults(config_name: str) -> dict[str, Any]:
+    """The option each config group of an entry point's config takes when the command line names none."""
+    tree = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
+    return {k: v for entry in tree.get("defaults", []) if isinstance(entry, dict) for k, v in entry.items()}
+
+
+def _no_option_named(group: str, value: str, config_name: str) -> str:
+    """`group=null` or `group=`: Hydra answers with a traceback (null) or a multi-line report (empty);
+    say instead how to get what was most likely meant."""
+    known = options(group)
+    given = f"{group}={value}: a config group takes the name of one of its options"
+    if "none" in known:
+        return (
+            f"{given}; {group}=none is the one without a {_NAMED_GROUPS[group]} (known: {', '.join(known)})"
+        )
+    if _group_defaults(config_name).get(group) is None:
+        return f"{given}; null is its default already, so leave {group}= out (known: {', '.join(known)})"
+    return f"{given} (known: {', '.join(known)})"
+
+
+def check_overrides(argv: list[str], resume_key: str | None = None, config_name: str = "train") -> None:
+    """Unknown or missing group options, and a new run into a finished or unfinished run's directory
+    (anything but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
     overrides = _overrides(argv)
     resuming = resume_key is not None and overrides.get(resume_key, "null") not in ("", "null")
     for key, value in overrides.items():
         key = key.lstrip("+~")
-        if key in _NAMED_GROUPS and value not in ("null", ""):
+        if key in _NAMED_GROUPS:
             known = options(key)
             for choice in value.split(","):  # a -m sweep lists several
+                if choice in ("null", ""):
+                    raise UserError(_no_option_named(key, choice, config_name))
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
+        if key in _RUN_DIR_KEYS:
+            refuse_unwritable_dir(key, Path(value.strip("\"'")))
         if key == "hydra.run.dir":
             refuse_reused_run_dir(Path(value.strip("\"'")), resuming)
+
+
+def refuse_unwritable_dir(key: str, folder: Path) -> None:
+    """A folder the run cannot create or write in fails here, not as Hydra's or our own traceback
+    once the run has started. The probe is a temporary folder in the nearest existing ancestor,
+    removed at once: nothing is left behind by a command that is refused later."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{key}={folder}: that is a file, not a folder; choose another {key}")
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor))
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=ancestor))
+    except OSError as error:
+        raise UserError(
+            f"{key}={folder}: cannot create it, as {ancestor} takes no new folders ({error.strerror}); "
+            f"choose another {key}"
+        ) from None
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -160,13 +208,13 @@ def quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def precheck(resume_key: str | None = None) -> None:
+def precheck(config_name: str, resume_key: str | None = None) -> None:
     """Run before Hydra: fail fast on typos; with `resume_key`, rewrite resume requests in sys.argv."""
     quiet_library_notices()
     with user_errors():
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)
-        check_overrides(sys.argv[1:], resume_key)
+        check_overrides(sys.argv[1:], resume_key, config_name)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
 
 
@@ -201,10 +249,17 @@ def describe_override_error(error: Exception) -> str:
         root = parent._get_root()  # OmegaConf has no public way up from a node
         everywhere = _leaf_keys(OmegaConf.to_container(root, resolve=False))
         near = [k for k in everywhere if k.rpartition(".")[2] == key][:2]
-        near = near or difflib.get_close_matches(full_key, everywhere, n=2)
+        if not section:  # a misspelt top-level key (max_epoch=3); in a section, a near key elsewhere
+            # is a different setting (data.num_workers is not trainer.num_nodes)
+            near = near or difflib.get_close_matches(full_key, everywhere, n=2)
     where = f"{section} has" if section else "the config has"
-    guess = f"did you mean {' or '.join(near)}? " if near else ""
-    return f"{where} no key {key!r}; {guess}(+{full_key}=... adds a new key)"
+    if near:
+        hint = f"did you mean {' or '.join(near)}? "
+    elif section:
+        hint = f"its keys: {', '.join(str(name) for name in siblings)}; "
+    else:
+        hint = ""
+    return f"{where} no key {key!r}; {hint}(+{full_key}=... adds a new key)"
 
 
 def run_hydra_main(main: Callable[[], Any]) -> None:

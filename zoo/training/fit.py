@@ -51,10 +51,13 @@ def fit_test_and_record(
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    except (MisconfigurationException, ValueError) as error:
-        # Settings Lightning can judge only once it sees the data, in a sentence of its own. Other
-        # ValueErrors are not the user's, and keep their traceback.
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        # Settings Lightning can judge only once it sees the data or the logged metrics, in a
+        # sentence of its own. Other ValueErrors and RuntimeErrors are not the user's, and keep
+        # their traceback.
         if isinstance(error, ValueError) and "val_check_interval" not in str(error):
+            raise
+        if type(error) is RuntimeError and not str(error).startswith("Early stopping conditioned on metric"):
             raise
         reason = " ".join(str(error).split())
         raise UserError(f"Lightning rejects the trainer settings: {reason}") from None

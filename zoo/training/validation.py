@@ -56,6 +56,14 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         "an integer >= 1 (it follows trainer.max_epochs unless set)",
     ),
     ("trainer.accumulate_grad_batches", _positive_integer, "an integer >= 1"),
+    (
+        "trainer.check_val_every_n_epoch",
+        lambda v: v is None or _positive_integer(v),
+        "an integer >= 1 (or null, with validation every trainer.val_check_interval steps)",
+    ),
+    # Lightning skips clipping for a value <= 0, so a negative one would silently clip nothing.
+    ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "a number >= 0"),
+    ("scheduler.factory.step_size", _positive_integer, "an integer >= 1"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
     ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
@@ -66,7 +74,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.test_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.eval_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("seed", _integer, "an integer"),
+    # The range numpy's generator takes, which Lightning's seed_everything seeds too.
+    ("seed", lambda v: _integer(v) and 0 <= v < 2**32, "an integer from 0 to 4294967295"),
     ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
