@@ -274,6 +274,7 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
         ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be an integer >= 1"),
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be a number >= 0, got -1"),
         ("scheduler.factory.step_size=0", "scheduler.factory.step_size must be an integer >= 1, got 0"),
+        ("data.split_seed=-1", "data.split_seed must be an integer from 0 to 4294967295, got -1"),
     ],
 )
 def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
@@ -283,6 +284,7 @@ def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
         validate_config(_train_config(tmp_path, "scheduler=step", override))
     # Their neighbours at the edge of the range pass.
     edge = {"seed": "seed=0", "trainer.check_val_every_n_epoch": "trainer.check_val_every_n_epoch=null"}
+    edge["data.split_seed"] = "data.split_seed=4294967295"
     edge |= {
         "trainer.gradient_clip_val": "trainer.gradient_clip_val=0",
         "scheduler.factory.step_size": "scheduler.factory.step_size=1",
@@ -338,3 +340,35 @@ def test_a_key_missing_from_a_section_lists_that_sections_keys() -> None:
     described = describe_override_error(raised.value)
     assert described.startswith("data has no key 'num_workers'; its keys: batch_size, eval_batch_size,")
     assert "trainer" not in described
+
+
+def test_no_images_for_the_normalisation_statistics_is_refused(tmp_path: Path) -> None:
+    # The per-channel std of no images is NaN: every loss was NaN from the first step.
+    cfg = _train_config(tmp_path, "data=imagefolder", "data.stats_samples=0")
+    with pytest.raises(UserError, match=re.escape("data.stats_samples must be an integer >= 1, got 0")):
+        validate_config(cfg)
+
+
+# Hydra's instantiate wraps whatever the target raises in an InstantiationException: a data module
+# refusing its arguments ended in two chained tracebacks.
+def test_a_user_error_raised_inside_instantiate_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    from hydra.utils import instantiate
+
+    from zoo.training.errors import user_errors
+
+    bad = OmegaConf.create({"_target_": "zoo.data.DigitsDataModule", "augment": "nope"})
+    with pytest.raises(SystemExit) as exited, user_errors():
+        instantiate(bad)
+    assert exited.value.code == 2
+    known = "none, digits, standard, alexnet, randaugment"
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: data.augment: unknown augmentation 'nope'; known: {known}"
+    ]
+    # Anything else Hydra wraps keeps its traceback.
+    with pytest.raises(Exception, match="Error locating target"), user_errors():
+        instantiate(OmegaConf.create({"_target_": "zoo.data.NoSuchModule"}))
+
+
+def test_a_data_module_refusing_its_arguments_stops_the_command_line(tmp_path: Path) -> None:
+    result = run_script("train.py", "data.augment=nope", f"hydra.run.dir={tmp_path}", check=False)
+    _assert_one_clear_line(result, "data.augment: unknown augmentation 'nope'")

@@ -13,10 +13,25 @@ class UserError(Exception):
     """A problem with what the user asked for; the message names the problem and the fix."""
 
 
+def _user_error_behind(error: BaseException) -> UserError | None:
+    """The UserError an exception is, or the one Hydra's instantiate wrapped (a data module or
+    callback refusing its arguments is the user's error, not Hydra's)."""
+    if isinstance(error, UserError):
+        return error
+    from hydra.errors import InstantiationException
+
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, UserError):
+        return error.__cause__
+    return None
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     try:
         yield
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+    except Exception as error:
+        reason = _user_error_behind(error)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)

@@ -37,6 +37,11 @@ def _positive_integer(value: Any) -> bool:
     return _integer(value) and value >= 1
 
 
+def _seed(value: Any) -> bool:
+    """The range numpy's generator takes (Lightning's seed_everything and scikit-learn's splits)."""
+    return _integer(value) and 0 <= value < 2**32
+
+
 def _limit(value: Any) -> bool:
     """Lightning's run-length limits: a count, or -1 for none."""
     return _positive_integer(value) or value == -1
@@ -73,9 +78,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.val_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.test_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.eval_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.split_seed", _seed, "an integer from 0 to 4294967295"),
+    # Per-channel mean and std come from these images; none gives NaN and a NaN loss at step 1.
+    ("data.stats_samples", _positive_integer, "an integer >= 1"),
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    # The range numpy's generator takes, which Lightning's seed_everything seeds too.
-    ("seed", lambda v: _integer(v) and 0 <= v < 2**32, "an integer from 0 to 4294967295"),
+    ("seed", _seed, "an integer from 0 to 4294967295"),
     ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
