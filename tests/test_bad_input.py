@@ -275,21 +275,36 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be a number >= 0, got -1"),
         ("scheduler.factory.step_size=0", "scheduler.factory.step_size must be an integer >= 1, got 0"),
         ("data.split_seed=-1", "data.split_seed must be an integer from 0 to 4294967295, got -1"),
+        (
+            "trainer.val_check_interval=0",
+            "trainer.val_check_interval must be null (once an epoch), a fraction",
+        ),
+        (
+            "trainer.val_check_interval=0.0",
+            "trainer.val_check_interval must be null (once an epoch), a fraction",
+        ),
+        ("scheduler.factory.max_lr=-0.1", "scheduler.factory.max_lr must be a number > 0, got -0.1"),
     ],
 )
 def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
     tmp_path: Path, override: str, message: str
 ) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
-        validate_config(_train_config(tmp_path, "scheduler=step", override))
+        validate_config(_train_config(tmp_path, _scheduler_with(override), override))
     # Their neighbours at the edge of the range pass.
     edge = {"seed": "seed=0", "trainer.check_val_every_n_epoch": "trainer.check_val_every_n_epoch=null"}
     edge["data.split_seed"] = "data.split_seed=4294967295"
+    edge["trainer.val_check_interval"] = "trainer.val_check_interval=1.0"
+    edge["scheduler.factory.max_lr"] = "scheduler.factory.max_lr=0.01"
     edge |= {
         "trainer.gradient_clip_val": "trainer.gradient_clip_val=0",
         "scheduler.factory.step_size": "scheduler.factory.step_size=1",
     }
-    validate_config(_train_config(tmp_path, "scheduler=step", edge[override.split("=")[0]]))
+    validate_config(_train_config(tmp_path, _scheduler_with(override), edge[override.split("=")[0]]))
+
+
+def _scheduler_with(override: str) -> str:
+    return "scheduler=onecycle" if "max_lr" in override else "scheduler=step"
 
 
 # Lightning finds a monitored metric missing only after the first validation, with a RuntimeError.
@@ -372,3 +387,29 @@ def test_a_user_error_raised_inside_instantiate_is_one_line(capsys: pytest.Captu
 def test_a_data_module_refusing_its_arguments_stops_the_command_line(tmp_path: Path) -> None:
     result = run_script("train.py", "data.augment=nope", f"hydra.run.dir={tmp_path}", check=False)
     _assert_one_clear_line(result, "data.augment: unknown augmentation 'nope'")
+
+
+def test_a_folder_given_as_checkpoint_names_the_checkpoints_inside(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    listed = f"{run}/checkpoints/best.ckpt, {run}/checkpoints/last.ckpt"
+    with pytest.raises(
+        UserError, match=re.escape(f"{run} is a folder; pass ckpt_path=PATH") + ".*" + re.escape(listed)
+    ):
+        load_weights_file(run)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            "empty is a folder; pass ckpt_path=PATH to a checkpoint file (it holds no .ckpt file)"
+        ),
+    ):
+        load_weights_file(tmp_path / "empty")
+
+
+# A ${...} that names no key ended in OmegaConf's InterpolationKeyError traceback.
+def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path: Path) -> None:
+    result = run_script("train.py", "optimizer.lr=${oops}", f"hydra.run.dir={tmp_path}", check=False)
+    _assert_one_clear_line(result, "cannot resolve optimizer.lr: Interpolation key 'oops' not found")

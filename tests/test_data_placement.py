@@ -116,3 +116,11 @@ def test_the_loss_guard_reads_only_at_checkpoint_steps(interval: int, read_at: l
     guard.on_validation_start(SimpleNamespace(global_step=10), module)
     guard.on_train_epoch_end(SimpleNamespace(global_step=10), module)
     assert module.reads == len(read_at) + 2  # and always before validation and at the epoch's end
+
+
+@pytest.mark.parametrize(("precision", "fix"), [("32-true", "lower optimizer.lr"), ("16-true", "16-mixed")])
+def test_the_loss_guard_names_the_fix_for_the_precision(precision: str, fix: str) -> None:
+    module = SimpleNamespace(nonfinite_loss_seen=lambda: True)
+    trainer = SimpleNamespace(global_step=20, precision=precision, checkpoint_callback=None)
+    with pytest.raises(UserError, match=f"NaN or infinite by step 20; .*{fix}"):
+        NonFiniteLossGuard(check_every_n_steps=1).on_train_epoch_end(trainer, module)

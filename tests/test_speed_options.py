@@ -8,6 +8,7 @@ trainer.precision=bf16-mixed  bfloat16 keeps 8 bits of mantissa (0.3% measured o
                               on a trained LeNet-5, >= 97% of test predictions agree and no logit
                               moves by more than 5% of the logits' scale
 trainer.benchmark=true        cuDNN's algorithm search; the GPU trainer config turns it on
+trainer.precision=*-true      weights in bfloat16 or float16: a few steps train with a finite loss
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ def test_bf16_mixed_predicts_as_the_default(trained_lenet, device: str) -> None:
 def test_bf16_mixed_trains_through_the_trainer() -> None:
     module = _classifier("lenet5", optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
     _assert_trains(module, steps=3, batch=16, precision="bf16-mixed")
+
+
+# Lightning casts the weights and buffers to the precision's dtype, not a uint8 batch the module
+# turns into float: every step failed with "Input type (float) and bias type (c10::Half)".
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_true_half_precisions_train_through_the_trainer(precision: str) -> None:
+    module = _classifier("lenet5", optimizer=lambda params: torch.optim.SGD(params, lr=0.01))
+    _assert_trains(module, steps=3, batch=16, precision=precision)
+    assert (
+        next(module.net.parameters()).dtype
+        == {"bf16-true": torch.bfloat16, "16-true": torch.float16}[precision]
+    )
 
 
 def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch() -> None:

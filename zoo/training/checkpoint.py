@@ -19,6 +19,10 @@ ALLOWED_DATA_TARGET_PREFIX = "zoo.data."
 def load_weights_file(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True, turning every way a file can be wrong into one clear line."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted([*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
+        listed = f": {', '.join(map(str, inside[:3]))}" if inside else " (it holds no .ckpt file)"
+        raise UserError(f"checkpoint {path} is a folder; pass ckpt_path=PATH to a checkpoint file{listed}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to a .ckpt file of a run")
     try:

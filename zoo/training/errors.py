@@ -15,13 +15,18 @@ class UserError(Exception):
 
 def _user_error_behind(error: BaseException) -> UserError | None:
     """The UserError an exception is, or the one Hydra's instantiate wrapped (a data module or
-    callback refusing its arguments is the user's error, not Hydra's)."""
+    callback refusing its arguments is the user's error, not Hydra's), or a ${...} in the config
+    that does not resolve (optimizer.lr=${oops}, an unset ${oc.env:...})."""
     if isinstance(error, UserError):
         return error
     from hydra.errors import InstantiationException
+    from omegaconf.errors import InterpolationResolutionError
 
     if isinstance(error, InstantiationException) and isinstance(error.__cause__, UserError):
         return error.__cause__
+    if isinstance(error, InterpolationResolutionError):
+        reason = str(error).strip().splitlines()[0]
+        return UserError(f"cannot resolve {error.full_key}: {reason}; fix the ${{...}} it holds or names")
     return None
 
 

@@ -92,8 +92,10 @@ class ImageClassifier(pl.LightningModule):
 
     # --- inputs -------------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255)
+        # The network's own dtype: float32, or half or bfloat16 under trainer.precision=16-true or
+        # bf16-true, where Lightning casts the weights and buffers but not a uint8 batch made float.
+        dtype = self.mean.dtype
+        images = images.to(dtype).div_(255) if images.dtype == torch.uint8 else images.to(dtype)
         return ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

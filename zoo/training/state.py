@@ -56,10 +56,13 @@ class NonFiniteLossGuard(pl.Callback):
         seen = getattr(pl_module, "nonfinite_loss_seen", None)
         if seen is not None and seen():
             folder = getattr(trainer.checkpoint_callback, "dirpath", None) or "the run's checkpoints folder"
+            fix = "lower optimizer.lr or set trainer.gradient_clip_val"
+            if trainer.precision == "16-true":
+                # Adam's default eps, 1e-8, is 0 in float16: a zero second moment divides by zero.
+                fix = "float16 weights overflow (and round Adam's eps to 0): use trainer.precision=16-mixed"
             raise UserError(
                 f"the training loss became NaN or infinite by step {trainer.global_step}; training stopped "
-                f"and the last good checkpoint in {folder} is kept; lower optimizer.lr or set "
-                "trainer.gradient_clip_val"
+                f"and the last good checkpoint in {folder} is kept; {fix}"
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -69,6 +69,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     # Lightning skips clipping for a value <= 0, so a negative one would silently clip nothing.
     ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "a number >= 0"),
     ("scheduler.factory.step_size", _positive_integer, "an integer >= 1"),
+    ("scheduler.factory.max_lr", lambda v: v is None or (_number(v) and v > 0), "a number > 0"),
+    (
+        "trainer.val_check_interval",
+        lambda v: v is None or _positive_integer(v) or (isinstance(v, float) and 0 < v <= 1),
+        "null (once an epoch), a fraction of an epoch in (0, 1], or a number of steps >= 1",
+    ),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
     ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
