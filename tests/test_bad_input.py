@@ -410,6 +410,16 @@ def test_a_folder_given_as_checkpoint_names_the_checkpoints_inside(tmp_path: Pat
 
 
 # A ${...} that names no key ended in OmegaConf's InterpolationKeyError traceback.
-def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path: Path) -> None:
-    result = run_script("train.py", "optimizer.lr=${oops}", f"hydra.run.dir={tmp_path}", check=False)
-    _assert_one_clear_line(result, "cannot resolve optimizer.lr: Interpolation key 'oops' not found")
+def test_an_interpolation_that_does_not_resolve_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from zoo.training.errors import user_errors
+
+    cfg = _train_config(tmp_path, "optimizer.lr=${oops}")
+    with pytest.raises(SystemExit) as exited, user_errors():
+        validate_config(cfg)
+    assert exited.value.code == 2
+    reason = "Interpolation key 'oops' not found"
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: cannot resolve optimizer.lr: {reason}; fix the ${{...}} it holds or names"
+    ]
