@@ -14,7 +14,7 @@ from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
 from zoo.training.cli import check_overrides, describe_override_error
-from zoo.training.errors import UserError
+from zoo.training.errors import UserError, user_errors
 from zoo.training.validation import validate_config
 
 from .conftest import compose_config, run_script
@@ -364,19 +364,22 @@ def test_no_images_for_the_normalisation_statistics_is_refused(tmp_path: Path) -
         validate_config(cfg)
 
 
+def _error_lines(action, capsys: pytest.CaptureFixture) -> list[str]:
+    """What an entry point's user_errors() prints for `action`, which must end it with exit 2."""
+    with pytest.raises(SystemExit) as exited, user_errors():
+        action()
+    assert exited.value.code == 2
+    return capsys.readouterr().err.splitlines()
+
+
 # Hydra's instantiate wraps whatever the target raises in an InstantiationException: a data module
 # refusing its arguments ended in two chained tracebacks.
 def test_a_user_error_raised_inside_instantiate_is_one_line(capsys: pytest.CaptureFixture) -> None:
     from hydra.utils import instantiate
 
-    from zoo.training.errors import user_errors
-
     bad = OmegaConf.create({"_target_": "zoo.data.DigitsDataModule", "augment": "nope"})
-    with pytest.raises(SystemExit) as exited, user_errors():
-        instantiate(bad)
-    assert exited.value.code == 2
     known = "none, digits, standard, alexnet, randaugment"
-    assert capsys.readouterr().err.splitlines() == [
+    assert _error_lines(lambda: instantiate(bad), capsys) == [
         f"error: data.augment: unknown augmentation 'nope'; known: {known}"
     ]
     # Anything else Hydra wraps keeps its traceback.
@@ -413,13 +416,8 @@ def test_a_folder_given_as_checkpoint_names_the_checkpoints_inside(tmp_path: Pat
 def test_an_interpolation_that_does_not_resolve_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from zoo.training.errors import user_errors
-
     cfg = _train_config(tmp_path, "optimizer.lr=${oops}")
-    with pytest.raises(SystemExit) as exited, user_errors():
-        validate_config(cfg)
-    assert exited.value.code == 2
     reason = "Interpolation key 'oops' not found"
-    assert capsys.readouterr().err.splitlines() == [
+    assert _error_lines(lambda: validate_config(cfg), capsys) == [
         f"error: cannot resolve optimizer.lr: {reason}; fix the ${{...}} it holds or names"
     ]
