@@ -34,12 +34,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(evaluation.data_config(cfg, hparams["data_config"]))
     datamodule.setup("test")
+    note = evaluation.check_data_fits(datamodule.spec, hparams["data"])
+    if note:
+        print(note, flush=True)
     class_names = list(hparams["data"]["class_names"])
-    if list(datamodule.class_names) != class_names:
-        raise UserError(
-            f"the data has classes {list(datamodule.class_names)[:10]} but the checkpoint was trained on "
-            f"{class_names[:10]}; evaluate on data with the same classes, or fine-tune with finetune.py"
-        )
 
     device = torch.device(
         "cuda" if cfg.accelerator in ("auto", "gpu") and torch.cuda.is_available() else "cpu"

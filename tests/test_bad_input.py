@@ -421,3 +421,37 @@ def test_an_interpolation_that_does_not_resolve_is_one_line(
     assert _error_lines(lambda: validate_config(cfg), capsys) == [
         f"error: cannot resolve optimizer.lr: {reason}; fix the ${{...}} it holds or names"
     ]
+
+
+# The checkpoint's data: LeNet-5 on 1-channel 32 px digits.
+TRAINED_ON = {"class_names": list("0123456789"), "channels": 1, "image_size": 32, "mean": [0.3], "std": [0.3]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"class_names": ("cat", "dog")},
+            "the data has classes ['cat', 'dog'] but the checkpoint was trained on",
+        ),
+        # Was a traceback from conv2d: "expected input[20, 3, 32, 32] to have 1 channels".
+        ({"channels": 3, "mean": (0.5,) * 3, "std": (0.2,) * 3}, "the data has 3-channel images but the "),
+    ],
+)
+def test_evaluating_on_data_the_checkpoint_cannot_read_is_refused(change: dict, message: str) -> None:
+    from zoo.training.evaluation import check_data_fits
+
+    spec = DataSpec(**{**TRAINED_ON, "class_names": tuple(TRAINED_ON["class_names"]), **change})
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_data_fits(spec, TRAINED_ON)
+
+
+def test_evaluating_at_another_image_size_runs_with_a_note() -> None:
+    from zoo.training.evaluation import check_data_fits
+
+    same = DataSpec(tuple(TRAINED_ON["class_names"]), 1, 32, (0.3,), (0.3,))
+    assert check_data_fits(same, TRAINED_ON) is None
+    smaller = DataSpec(tuple(TRAINED_ON["class_names"]), 1, 16, (0.3,), (0.3,))
+    assert check_data_fits(smaller, TRAINED_ON) == (
+        "note: evaluating at 16 px a network trained at 32 px (data.image_size=32 matches training)"
+    )

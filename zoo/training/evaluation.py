@@ -16,6 +16,9 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from ..data import DataSpec
+from .errors import UserError
+
 
 def data_config(cfg: DictConfig, trained_on: dict) -> DictConfig:
     """The data to evaluate on: `data=` when named, else the data the checkpoint was trained on;
@@ -24,6 +27,29 @@ def data_config(cfg: DictConfig, trained_on: dict) -> DictConfig:
     if cfg.batch_size is None:
         return chosen
     return OmegaConf.merge(chosen, {"eval_batch_size": cfg.batch_size})
+
+
+def check_data_fits(spec: DataSpec, trained_on: dict) -> str | None:
+    """Data a checkpoint cannot read (other classes, other channels) is refused in one line; another
+    image size can be read (the networks pool adaptively) and gets a note, as accuracy moves with it."""
+    class_names = list(trained_on["class_names"])
+    if list(spec.class_names) != class_names:
+        raise UserError(
+            f"the data has classes {list(spec.class_names)[:10]} but the checkpoint was trained on "
+            f"{class_names[:10]}; evaluate on data with the same classes, or fine-tune with finetune.py"
+        )
+    if spec.channels != trained_on["channels"]:
+        raise UserError(
+            f"the data has {spec.channels}-channel images but the checkpoint was trained on "
+            f"{trained_on['channels']}-channel ones; set data.channels={trained_on['channels']} where the "
+            "data takes it (image folders convert), or fine-tune with finetune.py"
+        )
+    if spec.image_size != trained_on["image_size"]:
+        return (
+            f"note: evaluating at {spec.image_size} px a network trained at {trained_on['image_size']} px "
+            f"(data.image_size={trained_on['image_size']} matches training)"
+        )
+    return None
 
 
 @torch.no_grad()
