@@ -455,3 +455,31 @@ def test_evaluating_at_another_image_size_runs_with_a_note() -> None:
     assert check_data_fits(smaller, TRAINED_ON) == (
         "note: evaluating at 16 px a network trained at 32 px (data.image_size=32 matches training)"
     )
+
+
+# Both ended in a traceback from the first training step's convolution or pooling.
+@pytest.mark.parametrize(
+    ("model", "image_size", "message"),
+    [
+        (
+            {"name": "lenet5", "in_chans": 1},
+            8,
+            "lenet5 cannot take 8 px images, its layers shrink them to nothing (",
+        ),
+        (
+            {"name": "alexnet", "small_input": False},
+            32,
+            "it needs at least 63 px: set data.image_size=63 or more (or",
+        ),
+    ],
+)
+def test_images_a_network_shrinks_to_nothing_are_refused_naming_the_smallest_size(
+    model: dict, image_size: int, message: str
+) -> None:
+    model = {"num_classes": 10, "in_chans": 3, "small_input": True, **model}
+    with pytest.raises(UserError, match=re.escape(message)) as raised:
+        builders.check_image_size(model, image_size)
+    smallest = int(re.search(r"at least (\d+) px", str(raised.value)).group(1))
+    builders.check_image_size(model, smallest)  # the size it names does run
+    with pytest.raises(UserError):
+        builders.check_image_size(model, smallest - 1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from zoo.__main__ import measure
+from zoo.models import list_models
 
 from .conftest import ROOT
 
@@ -36,3 +39,22 @@ def test_list_command_prints_every_model() -> None:
     )
     assert "small stem" in result.stdout
     assert "lenet5" in result.stdout and "61,706" in result.stdout and "densenet201" in result.stdout
+
+
+def test_list_marks_the_variants_an_input_size_is_too_small_for(capsys) -> None:
+    from zoo.__main__ import main
+
+    main(["list", "--input-size", "8"])
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == set(list_models())
+    # LeNet-5's two 5x5 convolutions and pools need 16 px; the small-stem ResNet-18 takes 8.
+    assert "does not run at 8 px" in rows["lenet5"] and "does not run" not in rows["resnet18"]
+
+
+def test_list_refuses_sizes_that_are_not_positive(capsys) -> None:
+    from zoo.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["list", "--input-size", "0"])
+    assert exited.value.code == 2
+    assert "argument --input-size: must be an integer >= 1, not '0'" in capsys.readouterr().err

@@ -44,7 +44,12 @@ def print_list(input_size: int, in_chans: int, num_classes: int, stem: str) -> N
     print(f"input {in_chans}x{input_size}x{input_size}, {num_classes} classes, {stem_name} stem")
     print(f"{'model':<14}{'params':>14}{'FLOPs':>12}")
     for name in list_models():
-        params, flops = measure(name, input_size, in_chans, num_classes, small)
+        try:
+            params, flops = measure(name, input_size, in_chans, num_classes, small)
+        except RuntimeError as error:  # the input shrinks to nothing before the head
+            reason = str(error).strip().splitlines()[0]
+            print(f"{name:<14}{'-':>14}{'-':>12}  does not run at {input_size} px: {reason}")
+            continue
         print(f"{name:<14}{params:>14,}{_human(flops):>12}")
 
 
@@ -60,13 +65,26 @@ def print_table() -> None:
         print(f"| {name} | {big_params:,} | {_human(big_flops)} | {small_params:,} | {_human(small_flops)} |")
 
 
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, not {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="parameters and FLOPs of every variant at one input size")
-    listing.add_argument("--input-size", type=int, default=224)
-    listing.add_argument("--in-chans", type=int, default=3)
-    listing.add_argument("--num-classes", type=int, default=1000)
+    listing.add_argument("--input-size", type=_at_least(1), default=224)
+    listing.add_argument("--in-chans", type=_at_least(1), default=3)
+    listing.add_argument("--num-classes", type=_at_least(2), default=1000)
     listing.add_argument(
         "--stem",
         choices=("auto", "small", "standard"),
