@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zoo.training import evaluation, outputs  # noqa: E402
+from zoo.training import builders, evaluation, outputs  # noqa: E402
 from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
@@ -36,6 +36,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     note = evaluation.check_data_fits(datamodule.spec, hparams["data"])
     if note:
+        builders.check_image_size(hparams["model"], datamodule.spec.image_size)
         print(note, flush=True)
     class_names = list(hparams["data"]["class_names"])
 

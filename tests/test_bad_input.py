@@ -483,3 +483,15 @@ def test_images_a_network_shrinks_to_nothing_are_refused_naming_the_smallest_siz
     builders.check_image_size(model, smallest)  # the size it names does run
     with pytest.raises(UserError):
         builders.check_image_size(model, smallest - 1)
+
+
+def test_evaluate_at_a_size_the_network_cannot_take_is_one_line(trained_run: Path, tmp_path: Path) -> None:
+    result = run_script(
+        "evaluate.py",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        "data=digits",
+        "data.image_size=8",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    _assert_one_clear_line(result, "lenet5 cannot take 8 px images", "data.image_size=16")
