@@ -490,3 +490,73 @@ def test_evaluate_at_a_size_the_network_cannot_take_is_one_line(trained_run: Pat
         check=False,
     )
     _assert_one_clear_line(result, "lenet5 cannot take 8 px images", "data.image_size=16")
+
+
+# `~group` deleted a section the entry point reads: OmegaConf's "Key 'data' is not in struct".
+@pytest.mark.parametrize(
+    ("token", "config_name", "message"),
+    [
+        (
+            "~data",
+            "train",
+            "~data: train.py needs its data section; choose another with data=NAME (known: cifar10",
+        ),
+        (
+            "~scheduler",
+            "finetune",
+            "~scheduler: finetune.py needs its scheduler section; scheduler=none turns it off",
+        ),
+    ],
+)
+def test_removing_a_section_the_entry_point_needs_is_refused(
+    token: str, config_name: str, message: str
+) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_overrides([token], config_name=config_name)
+    # Sections read only when present, or off by default, may go; so may single keys.
+    check_overrides(["~logger", "~experiment", "~callbacks.rng_state"], config_name=config_name)
+    check_overrides(["~data"], config_name="evaluate")
+
+
+# Each ended in a TypeError from the first call (the model's builder, Adam, the scheduler) or in
+# Hydra's InstantiationException (the data module, a callback, a target that does not exist).
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+model.width=2",
+            "model.width: lenet5 takes no such argument (it takes num_classes, in_chans, small_input",
+        ),
+        (
+            "+optimizer.momentum=0.9",
+            "optimizer.momentum: Adam takes no such argument (it takes lr, betas, eps,",
+        ),
+        ("+scheduler.factory.gamma=0.5", "scheduler.factory.gamma: CosineAnnealingLR takes no such argument"),
+        (
+            "+data.shuffle=true",
+            "data: DigitsDataModule.__init__() got an unexpected keyword argument 'shuffle'",
+        ),
+    ],
+)
+def test_an_argument_the_target_does_not_take_is_one_line(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    cfg = _train_config(tmp_path, override)
+    with pytest.raises(UserError, match=re.escape(message)):
+        datamodule = builders.build_datamodule(cfg)
+        builders.build_module(cfg, datamodule.spec)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("callbacks.lr_monitor.logging_interval=hourly", "callbacks.lr_monitor: logging_interval should be"),
+        ("+callbacks.mine._target_=nope.Nope", "callbacks.mine: Error loading 'nope.Nope'"),
+    ],
+)
+def test_a_callback_that_refuses_its_settings_is_one_line(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(UserError, match=re.escape(message)) as raised:
+        builders.build_callbacks(_train_config(tmp_path, override))
+    assert "\n" not in str(raised.value)

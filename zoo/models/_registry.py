@@ -27,8 +27,13 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model. Unset (None) options are dropped so configs can leave them out."""
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The builder registered under `name`, whose signature lists the options that model takes."""
     if name not in _BUILDERS:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _BUILDERS[name](**{key: value for key, value in kwargs.items() if value is not None})
+    return _BUILDERS[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model. Unset (None) options are dropped so configs can leave them out."""
+    return model_entrypoint(name)(**{key: value for key, value in kwargs.items() if value is not None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Any
 
@@ -14,7 +15,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ..data import DataSpec, ImageDataModule
-from ..models import UnknownModelError, create_model, list_models
+from ..models import UnknownModelError, create_model, list_models, model_entrypoint
 from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import use_job_scoped_child_commands
@@ -33,8 +34,41 @@ def to_plain(config: Any) -> Any:
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
 
 
+# What a class raises when the arguments a config gives it are wrong, or the class does not exist.
+_REFUSALS = (TypeError, ValueError, ImportError, MisconfigurationException)
+
+
+def instantiate_section(node: Any, what: str, **kwargs: Any) -> Any:
+    """instantiate() for a config section a user edits (data, a callback, a logger, the trainer): a
+    target that does not exist or refuses its arguments is one line saying so, prefixed by `what`."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, _REFUSALS):
+            raise UserError(f"{what}: {' '.join(str(cause).split())}") from None
+        raise
+
+
+def check_arguments(func: Any, arguments: dict, key: str) -> None:
+    """Arguments a config section passes that `func` does not take (a +key=... added by hand, or a key
+    of another optimizer) stop here in one line naming those it takes, not at the first call."""
+    parameters = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(arguments) - set(parameters))
+    if unknown:
+        takes = [name for name in parameters if name not in ("self", "params", "optimizer")]
+        raise UserError(
+            f"{key}.{unknown[0]}: {getattr(func, '__name__', func)} takes no such argument "
+            f"(it takes {', '.join(takes)})"
+        )
+
+
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_section(cfg.data, "data")
     datamodule.setup("fit")
     return datamodule
 
@@ -57,6 +91,7 @@ def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
         model["in_chans"] = spec.channels
     if model.get("small_input") is None:
         model["small_input"] = spec.image_size <= SMALL_INPUT_MAX_SIZE
+    check_arguments(model_entrypoint(model["name"]), {k: v for k, v in model.items() if k != "name"}, "model")
     return model
 
 
@@ -108,7 +143,11 @@ def build_module(
 ) -> ImageClassifier:
     """The run's LightningModule. Fine-tuning passes its own `module_class`, the `model` description
     it rebuilt from a source (instead of the config's model section) and extra arguments (`source`)."""
-    scheduler = cfg.scheduler.factory
+    optimizer = instantiate(cfg.optimizer)
+    check_arguments(optimizer.func, optimizer.keywords, "optimizer")
+    scheduler = instantiate(cfg.scheduler.factory) if cfg.scheduler.factory is not None else None
+    if scheduler is not None:
+        check_arguments(scheduler.func, scheduler.keywords, "scheduler.factory")
     try:
         model = model if model is not None else model_config(cfg, spec)
         check_image_size(model, spec.image_size)
@@ -116,8 +155,8 @@ def build_module(
             model=model,
             data=spec.to_dict(),
             data_config=to_plain(cfg.data),
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(scheduler) if scheduler is not None else None,
+            optimizer=optimizer,
+            scheduler=scheduler,
             scheduler_interval=cfg.scheduler.interval,
             label_smoothing=cfg.label_smoothing,
             channels_last=cfg.channels_last,
@@ -138,7 +177,9 @@ def scale_learning_rate(cfg: DictConfig, trainer: pl.Trainer) -> None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks = [
+        instantiate_section(c, f"callbacks.{name}") for name, c in cfg.callbacks.items() if c is not None
+    ]
     if sys.stdout.isatty():
         from pytorch_lightning.callbacks import RichProgressBar
 
@@ -151,7 +192,11 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return [
+        instantiate_section(c, f"logger.{name}")
+        for name, c in (cfg.get("logger") or {}).items()
+        if c is not None
+    ]
 
 
 def prepare_host(cfg: DictConfig) -> None:
@@ -176,21 +221,16 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
             f"trainer.accelerator={cfg.trainer.accelerator} asks for a GPU, but PyTorch sees none; use "
             "trainer=cpu, or the default trainer, which uses a GPU only when there is one"
         )
-    try:
-        return instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers or False,
-            enable_progress_bar=sys.stdout.isatty(),
-            enable_model_summary=sys.stdout.isatty(),
-            default_root_dir=cfg.paths.output_dir,
-            plugins=[AtomicCheckpointIO()],
-            **overrides,
-        )
-    except InstantiationException as error:
-        # Trainer.__init__ only checks its arguments, against each other and the machine (devices,
-        # strategy, accelerator, unknown names), and says what is wrong in a sentence.
-        if isinstance(error.__cause__, (MisconfigurationException, ValueError, TypeError)):
-            reason = " ".join(str(error.__cause__).split())
-            raise UserError(f"Lightning rejects the trainer settings: {reason}") from None
-        raise
+    # Trainer.__init__ only checks its arguments, against each other and the machine (devices,
+    # strategy, accelerator, unknown names), and says what is wrong in a sentence.
+    return instantiate_section(
+        cfg.trainer,
+        "Lightning rejects the trainer settings",
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_progress_bar=sys.stdout.isatty(),
+        enable_model_summary=sys.stdout.isatty(),
+        default_root_dir=cfg.paths.output_dir,
+        plugins=[AtomicCheckpointIO()],
+        **overrides,
+    )

@@ -67,11 +67,32 @@ def _no_option_named(group: str, value: str, config_name: str) -> str:
     return f"{given} (known: {', '.join(known)})"
 
 
+# Groups whose section the code reads only when present (cfg.get): removing them is allowed.
+_REMOVABLE_GROUPS = ("logger",)
+
+
+def _check_removable(group: str, config_name: str) -> None:
+    """`~group` deletes a config section; a section the entry point reads ended in OmegaConf's
+    ConfigAttributeError traceback ('Key 'data' is not in struct')."""
+    if group not in (*_NAMED_GROUPS, "paths") or group in _REMOVABLE_GROUPS:
+        return
+    if group in _NAMED_GROUPS and _group_defaults(config_name).get(group) is None:
+        return  # off by default (experiment, debug, evaluate's data): removing it changes nothing
+    known = options(group)
+    instead = f"{group}=none turns it off" if "none" in known else f"choose another with {group}=NAME"
+    raise UserError(
+        f"~{group}: {config_name}.py needs its {group} section; {instead} (known: {', '.join(known)})"
+    )
+
+
 def check_overrides(argv: list[str], resume_key: str | None = None, config_name: str = "train") -> None:
     """Unknown or missing group options, and a new run into a finished or unfinished run's directory
     (anything but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
     overrides = _overrides(argv)
     resuming = resume_key is not None and overrides.get(resume_key, "null") not in ("", "null")
+    for token in argv:
+        if token.startswith("~"):
+            _check_removable(token[1:].partition("=")[0], config_name)
     for key, value in overrides.items():
         key = key.lstrip("+~")
         if key in _NAMED_GROUPS:
