@@ -20,16 +20,17 @@ from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.ckpt_path)
+    resume_from = cfg.ckpt_path or None  # ckpt_path= (empty) is not set, as null
+    run_dir, datamodule, trainer = start_run(cfg, resume_from=resume_from)
     module = builders.build_module(cfg, datamodule.spec)
-    if cfg.ckpt_path:
-        check_resumable(cfg.ckpt_path, module)
+    if resume_from:
+        check_resumable(resume_from, module)
         if trainer.is_global_zero:
-            remove_stale_partials(Path(cfg.ckpt_path).parent)
+            remove_stale_partials(Path(resume_from).parent)
     if trainer.is_global_zero:
         outputs.save_resolved_config(cfg, run_dir)
 
-    return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=cfg.ckpt_path)
+    return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=resume_from)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

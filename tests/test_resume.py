@@ -184,6 +184,18 @@ def test_ckpt_path_inside_an_unfinished_run_resumes_in_that_run_directory(tmp_pa
     assert resolve_resume([f"ckpt_path={last}"]) == [f"ckpt_path={last}", f"hydra.run.dir={run}"]
 
 
+def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
+    # Both were "cannot resume <a parent folder>": resume= resolved to ".", a stray file to /tmp.
+    with pytest.raises(UserError, match="resume= needs a value: auto, a run directory, or"):
+        resolve_resume(["resume="], runs_dir=tmp_path)
+    stray = tmp_path / "notes.txt"
+    stray.write_text("")
+    with pytest.raises(UserError, match=f"resume={stray} is a file outside a run's checkpoints folder"):
+        resolve_resume([f"resume={stray}"], runs_dir=tmp_path)
+    # null, as for any key, is not set: a new run.
+    assert resolve_resume(["model=lenet5", "resume=null"], runs_dir=tmp_path) == ["model=lenet5"]
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_script(

@@ -180,8 +180,17 @@ def resolve_resume(argv: list[str], resume_key: str = "ckpt_path", runs_dir: Pat
     if "resume" in overrides:
         target = overrides["resume"]
         argv = [t for t in argv if not t.startswith("resume=")]
+        if target == "null":  # as for any key: not set, so a new run
+            return resolve_resume(argv, resume_key, runs_dir)
+        if not target:
+            raise UserError("resume= needs a value: auto, a run directory, or a run's checkpoints/last.ckpt")
         run_dir = find_interrupted_run(argv, runs_dir) if target == "auto" else Path(target)
         if run_dir.is_file():  # resume=RUN/checkpoints/last.ckpt
+            if run_dir.parent.name != "checkpoints":
+                raise UserError(
+                    f"resume={target} is a file outside a run's checkpoints folder; give auto, a run "
+                    "directory, or a run's checkpoints/last.ckpt"
+                )
             run_dir = run_dir.parent.parent
         if is_finished(run_dir):
             raise UserError(f"run {run_dir} already finished (metrics.json); there is nothing to resume")
