@@ -40,13 +40,12 @@ _REFUSALS = (TypeError, ValueError, ImportError, MisconfigurationException)
 
 def instantiate_section(node: Any, what: str, **kwargs: Any) -> Any:
     """instantiate() for a config section a user edits (data, a callback, a logger, the trainer): a
-    target that does not exist or refuses its arguments is one line saying so, prefixed by `what`."""
+    target that does not exist or refuses its arguments is one line saying so, prefixed by `what`.
+    A UserError the target raises itself stays wrapped; errors.user_errors unwraps it."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
         if isinstance(cause, _REFUSALS):
             raise UserError(f"{what}: {' '.join(str(cause).split())}") from None
         raise

@@ -103,9 +103,10 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
         if key in _RUN_DIR_KEYS:
-            refuse_unwritable_dir(key, Path(value.strip("\"'")))
-        if key == "hydra.run.dir":
-            refuse_reused_run_dir(Path(value.strip("\"'")), resuming)
+            folder = Path(value.strip("\"'"))
+            refuse_unwritable_dir(key, folder)
+            if key == "hydra.run.dir":
+                refuse_reused_run_dir(folder, resuming)
 
 
 def refuse_unwritable_dir(key: str, folder: Path) -> None:
