@@ -560,3 +560,18 @@ def test_a_callback_that_refuses_its_settings_is_one_line(
     with pytest.raises(UserError, match=re.escape(message)) as raised:
         builders.build_callbacks(_train_config(tmp_path, override))
     assert "\n" not in str(raised.value)
+
+
+# TensorBoardLogger hands its extra keys to SummaryWriter at the first logged value: a key it does
+# not take was a traceback after the run had started, a bad flush_secs one from the writer's thread.
+def test_a_logger_that_refuses_its_settings_stops_before_the_run(tmp_path: Path) -> None:
+    cfg = compose_config(f"paths.output_dir={tmp_path}", "+logger.tensorboard.foo=1")
+    message = "logger.tensorboard: SummaryWriter.__init__() got an unexpected keyword argument 'foo'"
+    with pytest.raises(UserError, match=re.escape(message)):
+        builders.build_loggers(cfg)
+    cfg = compose_config(f"paths.output_dir={tmp_path}", "+logger.tensorboard.flush_secs=soon")
+    with pytest.raises(UserError, match="logger.tensorboard.flush_secs must be a number of seconds > 0"):
+        validate_config(cfg)
+    # Good settings: the writer is open, its event file there, before the trainer exists.
+    builders.build_loggers(compose_config(f"paths.output_dir={tmp_path / 'good'}"))
+    assert list((tmp_path / "good" / "tensorboard").glob("events.out.tfevents.*"))

@@ -191,11 +191,20 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [
-        instantiate_section(c, f"logger.{name}")
-        for name, c in (cfg.get("logger") or {}).items()
-        if c is not None
-    ]
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        logger = instantiate_section(node, f"logger.{name}")
+        try:
+            # A logger may hold settings back for the writer it opens at its first write
+            # (TensorBoardLogger passes its extra keys to SummaryWriter); opened now, a bad one stops
+            # the run before it starts instead of failing it at its first logged value.
+            logger.experiment  # noqa: B018
+        except _REFUSALS as error:
+            raise UserError(f"logger.{name}: {' '.join(str(error).split())}") from None
+        loggers.append(logger)
+    return loggers
 
 
 def prepare_host(cfg: DictConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -50,7 +51,11 @@ def fit_test_and_record(
     """Fit (resuming from `resume_from` when given), test the best checkpoint, write metrics.json and
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        with warnings.catch_warnings():
+            if resume_from:
+                # Lightning warns of a checkpoint folder with files in it; a resumed run's own are why.
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         # Settings Lightning can judge only once it sees the data or the logged metrics, in a
         # sentence of its own. Other ValueErrors and RuntimeErrors are not the user's, and keep

@@ -93,6 +93,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
+    # SummaryWriter's own settings, which its writer thread would otherwise trip over at a flush.
+    ("logger.tensorboard.flush_secs", lambda v: _number(v) and v > 0, "a number of seconds > 0"),
+    ("logger.tensorboard.max_queue", _positive_integer, "an integer >= 1"),
     # evaluate.py's own settings (configs/evaluate.yaml); train and finetune configs have no such keys.
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
