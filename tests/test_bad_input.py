@@ -284,6 +284,17 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
             "trainer.val_check_interval must be null (once an epoch), a fraction",
         ),
         ("scheduler.factory.max_lr=-0.1", "scheduler.factory.max_lr must be a number > 0, got -0.1"),
+        ("scheduler.factory.gamma=abc", "scheduler.factory.gamma must be a number > 0, got 'abc'"),
+        ("scheduler.factory.eta_min=abc", "scheduler.factory.eta_min must be a number >= 0, got 'abc'"),
+        ("trainer.max_time=-1", "trainer.max_time must be null or a duration DD:HH:MM:SS"),
+        (
+            "callbacks.model_checkpoint.save_top_k=x",
+            "callbacks.model_checkpoint.save_top_k must be an integer",
+        ),
+        ("data.mixup_alpha=abc", "data.mixup_alpha must be a number >= 0 (0 turns mixup off), got 'abc'"),
+        # Not a traceback but worse: any string was taken as true.
+        ("compile=maybe", "compile must be true or false, got 'maybe'"),
+        ("test=maybe", "test must be true or false, got 'maybe'"),
     ],
 )
 def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
@@ -299,12 +310,56 @@ def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
     edge |= {
         "trainer.gradient_clip_val": "trainer.gradient_clip_val=0",
         "scheduler.factory.step_size": "scheduler.factory.step_size=1",
+        "scheduler.factory.gamma": "scheduler.factory.gamma=0.5",
+        "scheduler.factory.eta_min": "scheduler.factory.eta_min=0",
+        "trainer.max_time": "trainer.max_time=00:00:00:03",
+        "callbacks.model_checkpoint.save_top_k": "callbacks.model_checkpoint.save_top_k=-1",
+        "data.mixup_alpha": "data.mixup_alpha=0",
+        "compile": "compile=false",
+        "test": "test=false",
     }
     validate_config(_train_config(tmp_path, _scheduler_with(override), edge[override.split("=")[0]]))
 
 
 def _scheduler_with(override: str) -> str:
-    return "scheduler=onecycle" if "max_lr" in override else "scheduler=step"
+    if "max_lr" in override:
+        return "scheduler=onecycle"
+    return "scheduler=cosine" if "eta_min" in override else "scheduler=step"
+
+
+# Torch checks these only as it builds the optimizer or the schedule, inside fit: tracebacks before.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("+optimizer.eps=-1",), "optimizer: Adam refuses these settings (Invalid epsilon value: -1)"),
+        (
+            ("optimizer=adamw", "+optimizer.betas=[0.9,1.5]"),
+            "optimizer: AdamW refuses these settings (Invalid beta parameter at index 1: 1.5)",
+        ),
+        (
+            ("optimizer=sgd", "optimizer.momentum=0"),
+            "optimizer: SGD refuses these settings (Nesterov momentum requires a momentum",
+        ),
+        (
+            ("scheduler=onecycle", "scheduler.factory.pct_start=2"),
+            "scheduler.factory: OneCycleLR refuses these settings (Expected float between 0 and 1 pct_start",
+        ),
+    ],
+)
+def test_values_torch_refuses_when_building_the_optimizer_are_one_line(
+    tmp_path: Path, overrides: tuple[str, ...], message: str
+) -> None:
+    from hydra.utils import instantiate
+
+    def trial(cfg):
+        factory = cfg.scheduler.factory
+        builders.try_optimizer_and_scheduler(instantiate(cfg.optimizer), factory and instantiate(factory))
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        trial(_train_config(tmp_path, *overrides))
+    # The defaults, and OneCycle, whose step count is open until training starts, pass.
+    trial(_train_config(tmp_path, "scheduler=onecycle"))
+    trial(_train_config(tmp_path, "optimizer=sgd"))
 
 
 # Lightning finds a monitored metric missing only after the first validation, with a RuntimeError.

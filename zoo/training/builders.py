@@ -133,6 +133,31 @@ def check_image_size(model: dict, image_size: int) -> None:
     )
 
 
+def _refusal(what: str, factory: Any, error: Exception) -> UserError:
+    reason = " ".join(str(error).split())
+    return UserError(
+        f"{what}: {factory.func.__name__} refuses these settings ({reason}); fix them on the command line"
+    )
+
+
+def try_optimizer_and_scheduler(optimizer: Any, scheduler: Any | None) -> None:
+    """Torch checks an optimizer's and a schedule's values (eps >= 0, betas below 1, nesterov with
+    momentum, pct_start in [0, 1]) only when it builds them, inside fit; built here once on a
+    throwaway parameter, a bad value is one line before any work."""
+    try:
+        trial = optimizer(params=[torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as error:
+        raise _refusal("optimizer", optimizer, error) from None
+    if scheduler is None:
+        return
+    # OneCycle's step count is the run's, known only once training starts; any will do for a trial.
+    extra = {"total_steps": 100} if scheduler.keywords.get("total_steps", 0) is None else {}
+    try:
+        scheduler(optimizer=trial, **extra)
+    except (TypeError, ValueError) as error:
+        raise _refusal("scheduler.factory", scheduler, error) from None
+
+
 def build_module(
     cfg: DictConfig,
     spec: DataSpec,
@@ -147,6 +172,7 @@ def build_module(
     scheduler = instantiate(cfg.scheduler.factory) if cfg.scheduler.factory is not None else None
     if scheduler is not None:
         check_arguments(scheduler.func, scheduler.keywords, "scheduler.factory")
+    try_optimizer_and_scheduler(optimizer, scheduler)
     try:
         model = model if model is not None else model_config(cfg, spec)
         check_image_size(model, spec.image_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,14 @@ def _seed(value: Any) -> bool:
     return _integer(value) and 0 <= value < 2**32
 
 
+def _boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+# Lightning's max_time as a string: days, hours, minutes, seconds.
+_DURATION = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")
+
+
 def _limit(value: Any) -> bool:
     """Lightning's run-length limits: a count, or -1 for none."""
     return _positive_integer(value) or value == -1
@@ -69,11 +78,22 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     # Lightning skips clipping for a value <= 0, so a negative one would silently clip nothing.
     ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "a number >= 0"),
     ("scheduler.factory.step_size", _positive_integer, "an integer >= 1"),
+    # Used only at a later step (gamma at the first decay, eta_min after the first epoch), so a
+    # trial build of the schedule cannot catch them.
+    ("scheduler.factory.gamma", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("scheduler.factory.eta_min", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("scheduler.factory.max_lr", lambda v: v is None or (_number(v) and v > 0), "a number > 0"),
     (
         "trainer.val_check_interval",
         lambda v: v is None or _positive_integer(v) or (isinstance(v, float) and 0 < v <= 1),
         "null (once an epoch), a fraction of an epoch in (0, 1], or a number of steps >= 1",
+    ),
+    (
+        "trainer.max_time",
+        # Lightning also takes a dict of timedelta's fields, but only a plain dict, which a config's
+        # mapping is not when it reaches the Trainer.
+        lambda v: v is None or (isinstance(v, str) and _DURATION.fullmatch(v) is not None),
+        "null or a duration DD:HH:MM:SS (00:02:00:00 is two hours)",
     ),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
@@ -87,12 +107,19 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.split_seed", _seed, "an integer from 0 to 4294967295"),
     # Per-channel mean and std come from these images; none gives NaN and a NaN loss at step 1.
     ("data.stats_samples", _positive_integer, "an integer >= 1"),
+    ("data.mixup_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
+    ("data.cutmix_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns cutmix off)"),
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("seed", _seed, "an integer from 0 to 4294967295"),
     ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
+    (
+        "callbacks.model_checkpoint.save_top_k",
+        lambda v: _integer(v) and v >= -1,
+        "an integer >= 0, or -1 (keep every checkpoint)",
+    ),
     # SummaryWriter's own settings, which its writer thread would otherwise trip over at a flush.
     ("logger.tensorboard.flush_secs", lambda v: _number(v) and v > 0, "a number of seconds > 0"),
     ("logger.tensorboard.max_queue", _positive_integer, "an integer >= 1"),
@@ -100,7 +127,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
     ("batch_size", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
-    ("tensorboard", lambda v: isinstance(v, bool), "true or false"),
+    ("tensorboard", _boolean, "true or false"),
+    # The entry points' switches: anything but true or false would be taken as one or the other.
+    *(
+        (key, _boolean, "true or false")
+        for key in ("test", "channels_last", "compile", "cpu_memory_cache", "scale_lr")
+    ),
 ]
 
 
