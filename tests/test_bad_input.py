@@ -295,6 +295,12 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
         # Not a traceback but worse: any string was taken as true.
         ("compile=maybe", "compile must be true or false, got 'maybe'"),
         ("test=maybe", "test must be true or false, got 'maybe'"),
+        (
+            "trainer.limit_train_batches=abc",
+            "trainer.limit_train_batches must be null (all), an integer >= 0",
+        ),
+        ("trainer.log_every_n_steps=abc", "trainer.log_every_n_steps must be an integer >= 0, got 'abc'"),
+        ("data.seed=abc", "data.seed must be an integer from 0 to 4294967295, got 'abc'"),
     ],
 )
 def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
@@ -317,6 +323,9 @@ def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
         "data.mixup_alpha": "data.mixup_alpha=0",
         "compile": "compile=false",
         "test": "test=false",
+        "trainer.limit_train_batches": "trainer.limit_train_batches=0.5",
+        "trainer.log_every_n_steps": "trainer.log_every_n_steps=0",
+        "data.seed": "data.seed=0",
     }
     validate_config(_train_config(tmp_path, _scheduler_with(override), edge[override.split("=")[0]]))
 
@@ -591,6 +600,12 @@ def test_removing_a_section_the_entry_point_needs_is_refused(
             "+data.shuffle=true",
             "data: DigitsDataModule.__init__() got an unexpected keyword argument 'shuffle'",
         ),
+        # Values of another type than the builder's or class's annotation: a string was taken as
+        # true, or met a comparison deep inside.
+        ("model.small_input=abc", "model.small_input must be true or false, got 'abc'"),
+        ("+optimizer.amsgrad=1", "optimizer.amsgrad must be true or false, got 1"),
+        # The first convolution met the digits' one channel at the first step.
+        ("model.in_chans=3", "model.in_chans=3 but the data's images have 1 channel(s)"),
     ],
 )
 def test_an_argument_the_target_does_not_take_is_one_line(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import typing
 from typing import Any
 
 import pytorch_lightning as pl
@@ -51,19 +52,41 @@ def instantiate_section(node: Any, what: str, **kwargs: Any) -> Any:
         raise
 
 
+# Annotations whose values a config can check: a bool is no number, and an int is a float.
+_PLAIN_TYPES = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+}
+
+
+def _type_hints(func: Any) -> dict:
+    try:
+        return typing.get_type_hints(func.__init__ if inspect.isclass(func) else func)
+    except Exception:  # an annotation naming what the module cannot resolve: nothing to check
+        return {}
+
+
 def check_arguments(func: Any, arguments: dict, key: str) -> None:
     """Arguments a config section passes that `func` does not take (a +key=... added by hand, or a key
-    of another optimizer) stop here in one line naming those it takes, not at the first call."""
+    of another optimizer) stop here in one line naming those it takes, not at the first call; so does
+    a value of another type than a plain bool, int or float annotation asks for."""
     parameters = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    unknown = sorted(set(arguments) - set(parameters))
-    if unknown:
-        takes = [name for name in parameters if name not in ("self", "params", "optimizer")]
-        raise UserError(
-            f"{key}.{unknown[0]}: {getattr(func, '__name__', func)} takes no such argument "
-            f"(it takes {', '.join(takes)})"
-        )
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(arguments) - set(parameters))
+        if unknown:
+            takes = [name for name in parameters if name not in ("self", "params", "optimizer")]
+            raise UserError(
+                f"{key}.{unknown[0]}: {getattr(func, '__name__', func)} takes no such argument "
+                f"(it takes {', '.join(takes)})"
+            )
+    hints = _type_hints(func)
+    for name, value in arguments.items():
+        if value is None or hints.get(name) not in _PLAIN_TYPES:
+            continue
+        fits, expected = _PLAIN_TYPES[hints[name]]
+        if not fits(value):
+            raise UserError(f"{key}.{name} must be {expected}, got {value!r}; fix it on the command line")
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
@@ -88,6 +111,12 @@ def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
         )
     if model.get("in_chans") is None:
         model["in_chans"] = spec.channels
+    elif model["in_chans"] != spec.channels:
+        # The first convolution would meet images of another depth at the first step.
+        raise UserError(
+            f"model.in_chans={model['in_chans']} but the data's images have {spec.channels} channel(s); "
+            "leave model.in_chans unset (the data sets it)"
+        )
     if model.get("small_input") is None:
         model["small_input"] = spec.image_size <= SMALL_INPUT_MAX_SIZE
     check_arguments(model_entrypoint(model["name"]), {k: v for k, v in model.items() if k != "name"}, "model")

@@ -51,6 +51,11 @@ def _boolean(value: Any) -> bool:
 _DURATION = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")
 
 
+def _batch_limit(value: Any) -> bool:
+    """Lightning's limit_*_batches: a count of batches, or a float fraction of them."""
+    return value is None or (_integer(value) and value >= 0) or (isinstance(value, float) and 0 <= value <= 1)
+
+
 def _limit(value: Any) -> bool:
     """Lightning's run-length limits: a count, or -1 for none."""
     return _positive_integer(value) or value == -1
@@ -95,6 +100,15 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: v is None or (isinstance(v, str) and _DURATION.fullmatch(v) is not None),
         "null or a duration DD:HH:MM:SS (00:02:00:00 is two hours)",
     ),
+    *(
+        (
+            f"trainer.limit_{stage}_batches",
+            _batch_limit,
+            "null (all), an integer >= 0 (batches) or a fraction in [0.0, 1.0]",
+        )
+        for stage in ("train", "val", "test")
+    ),
+    ("trainer.log_every_n_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
     ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
@@ -105,6 +119,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.test_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.eval_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.split_seed", _seed, "an integer from 0 to 4294967295"),
+    ("data.seed", _seed, "an integer from 0 to 4294967295"),
     # Per-channel mean and std come from these images; none gives NaN and a NaN loss at step 1.
     ("data.stats_samples", _positive_integer, "an integer >= 1"),
     ("data.mixup_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
@@ -114,7 +129,16 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.aux_dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
+    # EarlyStopping compares these with no check of its own: a string was taken, and never stopped.
+    ("callbacks.early_stopping.patience", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("callbacks.early_stopping.min_delta", _number, "a number"),
+    (
+        "callbacks.nonfinite_loss_guard.check_every_n_steps",
+        lambda v: _integer(v) and v >= 0,
+        "an integer >= 0",
+    ),
     (
         "callbacks.model_checkpoint.save_top_k",
         lambda v: _integer(v) and v >= -1,
