@@ -645,3 +645,61 @@ def test_a_logger_that_refuses_its_settings_stops_before_the_run(tmp_path: Path)
     # Good settings: the writer is open, its event file there, before the trainer exists.
     builders.build_loggers(compose_config(f"paths.output_dir={tmp_path / 'good'}"))
     assert list((tmp_path / "good" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+# Both went through: evaluate.py replaced a training run's metrics.json (paths.output_dir), and a
+# second sweep into one folder rewrote each earlier run's .hydra record before its job was refused.
+def test_run_folders_given_any_way_are_never_reused(tmp_path: Path) -> None:
+    finished = tmp_path / "trained"
+    finished.mkdir()
+    (finished / "metrics.json").write_text("{}")
+    with pytest.raises(UserError) as raised:
+        check_overrides([f"paths.output_dir={finished}"], config_name="evaluate")
+    assert str(raised.value) == (
+        f"run directory {finished} already holds a finished run (metrics.json); "
+        "choose another paths.output_dir"
+    )  # and no advice to resume, which evaluate.py does not do
+    sweep = tmp_path / "sweep"
+    (sweep / "1" / "checkpoints").mkdir(parents=True)
+    (sweep / "1" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(
+        UserError, match=re.escape(f"hydra.sweep.dir={sweep} already holds the runs of another")
+    ):
+        check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={sweep}"], "ckpt_path")
+    check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={tmp_path / 'fresh'}"], "ckpt_path")
+
+
+def test_sweep_functions_and_spaced_lists_of_group_options_pass_to_hydra() -> None:
+    # Each was refused as an unknown model ('choice(lenet5', ' alexnet').
+    for sweep in ("model=choice(lenet5,alexnet)", "model=glob(lenet*)", "model=lenet5, alexnet"):
+        check_overrides(["-m", sweep])
+    with pytest.raises(UserError, match="unknown model 'nope'"):
+        check_overrides(["-m", "model=lenet5, nope"])
+
+
+@pytest.mark.parametrize("override", ["~finetune", "finetune=null"])
+def test_finetune_section_cannot_be_removed(override: str) -> None:
+    # Both ended in "cannot resolve None: ... node 'finetune' is not a container".
+    with pytest.raises(UserError, match=re.escape(f"{override}: finetune.py needs its finetune section")):
+        check_overrides([override], "resume_ckpt", "finetune")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("data=imagefolder", "data.skip_bad_images=no"),
+            "data.skip_bad_images must be true or false, got 'no'",
+        ),
+        (("data=cifar10", "data.download=maybe"), "data.download must be true or false, got 'maybe'"),
+        (("data=synthetic", "data.num_samples=100.7"), "data.num_samples must be an integer >= 1, got 100.7"),
+        (("data=synthetic", "data.num_classes=2.5"), "data.num_classes must be an integer >= 2, got 2.5"),
+        (("data=synthetic", "data.data_seed=abc"), "data.data_seed must be an integer from 0 to 4294967295"),
+    ],
+)
+def test_data_module_settings_of_the_wrong_type_are_refused(
+    tmp_path: Path, overrides: tuple[str, ...], message: str
+) -> None:
+    # "no" was taken as true; the synthetic set's counts and seed ended in tracebacks.
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_config(_train_config(tmp_path, *overrides))

@@ -173,6 +173,7 @@ def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_config(tmp_path
         "model=resnet18",
         f"ckpt_path={newer / 'checkpoints' / 'last.ckpt'}",
         f"hydra.run.dir={newer}",
+        "hydra.output_subdir=null",  # the run keeps the record it was started with
     ]
     with pytest.raises(UserError, match="no unfinished run"):
         find_interrupted_run(["model=vgg11"], runs)
@@ -183,7 +184,11 @@ def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_config(tmp_path
 def test_ckpt_path_inside_an_unfinished_run_resumes_in_that_run_directory(tmp_path: Path) -> None:
     run = _fake_run(tmp_path / "runs", "1", [])
     last = run / "checkpoints" / "last.ckpt"
-    assert resolve_resume([f"ckpt_path={last}"]) == [f"ckpt_path={last}", f"hydra.run.dir={run}"]
+    assert resolve_resume([f"ckpt_path={last}"]) == [
+        f"ckpt_path={last}",
+        f"hydra.run.dir={run}",
+        "hydra.output_subdir=null",
+    ]
 
 
 def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
@@ -320,3 +325,32 @@ def test_a_new_run_into_an_unfinished_runs_folder_is_refused_and_changes_nothing
     check_overrides([into_it, from_last], resume_key="ckpt_path")  # train.py resuming it
     with pytest.raises(UserError, match="holds the checkpoints of an unfinished run"):
         check_overrides([into_it, from_last], resume_key="resume_ckpt")  # finetune.py: a source, not a resume
+
+
+def test_a_run_is_resumed_only_by_the_entry_point_that_made_it(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    trained = _fake_run(runs, "t", ["trainer.max_epochs=5"])
+    (trained / "config.yaml").write_text("task_name: train\n")
+    # finetune.py resuming a train.py run ended in a traceback, after rewriting that run's records.
+    with pytest.raises(UserError, match=f"{trained} is a run of train.py, not finetune.py; resume it with"):
+        resolve_resume([f"resume={trained}"], "resume_ckpt", runs_dir=runs, task="finetune")
+    with pytest.raises(UserError, match="is a run of train.py, not finetune.py"):
+        resolve_resume([f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"], runs_dir=runs, task="finetune")
+    assert resolve_resume([f"resume={trained}"], runs_dir=runs, task="train")[-2:] == [
+        f"hydra.run.dir={trained}",
+        "hydra.output_subdir=null",
+    ]
+
+
+def test_resume_auto_matches_a_fine_tune_on_its_source(tmp_path: Path) -> None:
+    # finetune.py's ckpt_path is what it trains: a fine-tune of another source is another run.
+    runs = tmp_path / "runs"
+    tuned = _fake_run(runs, "f", ["ckpt_path=/a/best.ckpt", "data=imagefolder"])
+    (tuned / "config.yaml").write_text("task_name: finetune\n")
+    mine = ["ckpt_path=/a/best.ckpt", "data=imagefolder"]
+    assert find_interrupted_run(mine, runs, resume_key="resume_ckpt", task="finetune") == tuned
+    with pytest.raises(UserError, match="no unfinished run"):
+        find_interrupted_run(["ckpt_path=/b/best.ckpt", "data=imagefolder"], runs, "resume_ckpt", "finetune")
+    # Nor does train.py's resume=auto pick a fine-tune.
+    with pytest.raises(UserError, match="no unfinished run"):
+        find_interrupted_run(["data=imagefolder"], runs, task="train")

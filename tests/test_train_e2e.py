@@ -117,3 +117,29 @@ def test_a_run_that_never_validated_tests_its_final_weights(tmp_path: Path) -> N
     assert 0 <= json.loads((run_dir / "metrics.json").read_text())["test/acc"] <= 1
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 5
+
+
+# Under label smoothing train.py's test/loss was the smoothed one and evaluate.py's the plain one:
+# two figures under one name for the same checkpoint and data.
+def test_validation_and_test_losses_are_plain_cross_entropy_under_label_smoothing() -> None:
+    import torch.nn.functional as F
+
+    from zoo.data import DataSpec
+    from zoo.training.module import ImageClassifier
+
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    model = {"name": "lenet5", "num_classes": 10, "in_chans": 1, "small_input": True}
+    module = ImageClassifier(model=model, data=spec.to_dict(), label_smoothing=0.1).eval()
+    logged = {}
+    module.log = lambda name, value, **options: logged.setdefault(name, value)
+    images = torch.randint(
+        0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    targets = torch.arange(8)
+    with torch.no_grad():
+        module.validation_step((images, targets), 0)
+        module.test_step((images, targets), 0)
+        logits = module(images)
+    plain, smoothed = F.cross_entropy(logits, targets), module.loss(logits, targets)
+    assert not torch.allclose(plain, smoothed)
+    assert torch.allclose(logged["val/loss"], plain) and torch.allclose(logged["test/loss"], plain)

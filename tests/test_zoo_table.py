@@ -57,4 +57,13 @@ def test_list_refuses_sizes_that_are_not_positive(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["list", "--input-size", "0"])
     assert exited.value.code == 2
-    assert "argument --input-size: must be an integer >= 1, not '0'" in capsys.readouterr().err
+    # One line, as the entry points' errors are; argparse's own usage block came first before.
+    assert capsys.readouterr().err.splitlines() == [
+        "error: python -m zoo list: argument --input-size: must be an integer >= 1, not '0'; "
+        "see python -m zoo list --help"
+    ]
+    with pytest.raises(SystemExit) as exited:
+        main(["bogus"])
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: python -m zoo: argument command: invalid choice: 'bogus'")

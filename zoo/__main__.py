@@ -78,8 +78,15 @@ def _at_least(minimum: int):
     return parse
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A wrong command line is one `error:` line, as train.py's are, not argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.splitlines()[0])
+    parser = _OneLineErrors(prog="python -m zoo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="parameters and FLOPs of every variant at one input size")
     listing.add_argument("--input-size", type=_at_least(1), default=224)

@@ -36,7 +36,11 @@ _NAMED_GROUPS = {
 # Folders a run writes in, when the command line names them.
 _RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "paths.output_dir")
 # Overrides that say where and how to resume, not what to train: ignored when matching runs.
-_RUN_LOCATION_KEYS = ("resume", "ckpt_path", "hydra.run.dir", "resume_ckpt")
+# finetune.py's ckpt_path names what it trains (the source), so a fine-tune is matched on it.
+_RUN_LOCATION_KEYS = {
+    "ckpt_path": ("resume", "ckpt_path", "hydra.run.dir", "resume_ckpt", "hydra.output_subdir"),
+    "resume_ckpt": ("resume", "hydra.run.dir", "resume_ckpt", "hydra.output_subdir"),
+}
 
 
 def options(group: str) -> list[str]:
@@ -71,9 +75,17 @@ def _no_option_named(group: str, value: str, config_name: str) -> str:
 _REMOVABLE_GROUPS = ("logger",)
 
 
+_NEEDS_FINETUNE_SECTION = (
+    "{given}: finetune.py needs its finetune section; set its keys one by one instead "
+    "(finetune.head=..., finetune.freeze_backbone=...; see configs/finetune.yaml)"
+)
+
+
 def _check_removable(group: str, config_name: str) -> None:
     """`~group` deletes a config section; a section the entry point reads ended in OmegaConf's
     ConfigAttributeError traceback ('Key 'data' is not in struct')."""
+    if group == "finetune" and config_name == "finetune":
+        raise UserError(_NEEDS_FINETUNE_SECTION.format(given="~finetune"))
     if group not in (*_NAMED_GROUPS, "paths") or group in _REMOVABLE_GROUPS:
         return
     if group in _NAMED_GROUPS and _group_defaults(config_name).get(group) is None:
@@ -93,11 +105,15 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
     for token in argv:
         if token.startswith("~"):
             _check_removable(token[1:].partition("=")[0], config_name)
+    if config_name == "finetune" and overrides.get("finetune", overrides.get("+finetune")) in ("null", ""):
+        raise UserError(_NEEDS_FINETUNE_SECTION.format(given=f"finetune={overrides.get('finetune', '')}"))
     for key, value in overrides.items():
         key = key.lstrip("+~")
         if key in _NAMED_GROUPS:
+            if "(" in value:  # a sweep function, choice(a,b) or glob(res*): Hydra expands and checks it
+                continue
             known = options(key)
-            for choice in value.split(","):  # a -m sweep lists several
+            for choice in (c.strip() for c in value.split(",")):  # a -m sweep lists several
                 if choice in ("null", ""):
                     raise UserError(_no_option_named(key, choice, config_name))
                 if choice not in known:
@@ -105,8 +121,10 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
         if key in _RUN_DIR_KEYS:
             folder = Path(value.strip("\"'"))
             refuse_unwritable_dir(key, folder)
-            if key == "hydra.run.dir":
-                refuse_reused_run_dir(folder, resuming)
+            if key == "hydra.sweep.dir":
+                refuse_reused_sweep_dir(folder)
+            else:
+                refuse_reused_run_dir(folder, resuming, key=key, can_resume=resume_key is not None)
 
 
 def refuse_unwritable_dir(key: str, folder: Path) -> None:
@@ -133,38 +151,90 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
 
-def refuse_reused_run_dir(run_dir: Path, resuming: bool) -> None:
+def holds_a_run(folder: Path) -> bool:
+    return is_finished(folder) or any((folder / "checkpoints").glob("*.ckpt"))
+
+
+def refuse_reused_run_dir(
+    run_dir: Path, resuming: bool, key: str = "hydra.run.dir", can_resume: bool = True
+) -> None:
     """A run never goes into a folder holding another: a finished one, or an unfinished one's
     checkpoints unless it resumes that run. It would replace that run's best.ckpt and Hydra's record
-    of its overrides (which resume=auto matches on), and mark it finished."""
+    of its overrides (which resume=auto matches on), and mark it finished. `can_resume`: whether
+    the entry point resumes at all (evaluate.py does not), for the advice."""
     if is_finished(run_dir):
+        also = ", or resume an unfinished one" if can_resume else ""
         raise UserError(
-            f"run directory {run_dir} already holds a finished run (metrics.json); "
-            "choose another hydra.run.dir, or resume an unfinished one"
+            f"run directory {run_dir} already holds a finished run (metrics.json); choose another {key}{also}"
         )
     if not resuming and any((run_dir / "checkpoints").glob("*.ckpt")):
+        resume = f"resume it with resume={run_dir}, or " if can_resume else ""
         raise UserError(
-            f"run directory {run_dir} holds the checkpoints of an unfinished run; resume it with "
-            f"resume={run_dir}, or choose another hydra.run.dir"
+            f"run directory {run_dir} holds the checkpoints of an unfinished run; "
+            f"{resume}choose another {key}"
         )
 
 
-def _what_is_trained(overrides_file: Path) -> list[str]:
+def refuse_reused_sweep_dir(sweep_dir: Path) -> None:
+    """A sweep into a folder that holds an earlier sweep's runs: each job would be refused only after
+    Hydra had rewritten that run's record (.hydra/) and the sweep's multirun.yaml."""
+    runs = (
+        sorted(p.name for p in sweep_dir.glob("*") if p.is_dir() and holds_a_run(p))
+        if sweep_dir.is_dir()
+        else []
+    )
+    if runs:
+        raise UserError(
+            f"hydra.sweep.dir={sweep_dir} already holds the runs of another sweep ({', '.join(runs[:3])}); "
+            "choose another hydra.sweep.dir"
+        )
+
+
+def run_task(run_dir: Path) -> str | None:
+    """Which entry point made a run (its task_name: train, finetune), from the config it recorded."""
+    for record in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        try:
+            task = (yaml.safe_load(record.read_text()) or {}).get("task_name")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if task:
+            return str(task)
+    return None
+
+
+def _refuse_other_task(run_dir: Path, task: str | None) -> None:
+    made_by = run_task(run_dir)
+    if task is not None and made_by is not None and made_by != task:
+        raise UserError(
+            f"{run_dir} is a run of {made_by}.py, not {task}.py; resume it with "
+            f"python {made_by}.py ... resume={run_dir}"
+        )
+
+
+def _what_is_trained(tokens: list[str], resume_key: str) -> list[str]:
+    ignored = _RUN_LOCATION_KEYS[resume_key]
+    return sorted(t for t in tokens if "=" in t and t.lstrip("+~").split("=")[0] not in ignored)
+
+
+def _recorded_overrides(run_dir: Path) -> list[str]:
     try:
-        tokens = yaml.safe_load(overrides_file.read_text()) or []
+        return list(yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or [])
     except (OSError, yaml.YAMLError):
         return []
-    return sorted(t for t in tokens if t.lstrip("+~").split("=")[0] not in _RUN_LOCATION_KEYS)
 
 
-def find_interrupted_run(argv: list[str], runs_dir: Path = RUNS_DIR) -> Path:
-    """The newest unfinished run started with the same overrides as this command (resume=auto)."""
-    wanted = sorted(t for t in argv if "=" in t and t.lstrip("+~").split("=")[0] not in _RUN_LOCATION_KEYS)
+def find_interrupted_run(
+    argv: list[str], runs_dir: Path = RUNS_DIR, resume_key: str = "ckpt_path", task: str | None = None
+) -> Path:
+    """The newest unfinished run of this entry point (`task`) started with the same overrides as
+    this command (resume=auto)."""
+    wanted = _what_is_trained(argv, resume_key)
     candidates = [
         last.parent.parent
         for last in runs_dir.glob("**/checkpoints/last.ckpt")
         if not is_finished(last.parent.parent)
-        and _what_is_trained(last.parent.parent / ".hydra" / "overrides.yaml") == wanted
+        and _what_is_trained(_recorded_overrides(last.parent.parent), resume_key) == wanted
+        and (task is None or run_task(last.parent.parent) in (task, None))
     ]
     if not candidates:
         shown = " ".join(wanted) or "(no overrides)"
@@ -172,9 +242,13 @@ def find_interrupted_run(argv: list[str], runs_dir: Path = RUNS_DIR) -> Path:
     return max(candidates, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime)
 
 
-def resolve_resume(argv: list[str], resume_key: str = "ckpt_path", runs_dir: Path = RUNS_DIR) -> list[str]:
+def resolve_resume(
+    argv: list[str], resume_key: str = "ckpt_path", runs_dir: Path = RUNS_DIR, task: str | None = None
+) -> list[str]:
     """Turn `resume=auto|RUN_DIR` (and a ckpt_path inside an unfinished run) into the run directory
-    and checkpoint overrides, so a resumed run continues in its own folder, TensorBoard files included."""
+    and checkpoint overrides, so a resumed run continues in its own folder, TensorBoard files included.
+    Hydra writes no new record (.hydra/) into it: the run keeps the overrides it was started with,
+    which resume=auto matches on, even when this command is refused later."""
     overrides = _overrides(argv)
     if any(key.lstrip("+~") == "hydra.run.dir" for key in overrides) and "resume" not in overrides:
         return argv
@@ -182,10 +256,10 @@ def resolve_resume(argv: list[str], resume_key: str = "ckpt_path", runs_dir: Pat
         target = overrides["resume"]
         argv = [t for t in argv if not t.startswith("resume=")]
         if target == "null":  # as for any key: not set, so a new run
-            return resolve_resume(argv, resume_key, runs_dir)
+            return resolve_resume(argv, resume_key, runs_dir, task)
         if not target:
             raise UserError("resume= needs a value: auto, a run directory, or a run's checkpoints/last.ckpt")
-        run_dir = find_interrupted_run(argv, runs_dir) if target == "auto" else Path(target)
+        run_dir = find_interrupted_run(argv, runs_dir, resume_key, task) if target == "auto" else Path(target)
         if run_dir.is_file():  # resume=RUN/checkpoints/last.ckpt
             if run_dir.parent.name != "checkpoints":
                 raise UserError(
@@ -198,14 +272,19 @@ def resolve_resume(argv: list[str], resume_key: str = "ckpt_path", runs_dir: Pat
         last = run_dir / "checkpoints" / "last.ckpt"
         if not last.is_file():
             raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
+        _refuse_other_task(run_dir, task)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
-        return [*argv, f"{resume_key}={last}", f"hydra.run.dir={run_dir}"]
+        return [*argv, f"{resume_key}={last}", f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
     checkpoint = overrides.get(resume_key)
     if resume_key == "ckpt_path" and checkpoint and checkpoint != "null":
         run_dir = Path(checkpoint).parent.parent
         if Path(checkpoint).parent.name == "checkpoints" and not is_finished(run_dir):
-            return [*argv, f"hydra.run.dir={run_dir}"]
+            _refuse_other_task(run_dir, task)
+            return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
     return argv
+
+
+_KEEP_RECORD = ("hydra.output_subdir=null",)
 
 
 def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
@@ -222,7 +301,10 @@ def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[
             f"this is one of {world_size} processes started by torchrun or SLURM; give all of them the same "
             "run directory on a shared file system: hydra.run.dir=runs/train/NAME"
         )
-    return argv if rank == 0 else [*argv, "hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
+    if rank == 0:
+        return argv
+    no_record = [] if "hydra.output_subdir=null" in argv else ["hydra.output_subdir=null"]
+    return [*argv, *no_record, f"hydra.job.name=train_rank{rank}"]
 
 
 class _WithoutAdvertising(logging.Filter):
@@ -244,7 +326,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
     quiet_library_notices()
     with user_errors():
         if resume_key is not None:
-            sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key)
+            sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)
         check_overrides(sys.argv[1:], resume_key, config_name)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
 

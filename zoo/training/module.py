@@ -103,8 +103,14 @@ class ImageClassifier(pl.LightningModule):
         return self.net(self.normalize(images))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # Soft (N x C) targets come from mixup/cutmix; cross_entropy takes both forms.
+        """The training objective. Soft (N x C) targets come from mixup/cutmix; cross_entropy takes both."""
         return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+
+    @staticmethod
+    def eval_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Plain cross-entropy, as evaluate.py reports it: label smoothing is a training device, and a
+        # smoothed val/test loss would differ from evaluate.py's for the same checkpoint and data.
+        return F.cross_entropy(logits, targets)
 
     # --- steps --------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -153,7 +159,7 @@ class ImageClassifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
-        self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/loss", self.eval_loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True)
         # update, not forward: forward also computes a per-batch value that nothing reads.
         self.val_acc.update(logits, targets)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
@@ -165,7 +171,7 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
-        self.log("test/loss", self.loss(logits, targets), on_epoch=True, sync_dist=True)
+        self.log("test/loss", self.eval_loss(logits, targets), on_epoch=True, sync_dist=True)
         self.test_acc.update(logits, targets)
         self.log("test/acc", self.test_acc, on_epoch=True)
         if self.top5:

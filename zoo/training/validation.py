@@ -122,6 +122,16 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.seed", _seed, "an integer from 0 to 4294967295"),
     # Per-channel mean and std come from these images; none gives NaN and a NaN loss at step 1.
     ("data.stats_samples", _positive_integer, "an integer >= 1"),
+    # Switches of the data modules: a string such as "no" would be taken as true.
+    *(
+        (f"data.{key}", _boolean, "true or false")
+        for key in ("download", "verify_checksums", "skip_bad_images")
+    ),
+    # configs/data/synthetic.yaml
+    ("data.num_samples", _positive_integer, "an integer >= 1"),
+    ("data.num_classes", lambda v: _integer(v) and v >= 2, "an integer >= 2"),
+    ("data.channels", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
+    ("data.data_seed", _seed, "an integer from 0 to 4294967295"),
     ("data.mixup_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
     ("data.cutmix_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns cutmix off)"),
     ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
