@@ -301,6 +301,9 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
         ),
         ("trainer.log_every_n_steps=abc", "trainer.log_every_n_steps must be an integer >= 0, got 'abc'"),
         ("data.seed=abc", "data.seed must be an integer from 0 to 4294967295, got 'abc'"),
+        # Hydra reads these as a number and a bool: Path() raised a TypeError.
+        ("ckpt_path=123", "ckpt_path must be a path to a checkpoint file (for a file named 123: ./123)"),
+        ("ckpt_path=true", "ckpt_path must be a path to a checkpoint file"),
     ],
 )
 def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
@@ -326,6 +329,7 @@ def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
         "trainer.limit_train_batches": "trainer.limit_train_batches=0.5",
         "trainer.log_every_n_steps": "trainer.log_every_n_steps=0",
         "data.seed": "data.seed=0",
+        "ckpt_path": "ckpt_path=./123",
     }
     validate_config(_train_config(tmp_path, _scheduler_with(override), edge[override.split("=")[0]]))
 

@@ -157,6 +157,15 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     # SummaryWriter's own settings, which its writer thread would otherwise trip over at a flush.
     ("logger.tensorboard.flush_secs", lambda v: _number(v) and v > 0, "a number of seconds > 0"),
     ("logger.tensorboard.max_queue", _positive_integer, "an integer >= 1"),
+    # Hydra reads ckpt_path=123 as a number and ckpt_path=true as a bool; a path starting ./ stays text.
+    *(
+        (
+            key,
+            lambda v: v is None or isinstance(v, str),
+            "a path to a checkpoint file (for a file named 123: ./123)",
+        )
+        for key in ("ckpt_path", "resume_ckpt")
+    ),
     # evaluate.py's own settings (configs/evaluate.yaml); train and finetune configs have no such keys.
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
