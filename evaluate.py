@@ -13,7 +13,6 @@ from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training import builders, evaluation, outputs  # noqa: E402
@@ -32,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module = module_from_checkpoint(checkpoint)
     hparams = checkpoint["hyper_parameters"]
 
-    datamodule = instantiate(evaluation.data_config(cfg, hparams["data_config"]))
+    datamodule = builders.instantiate_section(evaluation.data_config(cfg, hparams.get("data_config")), "data")
     datamodule.setup("test")
     note = evaluation.check_data_fits(datamodule.spec, hparams["data"])
     if note:

@@ -3,7 +3,9 @@ normalization from the data, and one-line errors for folders a user gets wrong."
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,36 @@ def test_skip_bad_images_warns_and_leaves_them_out(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="truncated.jpg"):
         data.setup()
     assert sum(data.split_sizes()[split] for split in ("train", "val")) == 30
+
+
+def _cut_jpeg(path: Path, keep: float = 0.5, trailing: bytes = b"") -> None:
+    """A 64x64 JPEG cut to `keep` of its bytes (an interrupted copy), then `trailing` appended."""
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    path.write_bytes(data[: int(len(data) * keep)] + trailing)
+
+
+# verify() reads only a JPEG's headers, so a file cut in half passed the setup check and crashed
+# the statistics (or a worker) with "OSError: image file is truncated", skip_bad_images or not.
+# A whole JPEG with bytes after its end marker (as some cameras write) is still read.
+def test_a_truncated_jpeg_is_found_at_setup(tmp_path: Path) -> None:
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=6)
+    bad = tmp_path / "cat" / "big.jpg"
+    _cut_jpeg(bad)
+    _cut_jpeg(tmp_path / "dog" / "padded.jpg", keep=1.0, trailing=b"\0" * 16)
+    with pytest.raises(UserError) as raised:
+        ImageFolderDataModule(str(tmp_path), image_size=32, num_workers=0).setup()
+    message = str(raised.value)
+    assert str(bad) in message and "skip_bad_images=true" in message and "\n" not in message
+    data = ImageFolderDataModule(str(tmp_path), image_size=32, num_workers=0, skip_bad_images=True)
+    with pytest.warns(UserWarning, match="skipping 1 unreadable image.*big.jpg"):
+        data.setup()
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 13
+    # Decoding it anyway (a file broken in a way the setup check cannot see) names the file.
+    with pytest.raises(UserError, match=re.escape(f"cannot read image {bad}: image file is truncated")):
+        load_image(str(bad), "RGB")
 
 
 def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
 
-from .conftest import Payload, run_script
+from zoo import create_model
+from zoo.training.builders import to_plain
+from zoo.training.checkpoint import load_run_checkpoint, load_weights_file
+from zoo.training.cli import options
+from zoo.training.errors import UserError
+
+from .conftest import Payload, compose_config, run_script
 
 
 def _malicious_checkpoint(tmp_path: Path, trained_run: Path) -> tuple[Path, Path]:
@@ -31,17 +40,90 @@ def test_a_crafted_pickle_is_refused_and_its_payload_never_runs(
     assert not marker.exists()
 
 
-def test_a_checkpoint_naming_a_foreign_data_module_is_refused(tmp_path: Path, trained_run: Path) -> None:
-    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"]["data_config"] = {
-        "_target_": "os.system",
-        "command": f"touch {tmp_path}/x",
+def _writes(marker: Path) -> dict:
+    """A config that, once instantiated, creates `marker` (pathlib.Path(marker).write_text("x"))."""
+    return {
+        "_target_": "pathlib.Path.write_text",
+        "self": {"_target_": "pathlib.Path", "_args_": [str(marker)]},
     }
+
+
+# A prefix check on the top-level _target_ let through any callable reachable from a zoo.data module
+# (torchvision_sets imports Path) and every _target_ nested in an argument; evaluate.py wrote the file.
+FOREIGN_DATA = {
+    "foreign-callable": lambda marker: {"_target_": "os.system", "command": f"touch {marker}"},
+    "attribute-chain": lambda marker: {
+        **_writes(marker),
+        "_target_": "zoo.data.torchvision_sets.Path.write_text",
+        "data": "x",
+    },
+    "nested-target": lambda marker: {
+        "_target_": "zoo.data.DigitsDataModule",
+        "batch_size": {**_writes(marker), "data": "x"},
+    },
+}
+
+
+@pytest.mark.parametrize("make", FOREIGN_DATA.values(), ids=FOREIGN_DATA.keys())
+def test_a_checkpoint_naming_a_foreign_data_module_is_refused(
+    tmp_path: Path, trained_run: Path, make
+) -> None:
+    marker = tmp_path / "PWNED"
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["data_config"] = make(marker)
     path = tmp_path / "foreign.ckpt"
     torch.save(checkpoint, path)
     result = run_script("evaluate.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}", check=False)
-    assert result.returncode == 2 and "not one of cnn-zoo's" in result.stderr
-    assert not (tmp_path / "x").exists()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path} names ") and "will not be used" in line
+    assert not marker.exists()
+
+
+@functools.cache
+def _project_data_configs() -> dict[str, dict]:
+    """Each configs/data option as train.py saves it in a checkpoint (resolved, plain types)."""
+    return {name: to_plain(compose_config(f"data={name}").data) for name in options("data")}
+
+
+def _load_with_data_config(data_config: dict) -> dict:
+    hparams = {"model": {"name": "lenet5"}, "data": {}, "data_config": data_config}
+    checkpoint = {"state_dict": {}, "hyper_parameters": hparams}
+    with patch("zoo.training.checkpoint.load_weights_file", return_value=checkpoint):
+        return load_run_checkpoint("crafted.ckpt")
+
+
+# Each would have Hydra build or call more than the one data module: a Hydra key below the top
+# (_args_ and _partial_ change what is called), or a ${...} that resolves to a new mapping. The
+# project's own data configs, as saved, still load.
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"augment": {"_partial_": True}}, "'_partial_' at augment"),
+        ({"_args_": [1]}, "'_args_' at its top level"),
+        ({"mean": [0.5, {"_target_": "os.getcwd"}]}, "'_target_' at mean[1]"),
+        ({"root": "${oc.decode:'{_target_: os.getcwd}'}"}, "an interpolation"),
+        ({"_target_": ["zoo.data.DigitsDataModule"]}, "not one of cnn-zoo's"),
+    ],
+)
+def test_a_data_section_that_could_build_more_than_a_data_module_is_refused(extra: dict, needle: str) -> None:
+    for data_config in _project_data_configs().values():
+        assert _load_with_data_config(data_config)["hyper_parameters"]["data_config"] is data_config
+        with pytest.raises(UserError, match=re.escape(needle)) as raised:
+            _load_with_data_config({**data_config, **extra})
+        assert "\n" not in str(raised.value) and "will not be used" in str(raised.value)
+
+
+# torch's message reads "Unsupported global: GLOBAL zoo.models.lenet.LeNet5 was not ...": the
+# pattern once took "GLOBAL" for the name, and the way out (save the state dict) went unsaid.
+def test_a_whole_pickled_model_is_refused_naming_its_class_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(create_model("lenet5", num_classes=10, in_chans=1), path)
+    with pytest.raises(UserError) as raised:
+        load_weights_file(path)
+    message = str(raised.value)
+    assert "zoo.models.lenet.LeNet5" in message and "(GLOBAL)" not in message
+    assert "torch.save(model.state_dict(), PATH)" in message and "\n" not in message
 
 
 def test_saved_hyperparameters_are_plain_types(trained_run: Path) -> None:

@@ -43,20 +43,47 @@ def load_image(path: str, mode: str) -> Image.Image:
     Transparent pixels are composited onto black first: converting RGBA straight to RGB would show
     whatever colour the invisible pixels happen to store.
     """
-    with open(path, "rb") as file:
-        image = Image.open(file)
-        image.load()
+    try:
+        with open(path, "rb") as file:
+            image = Image.open(file)
+            image.load()
+    except OSError as error:
+        # A file damaged in a way the setup check cannot see without decoding every image.
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserError(
+            f"cannot read image {path}: {reason}; fix or remove it (data.skip_bad_images=true skips "
+            "only the files found unreadable at setup)"
+        ) from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     return image.convert(mode)
 
 
+# JPEG data ends with the end-of-image marker; a file cut short (an interrupted copy or download)
+# lacks it, and verify() reads only JPEG's headers, so it passes such a file.
+_JPEG_END = b"\xff\xd9"
+
+
+def _may_be_cut_short(path: str, image_format: str | None) -> bool:
+    if image_format not in ("JPEG", "MPO"):
+        return False
+    with open(path, "rb") as file:
+        file.seek(-len(_JPEG_END), os.SEEK_END)
+        return file.read() != _JPEG_END
+
+
 def unreadable(path: str) -> str | None:
-    """Why PIL cannot read this file, or None. `verify()` checks structure without decoding the pixels."""
+    """Why PIL cannot read this file, or None. `verify()` checks structure without decoding the pixels;
+    only a JPEG that does not end as one should (some valid files carry trailing bytes) is decoded,
+    so the check stays a header read per file on a large folder."""
     try:
         with Image.open(path) as image:
+            image_format = image.format
             image.verify()
+        if _may_be_cut_short(path, image_format):
+            with Image.open(path) as image:
+                image.load()
     except Exception as error:  # PIL raises many types for a bad file; all mean the same here
         return " ".join(str(error).split()) or type(error).__name__
     return None

@@ -2,18 +2,80 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .errors import UserError
 
-# A checkpoint's data section is instantiated by evaluate.py; only the project's own data modules
-# may be named there, or a crafted file could make Hydra call any function it likes.
-ALLOWED_DATA_TARGET_PREFIX = "zoo.data."
+# Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
+_MODEL_PACKAGES = ("zoo.models.", "torch.nn.modules.", "torchvision.models.", "timm.models.")
+_BLOCKED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Unsupported global:|unsupported GLOBAL) (\S+)")
+
+
+@functools.cache
+def allowed_data_targets() -> frozenset[str]:
+    """The data modules configs/data/*.yaml build: the only classes a checkpoint's data section may
+    name. evaluate.py instantiates that section, and a prefix check let a crafted file reach any
+    callable through a zoo.data module (zoo.data.torchvision_sets.Path.write_text)."""
+    from .cli import CONFIG_DIR
+
+    targets = (
+        (yaml.safe_load(path.read_text()) or {}).get("_target_")
+        for path in sorted((CONFIG_DIR / "data").glob("*.yaml"))
+    )
+    return frozenset(target for target in targets if isinstance(target, str))
+
+
+def _is_hydra_key(key: Any) -> bool:
+    return isinstance(key, str) and len(key) > 2 and key.startswith("_") and key.endswith("_")
+
+
+def _unsafe_data_config(config: Any) -> str | None:
+    """What in a checkpoint's data section could make instantiate() do more than build one of our
+    data modules, or None. Nested _target_/_args_/_partial_/... would be instantiated or called too,
+    and a ${...} (oc.decode) can turn into such a mapping when it is resolved."""
+    if not isinstance(config, dict):
+        return f"a data section of type {type(config).__name__}"
+    target, allowed = config.get("_target_"), allowed_data_targets()
+    if not isinstance(target, str) or target not in allowed:
+        return f"data module {target!r}, which is not one of cnn-zoo's ({', '.join(sorted(allowed))})"
+
+    def walk(node: Any, where: str, top: bool) -> str | None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if _is_hydra_key(key) and not (top and key == "_target_"):
+                    return f"the Hydra key {key!r} at {where or 'its top level'}"
+                found = walk(value, f"{where}.{key}".lstrip("."), False)
+                if found:
+                    return found
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                found = walk(value, f"{where}[{index}]", False)
+                if found:
+                    return found
+        elif isinstance(node, str) and "${" in node:
+            return f"an interpolation {node[:60]!r} at {where}"
+        return None
+
+    found = walk(config, "", True)
+    return f"{found} in its data section" if found else None
+
+
+def _is_model_class(name: str) -> bool:
+    """Whether a global torch refused is an nn.Module class: the file is a pickled whole model.
+    Only modules already imported are asked; importing one named by the file could run its code."""
+    module_name, _, attribute = name.rpartition(".")
+    found = getattr(sys.modules.get(module_name), attribute, None)
+    if isinstance(found, type):
+        return issubclass(found, torch.nn.Module)
+    return name.startswith(_MODEL_PACKAGES)
 
 
 def load_weights_file(path: str | Path) -> dict[str, Any]:
@@ -30,12 +92,18 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as error:
         # torch's message is a paragraph; the sentence that names the offending object is the one to show.
         message = " ".join(str(error).split())
-        blocked = re.search(r"(unsupported GLOBAL \S+|Unsupported global: \S+)", message)
+        blocked = _BLOCKED_GLOBAL.search(message)
         if blocked:
+            name = blocked.group(1).rstrip(".,;")[:160]
+            if _is_model_class(name):
+                raise UserError(
+                    f"refused to load {path}: it is a whole pickled model ({name}), not plain weights, "
+                    "and unpickling it could run code; where you trust it, re-save its weights with "
+                    "torch.save(model.state_dict(), PATH) and load that file"
+                ) from None
             raise UserError(
                 f"refused to load {path}: it contains Python objects that are not plain weights and could "
-                f"run code when unpickled ({blocked.group(1)[:160]}); only load checkpoints from sources "
-                "you trust"
+                f"run code when unpickled (global {name}); only load checkpoints from sources you trust"
             ) from None
         detail = re.search(r"WeightsUnpickler error: (.*?)\s+Check the documentation", message)
         reason = detail.group(1) if detail else message
@@ -69,11 +137,11 @@ def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is not a cnn-zoo checkpoint (no model description inside); "
             "use a .ckpt written by train.py or finetune.py"
         )
-    target = str((hparams.get("data_config") or {}).get("_target_", ""))
-    if target and not target.startswith(ALLOWED_DATA_TARGET_PREFIX):
-        raise UserError(
-            f"{path} names data module {target!r}, which is not one of cnn-zoo's; refusing to build it"
-        )
+    # Checked before anything is built from the file: evaluate.py instantiates this section.
+    data_config = hparams.get("data_config")
+    unsafe = None if data_config is None else _unsafe_data_config(data_config)
+    if unsafe:
+        raise UserError(f"{path} names {unsafe}; refusing to build it, the checkpoint will not be used")
     return checkpoint
 
 

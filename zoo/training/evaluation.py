@@ -20,10 +20,27 @@ from ..data import DataSpec
 from .errors import UserError
 
 
-def data_config(cfg: DictConfig, trained_on: dict) -> DictConfig:
+def data_config(cfg: DictConfig, trained_on: dict | None) -> DictConfig:
     """The data to evaluate on: `data=` when named, else the data the checkpoint was trained on;
-    evaluate.py's `batch_size`, when set, replaces that data's eval_batch_size."""
-    chosen = cfg.data if cfg.get("data") is not None else OmegaConf.create(trained_on)
+    evaluate.py's `batch_size`, when set, replaces that data's eval_batch_size.
+
+    A `data` with no _target_ (+data.image_size=64 with no data=) only changes some settings of the
+    training data, so it is laid over the checkpoint's data config; instantiated alone it was a
+    DictConfig standing in for a data module."""
+    given = cfg.get("data")
+    if given is not None and not isinstance(given, DictConfig):
+        raise UserError(f"data={given!r} is not a data config; name one with data=NAME [data.KEY=...]")
+    if given is not None and "_target_" in given:
+        chosen = given
+    elif trained_on is None:
+        raise UserError(
+            "the checkpoint does not record the data it was trained on; name it with data=NAME [data.KEY=...]"
+        )
+    elif given is None:
+        chosen = OmegaConf.create(trained_on)
+    else:
+        # Resolved first: a ${...} in the override points into evaluate.py's config, not the merged one.
+        chosen = OmegaConf.merge(trained_on, OmegaConf.to_container(given, resolve=True))
     if cfg.batch_size is None:
         return chosen
     return OmegaConf.merge(chosen, {"eval_batch_size": cfg.batch_size})

@@ -1,0 +1,62 @@
+"""What evaluate.py evaluates on: the checkpoint's own data, another data set, or the training data
+with some of its settings changed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from zoo.data import DigitsDataModule
+from zoo.training import builders, evaluation
+from zoo.training.errors import UserError
+from zoo.training.validation import validate_config
+
+from .conftest import compose_config
+
+
+def _trained_on() -> dict:
+    """The data section train.py saves in a checkpoint of its default run (the digits)."""
+    return builders.to_plain(compose_config().data)
+
+
+# A `data` with no _target_ (no data= named) was instantiated alone: Hydra handed back the
+# DictConfig itself, and evaluate.py failed on `Missing key setup` with a traceback.
+def test_a_partial_data_override_changes_only_those_settings_of_the_trained_data() -> None:
+    trained_on = _trained_on()
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.image_size=64", "batch_size=100", config_name="evaluate")
+    validate_config(cfg)
+    chosen = evaluation.data_config(cfg, trained_on)
+    assert chosen.image_size == 64 and chosen.eval_batch_size == 100
+    assert {key: chosen[key] for key in trained_on if key not in ("image_size", "eval_batch_size")} == {
+        key: value for key, value in trained_on.items() if key not in ("image_size", "eval_batch_size")
+    }
+    datamodule = builders.instantiate_section(chosen, "data")
+    assert isinstance(datamodule, DigitsDataModule)
+    datamodule.setup("test")
+    assert datamodule.spec.image_size == 64
+    images, _ = next(iter(datamodule.test_dataloader()))
+    assert images.shape[-2:] == (64, 64) and len(images) == 100
+
+
+# The merged data meets the same checks a full data= does: the rules up front, and the data
+# module's own arguments when it is built (an unknown one was a DictConfig passed on unbuilt).
+def test_a_bad_partial_data_override_is_one_line() -> None:
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.eval_batch_size=0", config_name="evaluate")
+    with pytest.raises(UserError, match=re.escape("data.eval_batch_size must be an integer >= 1, got 0")):
+        validate_config(cfg)
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.shuffle=true", config_name="evaluate")
+    validate_config(cfg)
+    message = "data: DigitsDataModule.__init__() got an unexpected keyword argument 'shuffle'"
+    with pytest.raises(UserError, match=re.escape(message)) as raised:
+        builders.instantiate_section(evaluation.data_config(cfg, _trained_on()), "data")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_checkpoint_without_its_data_section_asks_for_data() -> None:
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.image_size=64", config_name="evaluate")
+    with pytest.raises(UserError, match=re.escape("name it with data=NAME")):
+        evaluation.data_config(cfg, None)
+    # A full data= needs nothing from the checkpoint.
+    named = compose_config("ckpt_path=x.ckpt", "data=digits", "data.image_size=64", config_name="evaluate")
+    assert evaluation.data_config(named, None).image_size == 64
