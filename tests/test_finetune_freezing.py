@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -75,11 +76,35 @@ class Recorder(pl.Callback):
         self.head[trainer.current_epoch] = pl_module.net.get_classifier().weight.detach().clone()
 
 
+class _Crash(RuntimeError):
+    pass
+
+
+class CrashAtBatch(pl.Callback):
+    """Dies after training batch `batch_idx` of `epoch`, before the checkpoint callbacks (which
+    Lightning runs last) see it: last.ckpt is then the step save before it, in the middle of the epoch."""
+
+    def __init__(self, batch_idx: int, epoch: int = 0) -> None:
+        self.batch_idx, self.epoch = batch_idx, epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
+            raise _Crash
+
+
 def _fit(
-    tmp_path: Path, epochs: int, freeze: BackboneFreeze, resume: Path | None = None
+    tmp_path: Path,
+    epochs: int,
+    freeze: BackboneFreeze,
+    resume: Path | None = None,
+    every_n_train_steps: int | None = None,
+    extra: tuple[pl.Callback, ...] = (),
 ) -> tuple[Recorder, FineTuneClassifier]:
     recorder = Recorder()
     module = _module()
+    last = ModelCheckpoint(
+        dirpath=tmp_path, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps
+    )
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -88,7 +113,7 @@ def _fit(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1,  # validation switches modes back and forth: frozen BatchNorm must survive it
-        callbacks=[freeze, recorder, ModelCheckpoint(dirpath=tmp_path, save_top_k=0, save_last=True)],
+        callbacks=[freeze, recorder, *extra, last],
     )
     trainer.fit(module, datamodule=TinyImages(batch_size=4), ckpt_path=resume, weights_only=True)
     return recorder, module
@@ -136,3 +161,47 @@ def test_a_run_resumed_while_frozen_unfreezes_at_the_given_epoch(tmp_path: Path)
     assert seen.trainable == {1: False, 2: True}
     assert _same(seen.backbone[1], seen.start)  # seen.start: the resumed weights
     assert not _same(seen.backbone[2], seen.start)
+
+
+def test_a_run_resumed_mid_epoch_keeps_the_backbone_frozen(tmp_path: Path) -> None:
+    # Lightning skips on_train_epoch_start when it resumes in the middle of an epoch, which is where
+    # the usual last.ckpt (a step save) leaves it; the rebuilt module starts with everything trainable.
+    source = _backbone_state(_module().net)
+    with pytest.raises(_Crash):
+        _fit(tmp_path, 2, BackboneFreeze(freeze=True), every_n_train_steps=1, extra=(CrashAtBatch(1),))
+    last = tmp_path / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 1 and saved["epoch"] == 0
+    seen, module = _fit(tmp_path, 2, BackboneFreeze(freeze=True), resume=last)
+    assert seen.trainable == {0: False, 1: False}
+    assert seen.norms_training == {0: False, 1: False}
+    # Every backbone tensor, BatchNorm running statistics included, is still the source's.
+    assert _same(_backbone_state(module.net), source)
+    assert not torch.equal(module.net.get_classifier().weight, _module().net.get_classifier().weight)
+
+
+@pytest.mark.parametrize("mid_epoch", [False, True])
+def test_resuming_at_the_unfreezing_epoch_unfreezes_and_says_so_once(
+    tmp_path: Path, capsys, mid_epoch: bool
+) -> None:
+    # Saved while frozen, in or at the start of epoch 1; resumed with the backbone to train from epoch
+    # 1. Mid-epoch, on_train_epoch_start never comes; at the epoch's start it follows on_train_start.
+    if mid_epoch:
+        with pytest.raises(_Crash):
+            _fit(
+                tmp_path,
+                2,
+                BackboneFreeze(unfreeze_at_epoch=2),
+                every_n_train_steps=1,
+                extra=(CrashAtBatch(1, epoch=1),),
+            )
+    else:
+        _fit(tmp_path, epochs=1, freeze=BackboneFreeze(unfreeze_at_epoch=2))
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["callbacks"]["BackboneFreeze"] == {"unfrozen_at_epoch": None}
+    capsys.readouterr()
+    freeze = BackboneFreeze(unfreeze_at_epoch=1)
+    seen, _ = _fit(tmp_path, epochs=2, freeze=freeze, resume=tmp_path / "last.ckpt")
+    assert seen.trainable == {1: True} and freeze.unfrozen_at_epoch == 1
+    out = capsys.readouterr().out
+    assert out.count("backbone unfrozen") == 1 and "epoch 2: backbone unfrozen" in out

@@ -4,6 +4,7 @@ channels, and the three kinds of source (run checkpoint, state dict, torchvision
 from __future__ import annotations
 
 import copy
+import functools
 import urllib.error
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import zoo
 from zoo.data import DataSpec
 from zoo.training import weight_sources
 from zoo.training.errors import UserError
-from zoo.training.finetuning import FineTuneClassifier, build_finetune_module
+from zoo.training.finetuning import FineTuneClassifier, build_finetune_module, check_finetune_options
 from zoo.training.head_surgery import adapt_input_channels, rebuild_head, transplant
+from zoo.training.module import ImageClassifier
 
 from .conftest import compose_config
 
@@ -240,3 +242,83 @@ def test_parameter_groups_split_head_and_backbone_with_the_scaled_rate(torchvisi
     assert len(head["params"]) + len(backbone["params"]) == len(list(module.net.parameters()))
     # One-cycle sets each group's peak from max_lr: it gets one peak per group.
     assert module.scheduler_factory.keywords["max_lr"] == pytest.approx([0.01, 0.001])
+    # Flat: a partial of Hydra's partial would hide total_steps=None, which configure_optimizers
+    # reads to fill in the run's step count (a short onecycle run is in test_finetune_resume.py).
+    assert module.scheduler_factory.keywords["total_steps"] is None
+    assert not isinstance(module.scheduler_factory.func, functools.partial)
+
+
+@pytest.mark.parametrize("scale", ["inf", "-1", "nan", "true"])
+def test_backbone_lr_scale_must_be_a_finite_number_at_least_zero(scale: str) -> None:
+    with pytest.raises(UserError, match=r"finetune.backbone_lr_scale must be a finite number >= 0"):
+        check_finetune_options(_cfg("ckpt_path=x.ckpt", f"finetune.backbone_lr_scale={scale}"))
+
+
+def _run_checkpoint(path: Path, **model) -> Path:
+    """A checkpoint as train.py writes one (weights and plain hyperparameters), of a grey LeNet-5."""
+    module = ImageClassifier(
+        model={"name": "lenet5", "num_classes": 10, "in_chans": 1, "small_input": True, **model},
+        data=DIGITS.to_dict(),
+    )
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def test_model_settings_given_with_a_run_checkpoint_are_honoured(tmp_path: Path) -> None:
+    source = _run_checkpoint(tmp_path / "best.ckpt", dropout=0.1)
+    # config.yaml records model.dropout=0.5; the run used to train with the checkpoint's 0.1.
+    cfg = _cfg(f"ckpt_path={source}", "model=lenet5", "model.dropout=0.5")
+    assert weight_sources.load_source(cfg, DIGITS).model["dropout"] == 0.5
+    module, _ = build_finetune_module(cfg, DIGITS)
+    assert module.hparams["model"]["dropout"] == 0.5
+    assert {m.p for m in module.net.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}
+    # Without model= the checkpoint's own settings stand.
+    module, _ = build_finetune_module(_cfg(f"ckpt_path={source}"), DIGITS)
+    assert module.hparams["model"]["dropout"] == 0.1
+    with pytest.raises(UserError, match="trained with model.small_input=true.*leave model.small_input out"):
+        weight_sources.load_source(
+            _cfg(f"ckpt_path={source}", "model=lenet5", "model.small_input=false"), DIGITS
+        )
+
+
+@pytest.mark.parametrize("value", ["true", "[a,b]", "{a:1}"])
+def test_a_ckpt_path_that_is_no_path_is_refused(value: str) -> None:
+    with pytest.raises(UserError, match="^ckpt_path takes the path of a file, got "):
+        weight_sources.load_source(_cfg(f"ckpt_path={value}"), DIGITS)
+
+
+def test_a_numeric_ckpt_path_is_a_file_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="checkpoint 123 does not exist"):
+        weight_sources.load_source(_cfg("ckpt_path=123"), DIGITS)
+    _run_checkpoint(tmp_path / "123")
+    assert weight_sources.load_source(_cfg("ckpt_path=123"), DIGITS).origin == "123"
+
+
+def test_a_fine_tune_resumed_on_data_of_other_channels_is_refused(tmp_path: Path) -> None:
+    saved = _run_checkpoint(tmp_path / "last.ckpt")
+    rgb = DataSpec(class_names=DIGITS.class_names, channels=3, image_size=32, mean=(0.3,) * 3, std=(0.3,) * 3)
+    with pytest.raises(UserError, match="fine-tuned on 1-channel images, but this data has 3; resume with"):
+        build_finetune_module(_cfg("ckpt_path=x.ckpt", f"resume_ckpt={saved}"), rgb)
+
+
+def test_weights_whose_shapes_fix_a_stem_too_large_for_the_images_say_what_to_change(tmp_path: Path) -> None:
+    # torchvision's AlexNet layout (the standard stem) needs 63 px; following builders' hint to take
+    # the small stem instead led to "does not hold alexnet weights ... pass the model= it was saved from".
+    with torch.device("meta"):
+        shapes = {key: value.shape for key, value in zoo.create_model("alexnet").state_dict().items()}
+    # Only the shapes matter here: stride-0 views keep the file a few bytes.
+    path = tmp_path / "alexnet.pth"
+    torch.save({key: torch.zeros(1).expand(shape) for key, shape in shapes.items()}, path)
+    rgb = DataSpec(class_names=("a", "b"), channels=3, image_size=32, mean=(0.5,) * 3, std=(0.2,) * 3)
+    for extra in ((), ("model.small_input=false",)):
+        with pytest.raises(UserError) as error:
+            weight_sources.load_source(_cfg(f"ckpt_path={path}", "model=alexnet", *extra), rgb)
+        message = str(error.value)
+        assert "for the standard stem" in message and "set data.image_size=63 or more" in message
+        assert "small_input=true" not in message
+    with pytest.raises(UserError) as error:
+        weight_sources.load_source(_cfg(f"ckpt_path={path}", "model=alexnet", "model.small_input=true"), rgb)
+    message = str(error.value)
+    assert "leave model.small_input out, and set data.image_size=63 or more" in message
+    assert "pass the model=" not in message

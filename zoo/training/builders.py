@@ -143,18 +143,26 @@ def _why_not_at(model: dict, image_size: int) -> str | None:
     return None
 
 
-def check_image_size(model: dict, image_size: int) -> None:
-    """A network whose layers shrink the data's images to nothing stops here in one line naming the
-    smallest size it takes, not with a traceback at the first training step."""
-    reason = _why_not_at(model, image_size)
-    if reason is None:
-        return
+def smallest_image_size(model: dict, image_size: int) -> int | None:
+    """None when the network takes images of `image_size` px; else the smallest size it takes."""
+    if _why_not_at(model, image_size) is None:
+        return None
     too_small, fits = image_size, image_size * 2
     while fits < LARGEST_PROBED_SIZE and _why_not_at(model, fits) is not None:
         too_small, fits = fits, fits * 2
     while fits - too_small > 1:  # bisect: a size that fits stays fitting as it grows
         middle = (too_small + fits) // 2
         too_small, fits = (too_small, middle) if _why_not_at(model, middle) is None else (middle, fits)
+    return fits
+
+
+def check_image_size(model: dict, image_size: int) -> None:
+    """A network whose layers shrink the data's images to nothing stops here in one line naming the
+    smallest size it takes, not with a traceback at the first training step."""
+    fits = smallest_image_size(model, image_size)
+    if fits is None:
+        return
+    reason = _why_not_at(model, image_size)
     stem = " (or the small-input stem, model.small_input=true)" if model.get("small_input") is False else ""
     raise UserError(
         f"{model['name']} cannot take {image_size} px images, its layers shrink them to nothing ({reason}); "

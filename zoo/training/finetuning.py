@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -55,8 +56,12 @@ def _scale_scheduler_peak(module: FineTuneClassifier) -> None:
     factory = module.scheduler_factory
     max_lr = getattr(factory, "keywords", {}).get("max_lr")
     if isinstance(max_lr, (int, float)) and module.backbone_lr_scale != 1.0:
+        # Flat, not a partial of Hydra's partial: functools does not merge the two, and
+        # configure_optimizers reads `keywords` for total_steps=None to fill in the run's step count.
         module.scheduler_factory = functools.partial(
-            factory, max_lr=[max_lr, max_lr * module.backbone_lr_scale]
+            factory.func,
+            *factory.args,
+            **{**factory.keywords, "max_lr": [max_lr, max_lr * module.backbone_lr_scale]},
         )
 
 
@@ -75,7 +80,8 @@ OPTION_RULES = [
     ("normalization", lambda v: v in NORMALIZATIONS, f"one of {', '.join(NORMALIZATIONS)}"),
     ("freeze_backbone", lambda v: isinstance(v, bool), "true or false"),
     ("unfreeze_at_epoch", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0 or null"),
-    ("backbone_lr_scale", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    # Finite: inf passes `>= 0` and only surfaces as a NaN loss once training has started.
+    ("backbone_lr_scale", lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
 ]
 
 
@@ -139,6 +145,12 @@ def _resumed_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier
         raise UserError(
             f"{path} was fine-tuned on classes {saved[:10]}, but this data has "
             f"{list(spec.class_names)[:10]}; resume with the same data="
+        )
+    channels = hparams["data"].get("channels")
+    if channels is not None and channels != spec.channels:
+        raise UserError(
+            f"{path} was fine-tuned on {channels}-channel images, but this data has {spec.channels}; "
+            "resume with the same data.channels"
         )
     requested = (builders.to_plain(cfg.get("model")) or {}).get("name")
     if requested is not None and requested != hparams["model"]["name"]:

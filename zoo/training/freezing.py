@@ -70,7 +70,18 @@ class BackboneFreeze(pl.Callback):
             return False
         return self.unfreeze_at_epoch is None or epoch < self.unfreeze_at_epoch
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run resumed from a mid-epoch checkpoint (last.ckpt every N steps) skips that epoch's
+        # on_train_epoch_start, and its module was rebuilt with every parameter trainable: without
+        # this, the resumed rest of a frozen epoch would train the backbone.
+        self._apply(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer, pl_module)
+
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Idempotent: on_train_start and the first on_train_epoch_start both run it for one epoch,
+        # and the unfreezing line prints once because unfrozen_at_epoch is set the first time.
         epoch = trainer.current_epoch
         frozen = self.frozen_in(epoch)
         if self.freeze and not frozen and self.unfrozen_at_epoch is None:

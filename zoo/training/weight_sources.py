@@ -25,7 +25,7 @@ import torch
 
 from ..data import DataSpec
 from ..models import ClassifierModel, UnknownModelError, create_model, list_models
-from .builders import SMALL_INPUT_MAX_SIZE, to_plain
+from .builders import SMALL_INPUT_MAX_SIZE, smallest_image_size, to_plain
 from .checkpoint import load_run_checkpoint, load_weights_file
 from .errors import UserError
 
@@ -108,8 +108,19 @@ def fit_report(net: ClassifierModel, state: dict[str, torch.Tensor]) -> tuple[li
     return problems, absent
 
 
+def _ckpt_path(value):
+    """ckpt_path as a file name, or None. Hydra reads ckpt_path=123 as a number, which is still a
+    file name; a boolean, list or mapping cannot be one."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise UserError(f"ckpt_path takes the path of a file, got {to_plain(value)!r}")
+
+
 def load_source(cfg, spec: DataSpec) -> Source:
     """The source the config names: `ckpt_path` (a run checkpoint or a state dict) or `pretrained`."""
+    ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
     requested = to_plain(cfg.get("model")) or {}
     name = requested.get("name")
     if name is not None and name not in list_models():
@@ -117,22 +128,22 @@ def load_source(cfg, spec: DataSpec) -> Source:
     if cfg.get("pretrained") is not None:
         if cfg.pretrained != TORCHVISION:
             raise UserError(f"pretrained must be {TORCHVISION} (or null), got {cfg.pretrained!r}")
-        if cfg.ckpt_path:
+        if ckpt_path:
             raise UserError("give one source, ckpt_path=FILE or pretrained=torchvision, not both")
         if name is None:
             raise UserError(
                 "pretrained=torchvision needs the architecture: add model=NAME (e.g. model=resnet18)"
             )
         return _from_torchvision(requested, spec)
-    if not cfg.ckpt_path:
+    if not ckpt_path:
         raise UserError(USAGE)
 
-    path = Path(cfg.ckpt_path)
+    path = Path(ckpt_path)
     loaded = load_weights_file(path)
     if "state_dict" in loaded or "hyper_parameters" in loaded:
         # Read again by the checker of run checkpoints, which knows what one must hold; the files
         # are small next to the training that follows.
-        return _from_checkpoint(path, name)
+        return _from_checkpoint(path, requested)
     _check_plain_state_dict(loaded, path)
     if name is None:
         raise UserError(
@@ -143,14 +154,40 @@ def load_source(cfg, spec: DataSpec) -> Source:
     return Source("state_dict", str(path), model, _state_dict_keys(loaded, model))
 
 
-def _from_checkpoint(path: Path, requested_name: str | None) -> Source:
+# What the weights' shapes decide: from a run checkpoint these come from the checkpoint (the class
+# and channel counts then from the new data), whatever model= says.
+SHAPE_SETTINGS = ("name", "num_classes", "in_chans", "small_input")
+
+
+def _from_checkpoint(path: Path, requested: dict) -> Source:
     checkpoint = load_run_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
     model = dict(hparams["model"])
+    requested_name = requested.get("name")
     if requested_name is not None and requested_name != model["name"]:
         raise UserError(
             f"{path} holds a {model['name']}, not a {requested_name}; leave model= out to fine-tune "
             "the checkpoint's own architecture"
+        )
+    small_input = requested.get("small_input")
+    if (
+        small_input is not None
+        and model.get("small_input") is not None
+        and small_input != model["small_input"]
+    ):
+        raise UserError(
+            f"{path} was trained with model.small_input={str(model['small_input']).lower()}, and its "
+            "weights fit only that stem; leave model.small_input out"
+        )
+    if requested_name is not None:
+        # model=NAME composes the whole model section (dropout and the like), which config.yaml then
+        # records: the run must train with those values, not silently with the checkpoint's.
+        model.update(
+            {
+                key: value
+                for key, value in requested.items()
+                if key not in SHAPE_SETTINGS and value is not None
+            }
         )
     # The LightningModule keeps the network under `net.`; nothing else in it is a weight.
     state = {key[4:]: value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
@@ -230,12 +267,40 @@ def _state_dict_architecture(
         candidate = {**kwargs, "small_input": small_input}
         problems, _ = fit_report(_meta_model(name, candidate), state)
         if not problems:
-            return {"name": name, **candidate}
+            model = {"name": name, **candidate}
+            other = {**candidate, "small_input": not small_input}
+            if reports or fit_report(_meta_model(name, other), state)[0]:
+                # The weights fix the stem, so builders' advice to switch stems would lead nowhere.
+                needed = smallest_image_size(model, spec.image_size)
+                if needed is not None:
+                    raise UserError(
+                        f"{origin} holds {name} weights for the {_stem(model)} stem (their shapes fit "
+                        f"no other), which cannot take {spec.image_size} px images; set "
+                        f"data.image_size={needed} or more"
+                    )
+            return model
         reports.append(problems)
+    if len(stems) == 1:
+        other = {**kwargs, "small_input": not stems[0]}
+        if not fit_report(_meta_model(name, other), state)[0]:
+            # The name is right, the stem is not: "pass the model= it was saved from" would send
+            # the user after the architecture they already named.
+            model = {"name": name, **other}
+            needed = smallest_image_size(model, spec.image_size)
+            size = f", and set data.image_size={needed} or more (that stem's smallest)" if needed else ""
+            raise UserError(
+                f"{origin} holds {name} weights for the {_stem(model)} stem, not the "
+                f"{_stem(candidate)} one that model.small_input={str(stems[0]).lower()} asks for; "
+                f"leave model.small_input out{size}"
+            )
     problems = min(reports, key=len)
     raise UserError(
         f"{origin} does not hold {name} weights ({'; '.join(problems)}); pass the model= it was saved from"
     )
+
+
+def _stem(model: dict) -> str:
+    return "small-input" if model["small_input"] else "standard"
 
 
 def torchvision_weights(name: str):

@@ -1,0 +1,89 @@
+"""Resuming finetune.py, in process as finetune.py runs it: from the usual mid-epoch last.ckpt (a step
+save) the frozen backbone stays frozen, and a resume on data of other channels is one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from zoo.training.errors import UserError
+from zoo.training.finetuning import build_finetune_module
+from zoo.training.fit import start_run
+
+from .conftest import compose_config
+
+# Six steps of eight synthetic RGB images, last.ckpt every two steps; one-cycle with a scaled
+# backbone rate, whose step count configure_optimizers must still be able to fill in.
+QUICK = (
+    "logger=none",
+    "data=synthetic",
+    "data.num_samples=48",
+    "data.batch_size=8",
+    "data.num_classes=3",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=1",
+    "callbacks.last_checkpoint.every_n_train_steps=2",
+    "test=false",
+    "model=resnet18",
+    "scheduler=onecycle",
+    "finetune.backbone_lr_scale=0.1",
+    "finetune.freeze_backbone=true",
+)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _DiesAfterBatch(pl.Callback):
+    """A kill between step saves: it runs before the checkpoint callbacks, which Lightning keeps last,
+    so last.ckpt is the step save before this batch."""
+
+    def __init__(self, batch_idx: int) -> None:
+        self.batch_idx = batch_idx
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch_idx:
+            raise _Crash
+
+
+def _finetune(run_dir: Path, *overrides: str, resume: Path | None = None, dies_after: int | None = None):
+    resumed = (f"resume_ckpt={resume}",) if resume else ()
+    cfg = compose_config(*QUICK, *overrides, *resumed, f"paths.output_dir={run_dir}", config_name="finetune")
+    _, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)  # as finetune.py does
+    if dies_after is not None:
+        trainer.callbacks.insert(0, _DiesAfterBatch(dies_after))
+    module, _ = build_finetune_module(cfg, datamodule.spec)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume_ckpt, weights_only=True)
+    return trainer, module
+
+
+def test_a_frozen_backbone_stays_the_sources_after_a_mid_epoch_resume(
+    torchvision_resnet18: Path, tmp_path: Path
+) -> None:
+    source = f"ckpt_path={torchvision_resnet18}"
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Crash):
+        _finetune(run_dir, source, dies_after=3)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 and saved["epoch"] == 0
+
+    # Resumed on grey data: refused in one line before anything trains.
+    with pytest.raises(UserError, match="fine-tuned on 3-channel images, but this data has 1"):
+        _finetune(run_dir, source, "data.channels=1", resume=last)
+
+    trainer, module = _finetune(run_dir, source, resume=last)
+    assert trainer.global_step == 6
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 6
+    # Every backbone tensor, BatchNorm running statistics included, is still the file's.
+    tuned = module.net.state_dict()
+    weights = torch.load(torchvision_resnet18, weights_only=True)
+    backbone = [key for key in weights if not key.startswith("fc.")]
+    assert backbone and all(torch.equal(tuned[key], weights[key]) for key in backbone)
+    assert not torch.equal(tuned["fc.weight"], saved["state_dict"]["net.fc.weight"])
