@@ -64,19 +64,25 @@ FOREIGN_DATA = {
 }
 
 
-@pytest.mark.parametrize("make", FOREIGN_DATA.values(), ids=FOREIGN_DATA.keys())
-def test_a_checkpoint_naming_a_foreign_data_module_is_refused(
-    tmp_path: Path, trained_run: Path, make
-) -> None:
+def test_a_checkpoint_naming_a_foreign_data_module_is_refused(tmp_path: Path, trained_run: Path) -> None:
+    # The whole command, for the case that did write its file; the others are checked in-process below.
     marker = tmp_path / "PWNED"
     checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"]["data_config"] = make(marker)
+    checkpoint["hyper_parameters"]["data_config"] = FOREIGN_DATA["attribute-chain"](marker)
     path = tmp_path / "foreign.ckpt"
     torch.save(checkpoint, path)
     result = run_script("evaluate.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {path} names ") and "will not be used" in line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("make", FOREIGN_DATA.values(), ids=FOREIGN_DATA.keys())
+def test_a_foreign_data_section_is_refused_before_anything_is_built(tmp_path: Path, make) -> None:
+    marker = tmp_path / "PWNED"
+    with pytest.raises(UserError, match="refusing to build it, the checkpoint will not be used"):
+        _load_with_data_config(make(marker))
     assert not marker.exists()
 
 
