@@ -210,6 +210,8 @@ def test_trainer_settings_lightning_rejects_at_fit_are_one_user_error(tmp_path: 
         ("max_epochs=3", "train", "the config has no key 'max_epochs'; did you mean trainer.max_epochs?"),
         ("finetune.hed=extend", "finetune", "finetune has no key 'hed'; did you mean finetune.head?"),
         ("splt=val", "evaluate", "the config has no key 'splt'; did you mean split?"),
+        # evaluate.py has no data section unless data= names one; +data=... would replace it whole.
+        ("data.image_size=64", "evaluate", "the config has no key 'data'; (+data.image_size=64 adds it as"),
         ("foo", "train", "cannot parse the override 'foo' (missing EQUAL at '<EOF>'); write key=value"),
     ],
 )

@@ -7,6 +7,7 @@ import difflib
 import errno
 import logging
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -372,7 +373,11 @@ def describe_override_error(error: Exception) -> str:
         hint = f"its keys: {', '.join(str(name) for name in siblings)}; "
     else:
         hint = ""
-    return f"{where} no key {key!r}; {hint}(+{full_key}=... adds a new key)"
+    # Hydra's own suggestion names the whole override (+data.image_size=64 where only `data` is
+    # missing); +data=... would replace the section rather than set one key of it.
+    append = re.search(r"To append to your config use (\+\S+)", str(error))
+    addition = append.group(1) if append else f"+{full_key}=..."
+    return f"{where} no key {key!r}; {hint}({addition} adds it as a new key)"
 
 
 def run_hydra_main(main: Callable[[], Any]) -> None:
