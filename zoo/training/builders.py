@@ -24,6 +24,7 @@ from .errors import UserError
 from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
 from .module import ImageClassifier
 from .profiling import NoProfiler
+from .validation import is_boolean, is_integer, is_number
 
 # Inputs at or below this size get the small-input stem: the standard stems would shrink a 32 px
 # image to 1x1 before the network has seen it.
@@ -54,9 +55,9 @@ def instantiate_section(node: Any, what: str, **kwargs: Any) -> Any:
 
 # Annotations whose values a config can check: a bool is no number, and an int is a float.
 _PLAIN_TYPES = {
-    bool: (lambda v: isinstance(v, bool), "true or false"),
-    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    bool: (is_boolean, "true or false"),
+    int: (is_integer, "an integer"),
+    float: (is_number, "a number"),
 }
 
 

@@ -22,6 +22,7 @@ from .errors import UserError
 from .freezing import split_parameters
 from .head_surgery import HEAD_MODES, RESETS, rebuild_head, transplant
 from .module import ImageClassifier
+from .validation import is_integer, is_number
 from .weight_sources import load_source
 
 NORMALIZATIONS = ("source", "data")
@@ -65,23 +66,15 @@ def _scale_scheduler_peak(module: FineTuneClassifier) -> None:
         )
 
 
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # (key under finetune., test, what the value must be), checked before any file is read.
 OPTION_RULES = [
     ("head", lambda v: v in HEAD_MODES, f"one of {', '.join(HEAD_MODES)}"),
     ("reset", lambda v: v in RESETS, f"one of {', '.join(RESETS)}"),
     ("normalization", lambda v: v in NORMALIZATIONS, f"one of {', '.join(NORMALIZATIONS)}"),
     ("freeze_backbone", lambda v: isinstance(v, bool), "true or false"),
-    ("unfreeze_at_epoch", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0 or null"),
+    ("unfreeze_at_epoch", lambda v: v is None or (is_integer(v) and v >= 0), "an integer >= 0 or null"),
     # Finite: inf passes `>= 0` and only surfaces as a NaN loss once training has started.
-    ("backbone_lr_scale", lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    ("backbone_lr_scale", lambda v: is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
 ]
 
 

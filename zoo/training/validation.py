@@ -26,24 +26,24 @@ PRECISIONS = {
 }
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _positive_integer(value: Any) -> bool:
-    return _integer(value) and value >= 1
+    return is_integer(value) and value >= 1
 
 
 def _seed(value: Any) -> bool:
     """The range numpy's generator takes (Lightning's seed_everything and scikit-learn's splits)."""
-    return _integer(value) and 0 <= value < 2**32
+    return is_integer(value) and 0 <= value < 2**32
 
 
-def _boolean(value: Any) -> bool:
+def is_boolean(value: Any) -> bool:
     return isinstance(value, bool)
 
 
@@ -53,7 +53,9 @@ _DURATION = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")
 
 def _batch_limit(value: Any) -> bool:
     """Lightning's limit_*_batches: a count of batches, or a float fraction of them."""
-    return value is None or (_integer(value) and value >= 0) or (isinstance(value, float) and 0 <= value <= 1)
+    if value is None or isinstance(value, float):
+        return value is None or 0 <= value <= 1
+    return is_integer(value) and value >= 0
 
 
 def _limit(value: Any) -> bool:
@@ -63,9 +65,9 @@ def _limit(value: Any) -> bool:
 
 # (dotted key, test, what the value must be). Keys a config leaves out are not checked.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
-    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    ("optimizer.momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("trainer.max_epochs", _limit, "an integer >= 1, or -1 (no limit)"),
     ("trainer.max_steps", _limit, "an integer >= 1, or -1 (no limit)"),
     # configs/scheduler/cosine.yaml spans ${trainer.max_epochs}, which may be -1 (no limit).
@@ -81,13 +83,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         "an integer >= 1 (or null, with validation every trainer.val_check_interval steps)",
     ),
     # Lightning skips clipping for a value <= 0, so a negative one would silently clip nothing.
-    ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "a number >= 0"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (is_number(v) and v >= 0), "a number >= 0"),
     ("scheduler.factory.step_size", _positive_integer, "an integer >= 1"),
     # Used only at a later step (gamma at the first decay, eta_min after the first epoch), so a
     # trial build of the schedule cannot catch them.
-    ("scheduler.factory.gamma", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("scheduler.factory.eta_min", lambda v: _number(v) and v >= 0, "a number >= 0"),
-    ("scheduler.factory.max_lr", lambda v: v is None or (_number(v) and v > 0), "a number > 0"),
+    ("scheduler.factory.gamma", lambda v: is_number(v) and v > 0, "a number > 0"),
+    ("scheduler.factory.eta_min", lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    ("scheduler.factory.max_lr", lambda v: v is None or (is_number(v) and v > 0), "a number > 0"),
     (
         "trainer.val_check_interval",
         lambda v: v is None or _positive_integer(v) or (isinstance(v, float) and 0 < v <= 1),
@@ -108,54 +110,54 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         )
         for stage in ("train", "val", "test")
     ),
-    ("trainer.log_every_n_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("trainer.log_every_n_steps", lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
     ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
-    ("data.image_size", lambda v: v is None or (_integer(v) and v >= 8), "an integer >= 8"),
+    ("data.image_size", lambda v: v is None or (is_integer(v) and v >= 8), "an integer >= 8"),
     ("data.on_device", is_on_device_choice, ON_DEVICE_CHOICES),
-    ("data.num_workers", lambda v: v is None or (_integer(v) and v >= 0), "an integer >= 0"),
-    ("data.val_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    ("data.test_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    ("data.eval_fraction", lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.num_workers", lambda v: v is None or (is_integer(v) and v >= 0), "an integer >= 0"),
+    ("data.val_fraction", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.test_fraction", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.eval_fraction", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.split_seed", _seed, "an integer from 0 to 4294967295"),
     ("data.seed", _seed, "an integer from 0 to 4294967295"),
     # Per-channel mean and std come from these images; none gives NaN and a NaN loss at step 1.
     ("data.stats_samples", _positive_integer, "an integer >= 1"),
     # Switches of the data modules: a string such as "no" would be taken as true.
     *(
-        (f"data.{key}", _boolean, "true or false")
+        (f"data.{key}", is_boolean, "true or false")
         for key in ("download", "verify_checksums", "skip_bad_images")
     ),
     # configs/data/synthetic.yaml
     ("data.num_samples", _positive_integer, "an integer >= 1"),
-    ("data.num_classes", lambda v: _integer(v) and v >= 2, "an integer >= 2"),
+    ("data.num_classes", lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
     ("data.channels", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("data.data_seed", _seed, "an integer from 0 to 4294967295"),
-    ("data.mixup_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
-    ("data.cutmix_alpha", lambda v: _number(v) and v >= 0, "a number >= 0 (0 turns cutmix off)"),
-    ("label_smoothing", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("data.mixup_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
+    ("data.cutmix_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0 turns cutmix off)"),
+    ("label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("seed", _seed, "an integer from 0 to 4294967295"),
-    ("model.num_classes", lambda v: v is None or (_integer(v) and v >= 2), "an integer >= 2"),
+    ("model.num_classes", lambda v: v is None or (is_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
-    ("model.dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("model.aux_dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.aux_dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
     # EarlyStopping compares these with no check of its own: a string was taken, and never stopped.
-    ("callbacks.early_stopping.patience", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    ("callbacks.early_stopping.min_delta", _number, "a number"),
+    ("callbacks.early_stopping.patience", lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    ("callbacks.early_stopping.min_delta", is_number, "a number"),
     (
         "callbacks.nonfinite_loss_guard.check_every_n_steps",
-        lambda v: _integer(v) and v >= 0,
+        lambda v: is_integer(v) and v >= 0,
         "an integer >= 0",
     ),
     (
         "callbacks.model_checkpoint.save_top_k",
-        lambda v: _integer(v) and v >= -1,
+        lambda v: is_integer(v) and v >= -1,
         "an integer >= 0, or -1 (keep every checkpoint)",
     ),
     # SummaryWriter's own settings, which its writer thread would otherwise trip over at a flush.
-    ("logger.tensorboard.flush_secs", lambda v: _number(v) and v > 0, "a number of seconds > 0"),
+    ("logger.tensorboard.flush_secs", lambda v: is_number(v) and v > 0, "a number of seconds > 0"),
     ("logger.tensorboard.max_queue", _positive_integer, "an integer >= 1"),
     # Hydra reads ckpt_path=123 as a number and ckpt_path=true as a bool; a path starting ./ stays text.
     *(
@@ -170,10 +172,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("split", lambda v: v in ("test", "val"), "test or val"),
     ("accelerator", lambda v: v in ("auto", "cpu", "gpu"), "auto, cpu or gpu"),
     ("batch_size", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
-    ("tensorboard", _boolean, "true or false"),
+    ("tensorboard", is_boolean, "true or false"),
     # The entry points' switches: anything but true or false would be taken as one or the other.
     *(
-        (key, _boolean, "true or false")
+        (key, is_boolean, "true or false")
         for key in ("test", "channels_last", "compile", "cpu_memory_cache", "scale_lr")
     ),
 ]
