@@ -281,18 +281,22 @@ def test_model_settings_given_with_a_run_checkpoint_are_honoured(tmp_path: Path)
         )
 
 
-@pytest.mark.parametrize("value", ["true", "[a,b]", "{a:1}"])
+@pytest.mark.parametrize("value", ["true", "[a,b]", "{a:1}", "123"])
 def test_a_ckpt_path_that_is_no_path_is_refused(value: str) -> None:
-    with pytest.raises(UserError, match="^ckpt_path takes the path of a file, got "):
+    # The same line the config rules give on the command line, so the API and the CLI agree.
+    with pytest.raises(
+        UserError,
+        match=r"^ckpt_path must be a path to a checkpoint file \(for a file named 123: \./123\), got ",
+    ):
         weight_sources.load_source(_cfg(f"ckpt_path={value}"), DIGITS)
 
 
-def test_a_numeric_ckpt_path_is_a_file_name(tmp_path: Path, monkeypatch) -> None:
+def test_a_numeric_file_name_is_read_when_spelled_as_a_path(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="checkpoint 123 does not exist"):
-        weight_sources.load_source(_cfg("ckpt_path=123"), DIGITS)
+        weight_sources.load_source(_cfg("ckpt_path=./123"), DIGITS)
     _run_checkpoint(tmp_path / "123")
-    assert weight_sources.load_source(_cfg("ckpt_path=123"), DIGITS).origin == "123"
+    assert weight_sources.load_source(_cfg("ckpt_path=./123"), DIGITS).origin == "123"
 
 
 def test_a_fine_tune_resumed_on_data_of_other_channels_is_refused(tmp_path: Path) -> None:

@@ -109,13 +109,14 @@ def fit_report(net: ClassifierModel, state: dict[str, torch.Tensor]) -> tuple[li
 
 
 def _ckpt_path(value):
-    """ckpt_path as a file name, or None. Hydra reads ckpt_path=123 as a number, which is still a
-    file name; a boolean, list or mapping cannot be one."""
+    """ckpt_path as a file name, or None. Hydra reads ckpt_path=123 as a number and ckpt_path=true as
+    a bool; as the config rules do, both are refused with the spelling that keeps a path text."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise UserError(f"ckpt_path takes the path of a file, got {to_plain(value)!r}")
+    raise UserError(
+        "ckpt_path must be a path to a checkpoint file (for a file named 123: ./123), "
+        f"got {to_plain(value)!r}"
+    )
 
 
 def load_source(cfg, spec: DataSpec) -> Source:
