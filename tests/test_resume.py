@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from zoo.data import DataSpec
 from zoo.training import builders
@@ -256,6 +258,7 @@ def test_resuming_where_the_step_interval_meets_an_epoch_end_loses_no_epoch(tmp_
     result = run_script(
         "train.py", *EXACT, *short, "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", cwd=tmp_path
     )
+    assert f"run {run_dir} already finished: training on from {last} in a new run directory" in result.stdout
     continued = Path(result.stdout.strip().splitlines()[-1].split("run directory: ")[1].split()[0])
     assert continued != run_dir and continued.is_relative_to(tmp_path / "runs" / "train")
     resumed = torch.load(continued / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -306,6 +309,60 @@ def test_a_crash_after_an_epochs_last_step_resumes_without_losing_the_epoch(tmp_
     assert trainer.global_step == 8
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), f"{name} differs after resume"
+
+
+class _DiesAtSecondValidation(pl.Callback):
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise _Crash
+
+
+def test_a_resumed_run_logs_on_in_its_tensorboard_run_without_repeating_a_step(tmp_path: Path) -> None:
+    # The crashed run logged epoch 2's learning rate (step 4) after its last checkpoint (step 4); the
+    # resumed run logs it again, and TensorBoard keeps one of the two (purge_step).
+    overrides = (
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=4",
+        "callbacks.last_checkpoint.every_n_train_steps=100",
+    )
+    run_dir = tmp_path / "run"
+    cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _DiesAtSecondValidation())
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+    _fit_in_process(run_dir, overrides, resume=last)
+
+    (event_dir,) = {p.parent for p in run_dir.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(event_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    # Lightning logs "epoch" twice at an epoch's end step, with the training and the validation figures.
+    for tag in set(events.Tags()["scalars"]) - {"epoch"}:
+        steps = [event.step for event in events.Scalars(tag)]
+        assert steps == sorted(set(steps)), f"{tag} logged at steps {steps}"
+    assert [event.step for event in events.Scalars("lr-Adam")] == [0, 4]
+    assert [event.step for event in events.Scalars("val/loss")] == [3, 7]
+    # Each confusion matrix beside the validation it belongs to; one input grid, from the first run.
+    assert [event.step for event in events.Images("val/confusion_matrix")] == [3, 7]
+    assert [event.step for event in events.Images("train/inputs")] == [0]
+
+
+def test_resuming_with_a_longer_schedule_than_the_checkpoints_is_refused(tmp_path: Path) -> None:
+    # A resumed cosine schedule keeps the checkpoint's T_max: past it the learning rate would climb again.
+    overrides = (*EXACT, "trainer.limit_train_batches=2", "callbacks.last_checkpoint.every_n_train_steps=100")
+    _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    message = (
+        f"{last} continues a CosineAnnealingLR schedule with T_max=1, but this run's settings give T_max=3 "
+        "(did trainer.max_epochs or trainer.max_steps change?); a resumed run keeps its checkpoint's "
+        "schedule. Resume with the settings the run began with, or train on from its weights with a fresh "
+        f"schedule: python finetune.py ckpt_path={last} finetune.head=extend"
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=3"), resume=last)
 
 
 def test_a_new_run_into_an_unfinished_runs_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:

@@ -34,7 +34,11 @@ def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> 
     assert any(tag.startswith("lr-") for tag in tags["scalars"])
     assert len(events.Scalars("val/acc")) == 3  # one point per epoch
     assert "train/inputs" in tags["images"]
-    assert len(events.Images("val/confusion_matrix")) == 3
+    # Each confusion matrix at the step of the validation figures it belongs to.
+    val_steps = [event.step for event in events.Scalars("val/acc")]
+    assert [event.step for event in events.Images("val/confusion_matrix")] == val_steps
+    # The test metrics once, after the last step: the HPARAMS summary reads them, not writes them again.
+    assert [event.step for event in events.Scalars("test/acc")] == [val_steps[-1] + 1]
     # The HPARAMS tab reads these plugin summaries: the run's settings beside its final metrics.
     hparams = events.PluginTagToContent("hparams")
     assert b"model.name" in hparams["_hparams_/session_start_info"]

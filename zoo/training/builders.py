@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ..data import DataSpec, ImageDataModule
@@ -254,12 +255,16 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list:
+def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
+    """The configured loggers. A resumed run's TensorBoard writer drops what the interrupted run logged
+    from `resumed_step` on (TensorBoard's purge_step): the resumed run logs those steps again."""
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
         logger = instantiate_section(node, f"logger.{name}")
+        if resumed_step is not None and isinstance(logger, TensorBoardLogger):
+            logger = instantiate_section(node, f"logger.{name}", purge_step=resumed_step)
         try:
             # A logger may hold settings back for the writer it opens at its first write
             # (TensorBoardLogger passes its extra keys to SummaryWriter); opened now, a bad one stops
@@ -278,11 +283,12 @@ def prepare_host(cfg: DictConfig) -> None:
         keep_freed_cpu_memory()
 
 
-def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides: Any) -> pl.Trainer:
+    """The Trainer a config describes; `resumed_step`: the step of the checkpoint a run resumes from."""
     use_job_scoped_child_commands()
     prepare_host(cfg)
     callbacks = build_callbacks(cfg)
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, resumed_step)
     if not loggers:
         # Learning rates are logged to a logger; with none configured there is nowhere to send them.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -80,8 +80,15 @@ class TensorBoardImages(pl.Callback):
                 return logger.experiment
         return None
 
+    @staticmethod
+    def _step(trainer: pl.Trainer) -> int:
+        # The step Lightning logs this moment's scalars at (its LearningRateMonitor reads the same),
+        # so an image sits beside the validation figures it belongs to.
+        return trainer.fit_loop.epoch_loop._batches_that_stepped
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._grid_logged or not trainer.is_global_zero:
+        # A resumed run already holds its grid.
+        if self._grid_logged or not trainer.is_global_zero or trainer.global_step > 0:
             return
         self._grid_logged = True
         writer = self._writer(trainer)
@@ -89,7 +96,7 @@ class TensorBoardImages(pl.Callback):
             return
         images = batch[0][: self.grid_images].detach().cpu()
         images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        writer.add_image("train/inputs", make_grid(images, nrow=8, padding=1), trainer.global_step)
+        writer.add_image("train/inputs", make_grid(images, nrow=8, padding=1), self._step(trainer))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -97,4 +104,4 @@ class TensorBoardImages(pl.Callback):
         matrix = pl_module.val_confusion.compute()  # reduced across processes by torchmetrics
         writer = self._writer(trainer)
         if writer is not None and trainer.is_global_zero:
-            writer.add_image("val/confusion_matrix", confusion_image(matrix), trainer.current_epoch)
+            writer.add_image("val/confusion_matrix", confusion_image(matrix), self._step(trainer))

@@ -123,6 +123,16 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def saved_step(path: str | Path) -> int | None:
+    """The global step a checkpoint was written at, read without loading its tensors (memory-mapped),
+    or None when the file cannot tell; the full, checked load comes later and reports any problem."""
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by train.py or finetune.py, checked to hold what rebuilding the model needs."""
     checkpoint = load_weights_file(path)

@@ -282,6 +282,9 @@ def resolve_resume(
         if Path(checkpoint).parent.name == "checkpoints" and not is_finished(run_dir):
             _refuse_other_task(run_dir, task)
             return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
+        if Path(checkpoint).parent.name == "checkpoints" and is_finished(run_dir):
+            # Said, because the README's "continues that run in its folder" is about unfinished runs.
+            print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
     return argv
 
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import builders, outputs
+from .checkpoint import saved_step
 from .cli import refuse_reused_run_dir
 from .errors import UserError
 from .validation import validate_config
@@ -26,7 +27,7 @@ def start_run(
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
-    trainer = builders.build_trainer(cfg)
+    trainer = builders.build_trainer(cfg, resumed_step=saved_step(resume_from) if resume_from else None)
     builders.scale_learning_rate(cfg, trainer)
     return run_dir, datamodule, trainer
 

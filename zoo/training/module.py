@@ -199,10 +199,41 @@ class ImageClassifier(pl.LightningModule):
                 )
             extra["total_steps"] = int(steps)
         scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
+        self._planned_schedule = {**getattr(self.scheduler_factory, "keywords", {}), **extra}
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
+
+    def on_train_start(self) -> None:
+        # Here, not at load time: Lightning restores the scheduler after on_fit_start.
+        self._refuse_a_replaced_schedule()
+
+    def _refuse_a_replaced_schedule(self) -> None:
+        """A resumed run takes its scheduler whole from the checkpoint, so a horizon this run's settings
+        changed (a cosine T_max or OneCycle total_steps that follow trainer.max_epochs) would be
+        silently dropped: past its old end a cosine learning rate climbs again, and OneCycle fails."""
+        planned = getattr(self, "_planned_schedule", None)
+        if not planned or self.trainer.ckpt_path is None or not self.trainer.lr_scheduler_configs:
+            return
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        restored = scheduler.state_dict()
+        for key, wanted in planned.items():
+            kept = restored.get(key)
+            if isinstance(wanted, bool) or not isinstance(wanted, (int, float)) or kept in (None, wanted):
+                continue
+            hint = (
+                " (did trainer.max_epochs or trainer.max_steps change?)"
+                if key in ("T_max", "total_steps")
+                else ""
+            )
+            name, checkpoint = type(scheduler).__name__, self.trainer.ckpt_path
+            raise UserError(
+                f"{checkpoint} continues a {name} schedule with {key}={kept}, "
+                f"but this run's settings give {key}={wanted}{hint}; a resumed run keeps its checkpoint's "
+                "schedule. Resume with the settings the run began with, or train on from its weights with a "
+                f"fresh schedule: python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+            )
 
     def parameter_groups(self) -> list[dict]:
         """One group of every trainable parameter; fine-tuning overrides this to split backbone and head."""

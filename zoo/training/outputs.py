@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
 
 
 def write_json_atomically(path: Path, payload: Mapping) -> None:
@@ -29,11 +30,20 @@ def scalar_metrics(metrics: Mapping) -> dict[str, float]:
 
 def log_final_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: Mapping[str, float]) -> None:
     """Put the run's settings in TensorBoard's HPARAMS tab beside the final metrics, so runs of a sweep
-    can be compared in one table."""
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    can be compared in one table.
+
+    The tab reads each metric's value from the run's scalars of that name, which the test loop has
+    already written at the last step. Lightning's log_hyperparams would write them once more at step
+    0, drawing every test curve back to the start, so the summaries are written here directly."""
+    params = {
+        name: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for name, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+    }
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(flat, metrics=dict(metrics))
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(params, dict(metrics)):
+                writer.add_summary(summary, trainer.global_step)
             logger.finalize("success")
 
 
