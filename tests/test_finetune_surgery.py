@@ -226,6 +226,29 @@ def test_torchvision_weights_in_the_hub_cache_are_used(
     assert module.hparams["data"]["mean"] == [0.3]
 
 
+def test_torchvision_googlenet_weights_get_the_input_statistics_torchvision_feeds_them(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = weight_sources.cached_weights_path(weight_sources.torchvision_weights("googlenet"))
+    cached.parent.mkdir(parents=True)
+    # Saved as torchvision saves its published GoogLeNet: without the auxiliary heads.
+    published = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    torch.save(published.state_dict(), cached)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)
+    source = weight_sources.load_source(_cfg("pretrained=torchvision", "model=googlenet"), DIGITS)
+    # torchvision's transform_input maps ImageNet-normalised input x to x * std / 0.5 + (mean - 0.5) / 0.5,
+    # which is the raw image normalised with mean 0.5 and std 0.5.
+    assert source.mean == [0.5, 0.5, 0.5] and source.std == [0.5, 0.5, 0.5]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    raw = torch.rand(1, 3, 8, 8)
+    published.transform_input = True  # as torchvision's builder sets it when it loads the weights
+    transformed = published._transform_input((raw - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    assert torch.allclose(transformed, (raw - 0.5) / 0.5, atol=1e-5)
+
+
 def test_parameter_groups_split_head_and_backbone_with_the_scaled_rate(torchvision_resnet18) -> None:
     cfg = _cfg(
         f"ckpt_path={torchvision_resnet18}",

@@ -29,10 +29,32 @@ def test_every_classic_family_has_torchvision_twins() -> None:
     assert set(PUBLISHED_PARAMS) <= set(SHARED)
 
 
+def _randomise(model: torch.nn.Module) -> None:
+    """Weights and batch-norm statistics that carry signal through every layer. torchvision's own
+    GoogLeNet initialisation (std 0.01, no batch-norm scaling) leaves its output equal to the last
+    layer's bias to 1e-12, which would make the comparison below blind to the whole trunk."""
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(
+                    torch.randn(module.weight.shape, generator=generator) * (2 / fan_in) ** 0.5
+                )
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low in ((module.weight, 0.5), (module.running_var, 0.5)):
+                    tensor.copy_(low + torch.rand(tensor.shape, generator=generator))
+                for tensor in (module.bias, module.running_mean):
+                    tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+
+
 @pytest.mark.parametrize("name", _params(SHARED))
 def test_torchvision_state_dict_loads_strictly_and_outputs_agree(name: str) -> None:
     torch.manual_seed(0)
     reference = torchvision.models.get_model(name, weights=None, num_classes=1000).eval()
+    _randomise(reference)
     ours = zoo.create_model(name, num_classes=1000, in_chans=3, small_input=False).eval()
 
     reference_state = reference.state_dict()
@@ -53,4 +75,6 @@ def test_torchvision_state_dict_loads_strictly_and_outputs_agree(name: str) -> N
     with torch.no_grad():
         expected, actual = reference(x), ours(x)
     scale = expected.abs().max().clamp_min(1e-6)
+    # The two images must give different outputs, or the outputs say nothing about the layers they crossed.
+    assert (expected[0] - expected[1]).abs().max() > 0.01 * scale
     assert (actual - expected).abs().max() <= 1e-4 * scale

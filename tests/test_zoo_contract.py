@@ -4,12 +4,14 @@ both stems, and trains: one parametrized test set over `list_models()`."""
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import zoo
+from zoo.models._head import NoClassifier
 from zoo.models._registry import _BUILDERS
 
 # The largest variants cost tens of seconds each on two CPU cores; CI still runs them (`-m slow` is
@@ -58,6 +60,12 @@ def test_shapes_gradients_and_head_contract(name: str, small_input: bool) -> Non
             assert head.out_features == 7
         model.reset_head(3)
         assert model(x).shape == (2, 3)
+        # timm's convention: no classifier, the pooled features out; and back again.
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+        assert all(isinstance(head, NoClassifier) for head in model.aux_classifiers().values())
+        model.reset_classifier(4)
+        assert model(x).shape == (2, 4)
     for name_ in model.head_names:
         assert hasattr(model, name_)
     assert isinstance(model.get_submodule(model.first_conv), torch.nn.Conv2d)
@@ -113,6 +121,45 @@ def test_registry_refuses_a_duplicate_name() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         zoo.register_model(lenet5)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "googlenet"])
+def test_num_classes_zero_builds_a_feature_extractor_whose_head_can_come_back(name: str) -> None:
+    model = zoo.create_model(name, num_classes=0, in_chans=1, small_input=True).eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert isinstance(model.get_classifier(), NoClassifier) and model.num_classes == 0
+    with torch.no_grad():
+        assert torch.equal(model(x), model.forward_head(model.forward_features(x), pre_logits=True))
+    # A new head takes the model's device and dtype, whatever the layer it replaces.
+    model.to(torch.float64).reset_classifier(5)
+    assert model.get_classifier().weight.dtype == torch.float64
+    assert model(x.double()).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_classes": -1}, "num_classes must be an integer >= 0 (0: no classifier"),
+        ({"num_classes": 10.0}, "num_classes must be an integer >= 0"),
+        ({"num_classes": True}, "num_classes must be an integer >= 0"),
+        ({"in_chans": 0}, "in_chans must be an integer >= 1 (image channels), got 0"),
+        ({"small_input": "no"}, "small_input must be True or False, got 'no'"),
+        # DenseNet drops only for a rate > 0: a negative one was silently no dropout.
+        ({"dropout": -0.1}, "dropout must be a probability from 0 to 1, got -0.1"),
+        ({"pretrained": True}, "the zoo ships no weights of its own"),
+    ],
+)
+def test_bad_options_are_named_before_anything_is_built(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        zoo.create_model("densenet121", **options)
+
+
+def test_timm_spellings_work() -> None:
+    assert zoo.list_models("resnet*") == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
+    assert zoo.list_models() == sorted(_BUILDERS)
+    assert isinstance(zoo.create_model("lenet5", pretrained=False), zoo.ClassifierModel)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 0"):
+        zoo.create_model("lenet5").reset_classifier(-2)
 
 
 def test_none_options_are_dropped() -> None:

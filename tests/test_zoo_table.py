@@ -48,7 +48,7 @@ def test_list_marks_the_variants_an_input_size_is_too_small_for(capsys) -> None:
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert set(rows) == set(list_models())
     # LeNet-5's two 5x5 convolutions and pools need 16 px; the small-stem ResNet-18 takes 8.
-    assert "does not run at 8 px" in rows["lenet5"] and "does not run" not in rows["resnet18"]
+    assert "needs at least 16 px (" in rows["lenet5"] and "needs" not in rows["resnet18"]
 
 
 def test_list_refuses_sizes_that_are_not_positive(capsys) -> None:

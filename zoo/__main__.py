@@ -14,6 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import create_model, list_models
+from .models._input_size import smallest_image_size
 
 SMALL_INPUT_MAX_SIZE = 64  # the rule train.py uses to pick the stem from the data
 
@@ -48,7 +49,9 @@ def print_list(input_size: int, in_chans: int, num_classes: int, stem: str) -> N
             params, flops = measure(name, input_size, in_chans, num_classes, small)
         except RuntimeError as error:  # the input shrinks to nothing before the head
             reason = str(error).strip().splitlines()[0]
-            print(f"{name:<14}{'-':>14}{'-':>12}  does not run at {input_size} px: {reason}")
+            model = {"name": name, "in_chans": in_chans, "num_classes": num_classes, "small_input": small}
+            needed = smallest_image_size(model, input_size)
+            print(f"{name:<14}{'-':>14}{'-':>12}  needs at least {needed} px ({reason})")
             continue
         print(f"{name:<14}{params:>14,}{_human(flops):>12}")
 

@@ -28,18 +28,21 @@ class ClassifierModel(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
-    def get_classifier(self) -> nn.Linear:
+    def get_classifier(self) -> nn.Module:
+        """The last linear layer (a NoClassifier when num_classes is 0)."""
         raise NotImplementedError
 
-    def _set_classifier(self, linear: nn.Linear) -> None:
+    def _set_classifier(self, linear: nn.Module) -> None:
         raise NotImplementedError
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the last linear layer (and any auxiliary ones) with fresh ones `num_classes` wide."""
-        old = self.get_classifier()
-        self._set_classifier(_fresh_linear(old, num_classes))
+        """Replace the last linear layer (and any auxiliary ones) with fresh ones `num_classes` wide;
+        0 removes them, and the model then returns its pooled features (timm's convention)."""
+        check_num_classes(num_classes)
+        like = next(self.parameters())
+        self._set_classifier(_fresh_classifier(self.get_classifier(), num_classes, like))
         for name, aux in self.aux_classifiers().items():
-            self._set_aux_classifier(name, _fresh_linear(aux, num_classes))
+            self._set_aux_classifier(name, _fresh_classifier(aux, num_classes, like))
         self.num_classes = num_classes
 
     def reset_head(self, num_classes: int) -> None:
@@ -50,11 +53,11 @@ class ClassifierModel(nn.Module):
                     module.reset_parameters()
         self.reset_classifier(num_classes)
 
-    def aux_classifiers(self) -> dict[str, nn.Linear]:
+    def aux_classifiers(self) -> dict[str, nn.Module]:
         """Final linear layers of auxiliary heads, by name; empty for single-head models."""
         return {}
 
-    def _set_aux_classifier(self, name: str, linear: nn.Linear) -> None:
+    def _set_aux_classifier(self, name: str, linear: nn.Module) -> None:
         raise NotImplementedError
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -65,6 +68,30 @@ class ClassifierModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _fresh_linear(like: nn.Linear, out_features: int) -> nn.Linear:
-    linear = nn.Linear(like.in_features, out_features, bias=like.bias is not None)
-    return linear.to(device=like.weight.device, dtype=like.weight.dtype)
+class NoClassifier(nn.Identity):
+    """Stands where the last linear layer was when num_classes is 0: the features pass through.
+    It keeps the layer's input width, so reset_classifier(n) can build the layer again."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}"
+
+
+def check_num_classes(num_classes: object) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(
+            f"num_classes must be an integer >= 0 (0: no classifier, the model returns its pooled "
+            f"features), got {num_classes!r}"
+        )
+
+
+def _fresh_classifier(like: nn.Module, out_features: int, reference: torch.Tensor) -> nn.Module:
+    """A new last layer in place of `like`, taking its input width, on `reference`'s device and dtype."""
+    if out_features == 0:
+        return NoClassifier(like.in_features)
+    bias = like.bias is not None if isinstance(like, nn.Linear) else True
+    linear = nn.Linear(like.in_features, out_features, bias=bias)
+    return linear.to(device=reference.device, dtype=reference.dtype)

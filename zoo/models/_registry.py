@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 
 from torch import nn
@@ -23,8 +24,9 @@ def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module
     return builder
 
 
-def list_models() -> list[str]:
-    return sorted(_BUILDERS)
+def list_models(pattern: str = "*") -> list[str]:
+    """The registered names, sorted; `pattern` filters them shell-style, as timm's does ("resnet*")."""
+    return sorted(name for name in _BUILDERS if fnmatch.fnmatchcase(name, pattern))
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
@@ -34,6 +36,42 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return _BUILDERS[name]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model. Unset (None) options are dropped so configs can leave them out."""
-    return model_entrypoint(name)(**{key: value for key, value in kwargs.items() if value is not None})
+def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a registered model. Unset (None) options are dropped so configs can leave them out.
+
+    num_classes=0 builds the model without a classifier: it returns its pooled features, `num_features`
+    wide (timm's convention). The zoo ships no weights of its own, so `pretrained` is only accepted as
+    False (timm's spelling of "random initialisation")."""
+    if pretrained:
+        raise ValueError(
+            "the zoo ships no weights of its own: build the model, then load a state dict into it (with "
+            "small_input=False, in_chans=3 and num_classes=1000, torchvision's load with strict=True), or "
+            "fine-tune from torchvision's weights with finetune.py pretrained=torchvision"
+        )
+    builder = model_entrypoint(name)
+    options = {key: value for key, value in kwargs.items() if value is not None}
+    _check_options(options)
+    without_classifier = options.get("num_classes") == 0
+    if without_classifier:
+        options["num_classes"] = 1  # built with a layer, which reset_classifier then takes away
+    model = builder(**options)
+    if without_classifier:
+        model.reset_classifier(0)
+    return model
+
+
+def _check_options(options: dict) -> None:
+    """The options every family shares, checked here so a wrong one is named, not found deep in torch."""
+    from ._head import check_num_classes
+
+    if "num_classes" in options:
+        check_num_classes(options["num_classes"])
+    in_chans = options.get("in_chans", 1)
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be an integer >= 1 (image channels), got {in_chans!r}")
+    if not isinstance(options.get("small_input", False), bool):
+        raise ValueError(f"small_input must be True or False, got {options['small_input']!r}")
+    for key in ("dropout", "aux_dropout"):
+        rate = options.get(key, 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError(f"{key} must be a probability from 0 to 1, got {rate!r}")

@@ -17,7 +17,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ..data import DataSpec, ImageDataModule
-from ..models import UnknownModelError, create_model, list_models, model_entrypoint
+from ..models import UnknownModelError, list_models, model_entrypoint
+from ..models._input_size import smallest_image_size, why_not_at
 from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import use_job_scoped_child_commands
@@ -125,46 +126,13 @@ def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
     return model
 
 
-# The largest image size the search for the smallest one a network takes will try.
-LARGEST_PROBED_SIZE = 1024
-
-
-def _why_not_at(model: dict, image_size: int) -> str | None:
-    """None when the network takes images of `image_size` px; else torch's reason. Run on the meta
-    device: no weights allocated, no arithmetic done, so even a DenseNet costs milliseconds."""
-    kwargs = dict(model)
-    name = kwargs.pop("name")
-    with torch.device("meta"):
-        net = create_model(name, **kwargs).eval()
-        images = torch.empty(1, kwargs.get("in_chans", 3), image_size, image_size)
-    try:
-        with torch.no_grad():
-            net(images)
-    except RuntimeError as error:
-        return str(error).strip().splitlines()[0]
-    return None
-
-
-def smallest_image_size(model: dict, image_size: int) -> int | None:
-    """None when the network takes images of `image_size` px; else the smallest size it takes."""
-    if _why_not_at(model, image_size) is None:
-        return None
-    too_small, fits = image_size, image_size * 2
-    while fits < LARGEST_PROBED_SIZE and _why_not_at(model, fits) is not None:
-        too_small, fits = fits, fits * 2
-    while fits - too_small > 1:  # bisect: a size that fits stays fitting as it grows
-        middle = (too_small + fits) // 2
-        too_small, fits = (too_small, middle) if _why_not_at(model, middle) is None else (middle, fits)
-    return fits
-
-
 def check_image_size(model: dict, image_size: int) -> None:
     """A network whose layers shrink the data's images to nothing stops here in one line naming the
     smallest size it takes, not with a traceback at the first training step."""
     fits = smallest_image_size(model, image_size)
     if fits is None:
         return
-    reason = _why_not_at(model, image_size)
+    reason = why_not_at(model, image_size)
     stem = " (or the small-input stem, model.small_input=true)" if model.get("small_input") is False else ""
     raise UserError(
         f"{model['name']} cannot take {image_size} px images, its layers shrink them to nothing ({reason}); "

@@ -341,6 +341,10 @@ def _download(weights, path: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
+# Architectures whose torchvision builder re-normalises the input when it loads published weights.
+RENORMALISED_BY_TORCHVISION = frozenset({"googlenet"})
+
+
 def _from_torchvision(requested: dict, spec: DataSpec) -> Source:
     weights = torchvision_weights(requested["name"])
     path = cached_weights_path(weights)
@@ -349,12 +353,19 @@ def _from_torchvision(requested: dict, spec: DataSpec) -> Source:
     state = load_weights_file(path)
     model = _state_dict_architecture(requested, state, spec, str(path))
     transform = weights.transforms()
+    mean = list(getattr(transform, "mean", []) or []) or None
+    std = list(getattr(transform, "std", []) or []) or None
+    if requested["name"] in RENORMALISED_BY_TORCHVISION:
+        # Built with its weights, torchvision's GoogLeNet turns ImageNet-normalised input into
+        # (x - 0.5) / 0.5 per channel before its first layer (transform_input=True): the statistics
+        # its filters were trained on, which the zoo's GoogLeNet must be given directly.
+        mean, std = [0.5] * len(mean), [0.5] * len(std)
     return Source(
         TORCHVISION,
         str(weights),
         model,
         _state_dict_keys(state, model),
         list(weights.meta["categories"]),
-        list(getattr(transform, "mean", []) or []) or None,
-        list(getattr(transform, "std", []) or []) or None,
+        mean,
+        std,
     )
