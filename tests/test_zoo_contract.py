@@ -145,7 +145,8 @@ def test_num_classes_zero_builds_a_feature_extractor_whose_head_can_come_back(na
         ({"in_chans": 0}, "in_chans must be an integer >= 1 (image channels), got 0"),
         ({"small_input": "no"}, "small_input must be True or False, got 'no'"),
         # DenseNet drops only for a rate > 0: a negative one was silently no dropout.
-        ({"dropout": -0.1}, "dropout must be a probability from 0 to 1, got -0.1"),
+        ({"dropout": -0.1}, "dropout must be a number in [0, 1), got -0.1"),
+        ({"aux_dropout": 1.0}, "aux_dropout must be a number in [0, 1), got 1.0"),
         ({"pretrained": True}, "the zoo ships no weights of its own"),
     ],
 )

@@ -73,5 +73,6 @@ def _check_options(options: dict) -> None:
         raise ValueError(f"small_input must be True or False, got {options['small_input']!r}")
     for key in ("dropout", "aux_dropout"):
         rate = options.get(key, 0.0)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-            raise ValueError(f"{key} must be a probability from 0 to 1, got {rate!r}")
+        # 1 would zero every activation it touches: nothing could be learnt (the config rules agree).
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"{key} must be a number in [0, 1), got {rate!r}")
