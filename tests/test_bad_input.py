@@ -146,6 +146,12 @@ def test_a_gpu_trainer_on_a_machine_without_one_says_so(
         builders.build_trainer(_train_config(tmp_path, f"trainer={trainer}"))
 
 
+def test_sync_batchnorm_on_cpu_processes_is_refused(tmp_path: Path) -> None:
+    # Two DDP processes on the CPU each died at their first step with a traceback.
+    with pytest.raises(UserError, match=r"trainer.sync_batchnorm=true needs GPUs \(PyTorch's SyncBatchNorm"):
+        builders.build_trainer(_train_config(tmp_path, "trainer=ddp_cpu", "trainer.sync_batchnorm=true"))
+
+
 @pytest.mark.parametrize(
     ("override", "reason"),
     [
@@ -260,6 +266,18 @@ def test_a_config_group_set_to_null_says_what_to_write(override: str, config_nam
         check_overrides([override], config_name=config_name)
 
 
+@pytest.mark.parametrize("override", ["model=resnet18", "+model=resnet18", "+model.dropout=0.5"])
+def test_evaluate_refuses_a_model_which_hydra_would_have_it_ignore(override: str) -> None:
+    # Hydra's suggestion, +model=resnet18, evaluated the checkpoint's LeNet without a word.
+    with pytest.raises(UserError, match="evaluate.py takes the model .* from the checkpoint; drop it"):
+        check_overrides([override], config_name="evaluate")
+
+
+def test_an_unknown_paths_option_lists_the_known_ones() -> None:
+    with pytest.raises(UserError, match="^unknown paths setting 'foo'; known: default$"):
+        check_overrides(["paths=foo"])
+
+
 def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_path: Path) -> None:
     result = run_script("train.py", "logger=null", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     _assert_one_clear_line(result, "logger=none is the one without a logger")
@@ -303,6 +321,11 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
         ),
         ("trainer.log_every_n_steps=abc", "trainer.log_every_n_steps must be an integer >= 0, got 'abc'"),
         ("data.seed=abc", "data.seed must be an integer from 0 to 4294967295, got 'abc'"),
+        # data.seed follows ${seed}: the key named is the one the user typed.
+        (
+            "seed=x",
+            "seed must be an integer from 0 to 4294967295, got 'x'; fix it on the command line (seed=...)",
+        ),
         # Hydra reads these as a number and a bool: Path() raised a TypeError.
         ("ckpt_path=123", "ckpt_path must be a path to a checkpoint file (for a file named 123: ./123)"),
         ("ckpt_path=true", "ckpt_path must be a path to a checkpoint file"),

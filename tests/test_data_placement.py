@@ -6,6 +6,7 @@ memory size is faked where the `auto` rule reads it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -124,3 +125,18 @@ def test_the_loss_guard_names_the_fix_for_the_precision(precision: str, fix: str
     trainer = SimpleNamespace(global_step=20, precision=precision, checkpoint_callback=None)
     with pytest.raises(UserError, match=f"NaN or infinite by step 20; .*{fix}"):
         NonFiniteLossGuard(check_every_n_steps=1).on_train_epoch_end(trainer, module)
+
+
+def test_the_loss_guard_names_a_kept_checkpoint_only_where_there_is_one(tmp_path: Path) -> None:
+    module = SimpleNamespace(nonfinite_loss_seen=lambda: True)
+    trainer = SimpleNamespace(
+        global_step=20, precision="32-true", checkpoint_callback=SimpleNamespace(dirpath=str(tmp_path))
+    )
+    guard = NonFiniteLossGuard(check_every_n_steps=1)
+    with pytest.raises(UserError, match="training stopped and no checkpoint had been written yet; "):
+        guard.on_train_epoch_end(trainer, module)
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(
+        UserError, match=f"training stopped and the last good checkpoint in {tmp_path} is kept; "
+    ):
+        guard.on_train_epoch_end(trainer, module)

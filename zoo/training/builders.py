@@ -254,6 +254,18 @@ def prepare_host(cfg: DictConfig) -> None:
 def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides: Any) -> pl.Trainer:
     """The Trainer a config describes; `resumed_step`: the step of the checkpoint a run resumes from."""
     use_job_scoped_child_commands()
+    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={cfg.trainer.accelerator} asks for a GPU, but PyTorch sees none; use "
+            "trainer=cpu, or the default trainer, which uses a GPU only when there is one"
+        )
+    on_cpu = str(cfg.trainer.get("accelerator")) == "cpu" or not torch.cuda.is_available()
+    if cfg.trainer.get("sync_batchnorm") is True and on_cpu:
+        # Otherwise each process fails at its first step, with a traceback per process.
+        raise UserError(
+            "trainer.sync_batchnorm=true needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); "
+            "leave it false for CPU processes (trainer=ddp_cpu)"
+        )
     prepare_host(cfg)
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg, resumed_step)
@@ -262,11 +274,6 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.trainer.get("profiler") is None:
         overrides.setdefault("profiler", NoProfiler())
-    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"trainer.accelerator={cfg.trainer.accelerator} asks for a GPU, but PyTorch sees none; use "
-            "trainer=cpu, or the default trainer, which uses a GPU only when there is one"
-        )
     # Trainer.__init__ only checks its arguments, against each other and the machine (devices,
     # strategy, accelerator, unknown names), and says what is wrong in a sentence.
     return instantiate_section(

@@ -86,7 +86,8 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
         listed = f": {', '.join(map(str, inside[:3]))}" if inside else " (it holds no .ckpt file)"
         raise UserError(f"checkpoint {path} is a folder; pass ckpt_path=PATH to a checkpoint file{listed}")
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to a .ckpt file of a run")
+        kind = "state dict file" if path.suffix in (".pt", ".pth", ".bin") else ".ckpt file of a run"
+        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to an existing {kind}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

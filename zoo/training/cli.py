@@ -24,6 +24,7 @@ CONFIG_DIR = ROOT / "configs"
 RUNS_DIR = Path("runs")
 # Groups a user picks by name on the command line, with the word used in the error line.
 _NAMED_GROUPS = {
+    "paths": "paths setting",
     "model": "model",
     "data": "data set",
     "optimizer": "optimizer",
@@ -110,6 +111,12 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
         raise UserError(_NEEDS_FINETUNE_SECTION.format(given=f"finetune={overrides.get('finetune', '')}"))
     for key, value in overrides.items():
         key = key.lstrip("+~")
+        if config_name == "evaluate" and key.split(".")[0] == "model":
+            # Hydra would suggest +model=..., which evaluate.py would then ignore.
+            raise UserError(
+                f"{key}=: evaluate.py takes the model (its architecture and settings) from the checkpoint; "
+                "drop it, or fine-tune the checkpoint into another model with finetune.py"
+            )
         if key in _NAMED_GROUPS:
             if "(" in value:  # a sweep function, choice(a,b) or glob(res*): Hydra expands and checks it
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -55,14 +56,19 @@ class NonFiniteLossGuard(pl.Callback):
     def _check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         seen = getattr(pl_module, "nonfinite_loss_seen", None)
         if seen is not None and seen():
-            folder = getattr(trainer.checkpoint_callback, "dirpath", None) or "the run's checkpoints folder"
+            folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+            kept = (
+                f"the last good checkpoint in {folder} is kept"
+                if folder and any(Path(folder).glob("*.ckpt"))
+                else "no checkpoint had been written yet"
+            )
             fix = "lower optimizer.lr or set trainer.gradient_clip_val"
             if trainer.precision == "16-true":
                 # Adam's default eps, 1e-8, is 0 in float16: a zero second moment divides by zero.
                 fix = "float16 weights overflow (and round Adam's eps to 0): use trainer.precision=16-mixed"
             raise UserError(
                 f"the training loss became NaN or infinite by step {trainer.global_step}; training stopped "
-                f"and the last good checkpoint in {folder} is kept; {fix}"
+                f"and {kept}; {fix}"
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -65,6 +65,8 @@ def _limit(value: Any) -> bool:
 
 # (dotted key, test, what the value must be). Keys a config leaves out are not checked.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    # First: data.seed follows ${seed}, and a bad seed is to be named as the key the user typed.
+    ("seed", _seed, "an integer from 0 to 4294967295"),
     ("optimizer.lr", lambda v: is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -137,7 +139,6 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.mixup_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
     ("data.cutmix_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0 turns cutmix off)"),
     ("label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("seed", _seed, "an integer from 0 to 4294967295"),
     ("model.num_classes", lambda v: v is None or (is_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("model.dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
