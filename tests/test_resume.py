@@ -193,6 +193,26 @@ def test_ckpt_path_inside_an_unfinished_run_resumes_in_that_run_directory(tmp_pa
     ]
 
 
+def test_a_resumed_run_takes_the_overrides_it_was_started_with(tmp_path: Path, capsys) -> None:
+    # Without them, resume=RUN rebuilt the run from the defaults (30 epochs on a schedule of 4).
+    run = _fake_run(tmp_path / "runs", "1", ["trainer.max_epochs=4", "optimizer.lr=0.1", "ckpt_path=old"])
+    last = run / "checkpoints" / "last.ckpt"
+    tail = [f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+    assert resolve_resume([f"resume={run}", "optimizer.lr=0.2"]) == [
+        "trainer.max_epochs=4",  # recorded; the command's own optimizer.lr wins, ckpt_path is where to resume
+        "optimizer.lr=0.2",
+        f"ckpt_path={last}",
+        *tail,
+    ]
+    assert "resuming " in capsys.readouterr().out
+    assert resolve_resume([f"ckpt_path={last}"]) == [
+        "trainer.max_epochs=4",
+        "optimizer.lr=0.1",
+        f"ckpt_path={last}",
+        *tail,
+    ]
+
+
 def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
     # Both were "cannot resume <a parent folder>": resume= resolved to ".", a stray file to /tmp.
     with pytest.raises(UserError, match="resume= needs a value: auto, a run directory, or"):

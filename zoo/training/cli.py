@@ -282,12 +282,14 @@ def resolve_resume(
             raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
         _refuse_other_task(run_dir, task)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
+        argv = _with_recorded_overrides(argv, run_dir, resume_key)
         return [*argv, f"{resume_key}={last}", f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
     checkpoint = overrides.get(resume_key)
     if resume_key == "ckpt_path" and checkpoint and checkpoint != "null":
         run_dir = Path(checkpoint).parent.parent
         if Path(checkpoint).parent.name == "checkpoints" and not is_finished(run_dir):
             _refuse_other_task(run_dir, task)
+            argv = _with_recorded_overrides(argv, run_dir, resume_key)
             return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
         if Path(checkpoint).parent.name == "checkpoints" and is_finished(run_dir):
             # Said, because the README's "continues that run in its folder" is about unfinished runs.
@@ -296,6 +298,21 @@ def resolve_resume(
 
 
 _KEEP_RECORD = ("hydra.output_subdir=null",)
+
+
+def _with_recorded_overrides(argv: list[str], run_dir: Path, resume_key: str) -> list[str]:
+    """The overrides a run was started with (its .hydra/overrides.yaml), then this command's: a resumed
+    run is built as it was started, and a key given again takes this command's value."""
+    given = {token.partition("=")[0].lstrip("+~") for token in argv}
+    location = _RUN_LOCATION_KEYS[resume_key]
+    recorded = [
+        token
+        for token in _recorded_overrides(run_dir)
+        if (key := token.partition("=")[0].lstrip("+~")) not in given and key not in location
+    ]
+    if recorded:
+        print(f"resuming {run_dir} with the overrides it was started with: {' '.join(recorded)}", flush=True)
+    return [*recorded, *argv]
 
 
 def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
