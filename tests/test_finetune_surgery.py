@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import urllib.error
 from pathlib import Path
 
@@ -15,7 +16,12 @@ import zoo
 from zoo.data import DataSpec
 from zoo.training import weight_sources
 from zoo.training.errors import UserError
-from zoo.training.finetuning import FineTuneClassifier, build_finetune_module, check_finetune_options
+from zoo.training.finetuning import (
+    FineTuneClassifier,
+    build_finetune_module,
+    check_finetune_options,
+    check_finetune_request,
+)
 from zoo.training.head_surgery import adapt_input_channels, rebuild_head, transplant
 from zoo.training.module import ImageClassifier
 
@@ -302,6 +308,28 @@ def test_model_settings_given_with_a_run_checkpoint_are_honoured(tmp_path: Path)
         weight_sources.load_source(
             _cfg(f"ckpt_path={source}", "model=lenet5", "model.small_input=false"), DIGITS
         )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("finetune.head=foo", "ckpt_path=x.ckpt"), "finetune.head must be one of replace, extend"),
+        (
+            ("finetune.backbone_lr_scale=nan", "ckpt_path=x.ckpt"),
+            "finetune.backbone_lr_scale must be a finite",
+        ),
+        (("pretrained=foo",), "pretrained must be torchvision (or null), got 'foo'"),
+        ((), "finetune.py needs a source: ckpt_path="),
+    ],
+)
+def test_a_fine_tune_request_is_checked_before_the_run_builds_anything(
+    overrides: tuple[str, ...], message: str
+) -> None:
+    # finetune.py checks these before its trainer (and Lightning's device report) exists.
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_finetune_request(_cfg(*overrides))
+    # A resumed fine-tune names its checkpoint, and its source is not read again.
+    check_finetune_request(_cfg("resume_ckpt=last.ckpt"))
 
 
 @pytest.mark.parametrize("value", ["true", "[a,b]", "{a:1}", "123"])

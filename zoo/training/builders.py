@@ -165,6 +165,17 @@ def try_optimizer_and_scheduler(optimizer: Any, scheduler: Any | None) -> None:
         raise _refusal("scheduler.factory", scheduler, error) from None
 
 
+def build_optimization(cfg: DictConfig) -> tuple[Any, Any | None]:
+    """The optimizer and scheduler factories the config describes, their settings checked."""
+    optimizer = instantiate(cfg.optimizer)
+    check_arguments(optimizer.func, optimizer.keywords, "optimizer")
+    scheduler = instantiate(cfg.scheduler.factory) if cfg.scheduler.factory is not None else None
+    if scheduler is not None:
+        check_arguments(scheduler.func, scheduler.keywords, "scheduler.factory")
+    try_optimizer_and_scheduler(optimizer, scheduler)
+    return optimizer, scheduler
+
+
 def build_module(
     cfg: DictConfig,
     spec: DataSpec,
@@ -174,12 +185,7 @@ def build_module(
 ) -> ImageClassifier:
     """The run's LightningModule. Fine-tuning passes its own `module_class`, the `model` description
     it rebuilt from a source (instead of the config's model section) and extra arguments (`source`)."""
-    optimizer = instantiate(cfg.optimizer)
-    check_arguments(optimizer.func, optimizer.keywords, "optimizer")
-    scheduler = instantiate(cfg.scheduler.factory) if cfg.scheduler.factory is not None else None
-    if scheduler is not None:
-        check_arguments(scheduler.func, scheduler.keywords, "scheduler.factory")
-    try_optimizer_and_scheduler(optimizer, scheduler)
+    optimizer, scheduler = build_optimization(cfg)
     try:
         model = model if model is not None else model_config(cfg, spec)
         check_image_size(model, spec.image_size)

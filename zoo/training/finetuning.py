@@ -23,7 +23,7 @@ from .freezing import split_parameters
 from .head_surgery import HEAD_MODES, RESETS, rebuild_head, transplant
 from .module import ImageClassifier
 from .validation import is_integer, is_number
-from .weight_sources import load_source
+from .weight_sources import check_source_request, load_source
 
 NORMALIZATIONS = ("source", "data")
 
@@ -76,6 +76,14 @@ OPTION_RULES = [
     # Finite: inf passes `>= 0` and only surfaces as a NaN loss once training has started.
     ("backbone_lr_scale", lambda v: is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
 ]
+
+
+def check_finetune_request(cfg: DictConfig) -> None:
+    """The finetune options and the source request, checked before the run builds anything (a resumed
+    fine-tune names its checkpoint, not its source)."""
+    check_finetune_options(cfg)
+    if not cfg.get("resume_ckpt"):
+        check_source_request(cfg)
 
 
 def check_finetune_options(cfg: DictConfig) -> None:

@@ -25,6 +25,7 @@ def start_run(
     # Also checked before Hydra starts, when hydra.run.dir is on the command line.
     refuse_reused_run_dir(run_dir, resuming=bool(resume_from))
     validate_config(cfg)
+    builders.build_optimization(cfg)  # its settings checked before the data and trainer are built
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
     trainer = builders.build_trainer(cfg, resumed_step=saved_step(resume_from) if resume_from else None)

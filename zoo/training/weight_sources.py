@@ -119,11 +119,10 @@ def _ckpt_path(value):
     )
 
 
-def load_source(cfg, spec: DataSpec) -> Source:
-    """The source the config names: `ckpt_path` (a run checkpoint or a state dict) or `pretrained`."""
+def check_source_request(cfg) -> None:
+    """What the config asks of the source, checked before anything is built or read."""
     ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
-    requested = to_plain(cfg.get("model")) or {}
-    name = requested.get("name")
+    name = (to_plain(cfg.get("model")) or {}).get("name")
     if name is not None and name not in list_models():
         raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     if cfg.get("pretrained") is not None:
@@ -135,9 +134,18 @@ def load_source(cfg, spec: DataSpec) -> Source:
             raise UserError(
                 "pretrained=torchvision needs the architecture: add model=NAME (e.g. model=resnet18)"
             )
-        return _from_torchvision(requested, spec)
-    if not ckpt_path:
+    elif not ckpt_path:
         raise UserError(USAGE)
+
+
+def load_source(cfg, spec: DataSpec) -> Source:
+    """The source the config names: `ckpt_path` (a run checkpoint or a state dict) or `pretrained`."""
+    check_source_request(cfg)
+    ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
+    requested = to_plain(cfg.get("model")) or {}
+    name = requested.get("name")
+    if cfg.get("pretrained") is not None:
+        return _from_torchvision(requested, spec)
 
     path = Path(ckpt_path)
     loaded = load_weights_file(path)
