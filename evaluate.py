@@ -18,6 +18,7 @@ from omegaconf import DictConfig  # noqa: E402
 from zoo.training import builders, evaluation, outputs  # noqa: E402
 from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
+from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     note = evaluation.check_data_fits(datamodule.spec, hparams["data"])
     if note:
         builders.check_image_size(hparams["model"], datamodule.spec.image_size)
-        print(note, flush=True)
+        say(note)
     class_names = list(hparams["data"]["class_names"])
 
     device = torch.device(
@@ -54,9 +55,9 @@ def evaluate(cfg: DictConfig) -> dict:
     evaluation.save_confusion_png(report["confusion_matrix"], class_names, run_dir / "confusion_matrix.png")
     if cfg.tensorboard:
         evaluation.write_tensorboard(report, cfg.split, run_dir / "tensorboard")
-    print(evaluation.format_table(report))
+    say(evaluation.format_table(report))
     top5 = f"  {cfg.split}/acc_top5={report['acc_top5']:.4f}" if "acc_top5" in report else ""
-    print(
+    say(
         f"run directory: {run_dir}  {cfg.split}/acc={report['acc']:.4f}{top5}"
         f"  {cfg.split}/loss={report['loss']:.4f}"
     )
@@ -65,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), library_logs_in_run_file():
         evaluate(cfg)
 
 

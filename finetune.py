@@ -22,6 +22,7 @@ from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.finetuning import build_finetune_module, check_finetune_request  # noqa: E402
 from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
+from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 
 
 def finetune(cfg: DictConfig) -> dict[str, float]:
@@ -29,7 +30,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
-        print(summary, flush=True)
+        say(summary)
         if cfg.resume_ckpt:
             remove_stale_partials(Path(cfg.resume_ckpt).parent)
         outputs.save_resolved_config(cfg, run_dir)
@@ -39,7 +40,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="finetune")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors(), isolated_job():
+    with user_errors(), isolated_job(), library_logs_in_run_file():
         metrics = finetune(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/acc")

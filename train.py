@@ -17,6 +17,7 @@ from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
+from zoo.training.runlog import library_logs_in_run_file  # noqa: E402
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -35,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors(), isolated_job():
+    with user_errors(), isolated_job(), library_logs_in_run_file():
         metrics = train(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/acc")

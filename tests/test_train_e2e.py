@@ -18,6 +18,9 @@ def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: 
     assert "best.ckpt" in checkpoints
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     assert (trained_run / "config.yaml").read_text().count("lenet5") >= 1
+    # The log file holds what the console showed: Lightning's lines and the run's own.
+    log = (trained_run / "train.log").read_text()
+    assert "GPU available" in log and "epoch 1/" in log and f"run directory: {trained_run}" in log
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"test/acc", "test/loss", "test/acc_top5"} <= set(metrics)
     # Three epochs on digits already learn most of the task; chance is 0.1.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -11,6 +9,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
+from .runlog import say
 
 
 class EpochSummary(pl.Callback):
@@ -23,7 +22,7 @@ class EpochSummary(pl.Callback):
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         shown = "  ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
         of_epochs = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
-        print(f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}", file=sys.stdout, flush=True)
+        say(f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}")
 
 
 class LastCheckpoint(ModelCheckpoint):

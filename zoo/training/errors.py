@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 
@@ -39,4 +40,5 @@ def user_errors() -> Iterator[None]:
         if reason is None:
             raise
         print(f"error: {reason}", file=sys.stderr, flush=True)
+        logging.getLogger("zoo").error(f"error: {reason}")  # the run's log file, when there is one
         sys.exit(EXIT_USER_ERROR)

@@ -13,6 +13,7 @@ from . import builders, outputs
 from .checkpoint import saved_step
 from .cli import refuse_reused_run_dir
 from .errors import UserError
+from .runlog import say
 from .validation import validate_config
 
 
@@ -73,7 +74,7 @@ def fit_test_and_record(
         best = best_checkpoint(trainer)
         if best is None and not cfg.trainer.fast_dev_run and trainer.is_global_zero:
             note = "no best checkpoint (no validation ran, or none kept): testing the final weights"
-            print(note, flush=True)
+            say(note)
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics = outputs.scalar_metrics(trainer.callback_metrics)
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
@@ -81,5 +82,5 @@ def fit_test_and_record(
         outputs.write_json_atomically(run_dir / "metrics.json", metrics)
         outputs.log_final_hparams(trainer, cfg, metrics)
         accuracy = f"test/acc={metrics['test/acc']:.4f}" if "test/acc" in metrics else "no test run"
-        print(f"run directory: {run_dir}  {accuracy}", flush=True)
+        say(f"run directory: {run_dir}  {accuracy}")
     return metrics

@@ -11,12 +11,11 @@ optimizer when it unfreezes, and freezes again from scratch when a run resumes.
 
 from __future__ import annotations
 
-import sys
-
 import pytorch_lightning as pl
 from torch import nn
 
 from ..models import ClassifierModel
+from .runlog import say
 
 
 def head_modules(net: ClassifierModel) -> list[nn.Module]:
@@ -87,7 +86,7 @@ class BackboneFreeze(pl.Callback):
         if self.freeze and not frozen and self.unfrozen_at_epoch is None:
             self.unfrozen_at_epoch = epoch
             if trainer.is_global_zero:
-                print(f"epoch {epoch + 1}: backbone unfrozen", file=sys.stdout, flush=True)
+                say(f"epoch {epoch + 1}: backbone unfrozen")
         if frozen or self._frozen:
             set_backbone_frozen(pl_module.net, frozen)
         self._frozen = frozen

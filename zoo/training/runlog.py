@@ -1,0 +1,40 @@
+"""The run's log file (RUN/<script>.log, Hydra's job log) holds what the console showed.
+
+The console is written by print and by Lightning's own stream handler, which does not pass records
+on to the root logger; Hydra's job logging is set (configs: hydra.job_logging) to send the root
+logger to the file only. So each line is printed for the console and logged for the file, and
+Lightning's loggers get the file's handler for the length of a job."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+_LOG = logging.getLogger("zoo")
+_LIBRARY_LOGGERS = ("pytorch_lightning", "lightning_fabric")
+
+
+def say(line: str, stream: TextIO | None = None) -> None:
+    """A line for the person watching: on the console, and in the run's log file."""
+    print(line, file=stream or sys.stdout, flush=True)
+    _LOG.info(line)
+
+
+@contextlib.contextmanager
+def library_logs_in_run_file() -> Iterator[None]:
+    """Lightning's messages (devices, restored checkpoints) in the job's log file too; taken off
+    again after the job, so a sweep's next job does not write into this one's file."""
+    files = [handler for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)]
+    loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
+    for logger in loggers:
+        for handler in files:
+            logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            for handler in files:
+                logger.removeHandler(handler)
