@@ -40,5 +40,7 @@ def user_errors() -> Iterator[None]:
         if reason is None:
             raise
         print(f"error: {reason}", file=sys.stderr, flush=True)
-        logging.getLogger("zoo").error(f"error: {reason}")  # the run's log file, when there is one
+        log = logging.getLogger("zoo")
+        if log.hasHandlers():  # a run's log file; before Hydra starts there is none, only the console
+            log.error(f"error: {reason}")
         sys.exit(EXIT_USER_ERROR)
