@@ -88,8 +88,7 @@ def test_loss_falls_on_a_fixed_batch_of_digits(name: str) -> None:
     # Without dropout a healthy network memorises four images within a few steps. (With eight,
     # plain VGG, which has no batch norm, needed all 50 steps: 33 s of the suite for VGG-19.) The
     # bar is a clear fall within 50 steps, and every learner stops as soon as it is met.
-    options = {"dropout": 0.0} if "dropout" in inspect.signature(_BUILDERS[name]).parameters else {}
-    model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True, **options)
+    model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True, dropout=0.0)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
 
@@ -107,6 +106,16 @@ def test_loss_falls_on_a_fixed_batch_of_digits(name: str) -> None:
         if best < 0.8 * first:
             break
     assert best < 0.92 * first, f"{name}: loss went {first:.3f} -> at best {best:.3f}"
+
+
+def test_every_model_takes_a_dropout_rate_that_acts_only_in_training() -> None:
+    assert all("dropout" in inspect.signature(builder).parameters for builder in _BUILDERS.values())
+    model = zoo.create_model("resnet18", num_classes=10, in_chans=1, small_input=True, dropout=0.5)
+    x = torch.randn(2, 1, 16, 16)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
 
 
 def test_unknown_model_lists_known_ones() -> None:

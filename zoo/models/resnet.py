@@ -97,6 +97,7 @@ class ResNet(ClassifierModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         small_input: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -119,6 +120,8 @@ class ResNet(ClassifierModel):
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)  # N x 512e x 7 x 7
         # Adaptive, so any input size reaches the head as one vector per image.
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        # Not in torchvision's ResNet (0 by default); it holds no weights, so state dicts still match.
+        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
 
         # torchvision's scheme: He init for the ReLU convolutions, BatchNorm as the identity map.
@@ -153,7 +156,7 @@ class ResNet(ClassifierModel):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # N x 512e
-        return x if pre_logits else self.fc(x)
+        return x if pre_logits else self.fc(self.dropout(x))
 
     def get_classifier(self) -> nn.Linear:
         return self.fc
@@ -169,40 +172,78 @@ def _resnet(
     num_classes: int,
     in_chans: int,
     small_input: bool,
+    dropout: float,
 ) -> ResNet:
-    return ResNet(block, layers, num_classes=num_classes, in_chans=in_chans, small_input=small_input)
-
-
-@register_model
-def resnet18(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    return _resnet(
-        BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans, small_input=small_input
+    return ResNet(
+        block, layers, num_classes=num_classes, in_chans=in_chans, small_input=small_input, dropout=dropout
     )
 
 
 @register_model
-def resnet34(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
+def resnet18(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
+) -> ResNet:
     return _resnet(
-        BasicBlock, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans, small_input=small_input
+        BasicBlock,
+        (2, 2, 2, 2),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        small_input=small_input,
+        dropout=dropout,
     )
 
 
 @register_model
-def resnet50(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
+def resnet34(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
+) -> ResNet:
     return _resnet(
-        Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans, small_input=small_input
+        BasicBlock,
+        (3, 4, 6, 3),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        small_input=small_input,
+        dropout=dropout,
     )
 
 
 @register_model
-def resnet101(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
+def resnet50(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
+) -> ResNet:
     return _resnet(
-        Bottleneck, (3, 4, 23, 3), num_classes=num_classes, in_chans=in_chans, small_input=small_input
+        Bottleneck,
+        (3, 4, 6, 3),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        small_input=small_input,
+        dropout=dropout,
     )
 
 
 @register_model
-def resnet152(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
+def resnet101(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
+) -> ResNet:
     return _resnet(
-        Bottleneck, (3, 8, 36, 3), num_classes=num_classes, in_chans=in_chans, small_input=small_input
+        Bottleneck,
+        (3, 4, 23, 3),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        small_input=small_input,
+        dropout=dropout,
+    )
+
+
+@register_model
+def resnet152(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
+) -> ResNet:
+    return _resnet(
+        Bottleneck,
+        (3, 8, 36, 3),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        small_input=small_input,
+        dropout=dropout,
     )
