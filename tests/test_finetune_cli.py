@@ -86,6 +86,7 @@ def test_a_torchvision_state_dict_on_grey_digits_with_a_frozen_backbone(
         "num_classes": 10,
         "in_chans": 1,
         "small_input": False,
+        "dropout": 0.0,  # not a shape setting: the config's value
     }
     assert last["hyper_parameters"]["source"]["kind"] == "state_dict"
     tuned = {key.removeprefix("net."): value for key, value in last["state_dict"].items()}

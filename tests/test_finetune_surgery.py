@@ -149,7 +149,13 @@ def test_finetune_config_composes_with_every_source() -> None:
 def test_a_torchvision_state_dict_keeps_its_standard_stem(torchvision_resnet18: Path) -> None:
     source = weight_sources.load_source(_cfg(f"ckpt_path={torchvision_resnet18}", "model=resnet18"), DIGITS)
     # 32 px data would choose the small stem, but these tensors fit only the standard one.
-    assert source.model == {"name": "resnet18", "num_classes": 1000, "in_chans": 3, "small_input": False}
+    assert source.model == {
+        "name": "resnet18",
+        "num_classes": 1000,
+        "in_chans": 3,
+        "small_input": False,
+        "dropout": 0.0,
+    }
     assert source.kind == "state_dict" and source.class_names is None
     net, absent = source.build_net()
     assert absent == []

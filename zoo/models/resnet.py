@@ -165,85 +165,36 @@ class ResNet(ClassifierModel):
         self.fc = linear
 
 
-def _resnet(
-    block: type[BasicBlock | Bottleneck],
-    layers: tuple[int, int, int, int],
-    *,
-    num_classes: int,
-    in_chans: int,
-    small_input: bool,
-    dropout: float,
-) -> ResNet:
-    return ResNet(
-        block, layers, num_classes=num_classes, in_chans=in_chans, small_input=small_input, dropout=dropout
-    )
-
-
 @register_model
 def resnet18(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
 ) -> ResNet:
-    return _resnet(
-        BasicBlock,
-        (2, 2, 2, 2),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        dropout=dropout,
-    )
+    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans, small_input, dropout)
 
 
 @register_model
 def resnet34(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
 ) -> ResNet:
-    return _resnet(
-        BasicBlock,
-        (3, 4, 6, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        dropout=dropout,
-    )
+    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_chans, small_input, dropout)
 
 
 @register_model
 def resnet50(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
 ) -> ResNet:
-    return _resnet(
-        Bottleneck,
-        (3, 4, 6, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        dropout=dropout,
-    )
+    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans, small_input, dropout)
 
 
 @register_model
 def resnet101(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
 ) -> ResNet:
-    return _resnet(
-        Bottleneck,
-        (3, 4, 23, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        dropout=dropout,
-    )
+    return ResNet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, small_input, dropout)
 
 
 @register_model
 def resnet152(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, dropout: float = 0.0
 ) -> ResNet:
-    return _resnet(
-        Bottleneck,
-        (3, 8, 36, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        dropout=dropout,
-    )
+    return ResNet(Bottleneck, (3, 8, 36, 3), num_classes, in_chans, small_input, dropout)
