@@ -287,11 +287,11 @@ def resolve_resume(
     checkpoint = overrides.get(resume_key)
     if resume_key == "ckpt_path" and checkpoint and checkpoint != "null":
         run_dir = Path(checkpoint).parent.parent
-        if Path(checkpoint).parent.name == "checkpoints" and not is_finished(run_dir):
-            _refuse_other_task(run_dir, task)
-            argv = _with_recorded_overrides(argv, run_dir, resume_key)
-            return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
-        if Path(checkpoint).parent.name == "checkpoints" and is_finished(run_dir):
+        if Path(checkpoint).parent.name == "checkpoints":
+            if not is_finished(run_dir):
+                _refuse_other_task(run_dir, task)
+                argv = _with_recorded_overrides(argv, run_dir, resume_key)
+                return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
             # Said, because the README's "continues that run in its folder" is about unfinished runs.
             print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
     return argv

@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Iterator
 
+from .runlog import say
+
 EXIT_USER_ERROR = 2
 
 
@@ -39,8 +41,5 @@ def user_errors() -> Iterator[None]:
         reason = _user_error_behind(error)
         if reason is None:
             raise
-        print(f"error: {reason}", file=sys.stderr, flush=True)
-        log = logging.getLogger("zoo")
-        if log.hasHandlers():  # a run's log file; before Hydra starts there is none, only the console
-            log.error(f"error: {reason}")
+        say(f"error: {reason}", stream=sys.stderr, level=logging.ERROR)
         sys.exit(EXIT_USER_ERROR)

@@ -17,10 +17,12 @@ _LOG = logging.getLogger("zoo")
 _LIBRARY_LOGGERS = ("pytorch_lightning", "lightning_fabric")
 
 
-def say(line: str, stream: TextIO | None = None) -> None:
-    """A line for the person watching: on the console, and in the run's log file."""
+def say(line: str, stream: TextIO | None = None, level: int = logging.INFO) -> None:
+    """A line for the person watching: on the console, and in the run's log file when there is one
+    (before Hydra starts there is none, and logging's last-resort handler would print it again)."""
     print(line, file=stream or sys.stdout, flush=True)
-    _LOG.info(line)
+    if _LOG.hasHandlers():
+        _LOG.log(level, line)
 
 
 @contextlib.contextmanager
