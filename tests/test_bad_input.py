@@ -15,6 +15,7 @@ from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
 from zoo.training.cli import check_overrides, describe_override_error
 from zoo.training.errors import UserError, user_errors
+from zoo.training.fit import fit_test_and_record, start_run
 from zoo.training.validation import validate_config
 
 from .conftest import compose_config, run_script
@@ -84,8 +85,8 @@ def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:
     _assert_one_clear_line(result, "does not exist")
 
 
-# Checked before any checkpoint is read (the file named here does not exist): evaluate.py's own
-# settings, and a data set named with data=, which meets the training rules.
+# Checked before any checkpoint is read (the file named here is empty, unreadable): evaluate.py's
+# own settings, and a data set named with data=, which meets the training rules.
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -97,6 +98,7 @@ def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:
 def test_evaluate_checks_its_settings_before_loading_anything(
     tmp_path: Path, overrides: tuple[str, ...], message: str
 ) -> None:
+    (tmp_path / "any.ckpt").write_bytes(b"")
     result = run_script(
         "evaluate.py",
         f"ckpt_path={tmp_path / 'any.ckpt'}",
@@ -204,6 +206,28 @@ def test_trainer_settings_lightning_rejects_at_fit_are_one_user_error(tmp_path: 
         "train.py", "trainer.val_check_interval=500", "logger=none", f"hydra.run.dir={tmp_path}", check=False
     )
     _assert_one_clear_line(result, "Lightning rejects the trainer settings: `val_check_interval` (500)")
+
+
+def test_a_batch_norm_layer_given_one_value_per_channel_is_one_user_error(tmp_path: Path) -> None:
+    # ResNet-18 at 8 px ends at 1x1: a batch of one image there was a 170-line traceback from torch.
+    cfg = compose_config(
+        "data=synthetic",
+        "data.num_samples=64",
+        "model=resnet18",
+        "data.image_size=8",
+        "data.batch_size=1",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+    )
+    _, datamodule, trainer = start_run(cfg)
+    module = builders.build_module(cfg, datamodule.spec)
+    message = "a BatchNorm layer got one value per channel (a training batch of one image at 1x1: "
+    with pytest.raises(
+        UserError, match=re.escape(message + "torch.Size([1, 512, 1, 1])); set data.batch_size")
+    ):
+        fit_test_and_record(cfg, trainer, module, datamodule, tmp_path, resume_from=None)
 
 
 # Hydra's own report of these runs to five lines and advises "+key=value", which for a typo adds a
@@ -320,6 +344,11 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
             "trainer.limit_train_batches must be null (all), an integer >= 0",
         ),
         ("trainer.log_every_n_steps=abc", "trainer.log_every_n_steps must be an integer >= 0, got 'abc'"),
+        # benchmark=maybe was a traceback from torch; deterministic=maybe was half applied.
+        ("trainer.benchmark=maybe", "trainer.benchmark must be null (Lightning's choice), true or false"),
+        ("trainer.deterministic=maybe", "trainer.deterministic must be true, false or warn, got 'maybe'"),
+        ("trainer.min_epochs=-3", "trainer.min_epochs must be null or an integer >= 0, got -3"),
+        ("trainer.min_steps=x", "trainer.min_steps must be null or an integer >= 0, got 'x'"),
         ("data.seed=abc", "data.seed must be an integer from 0 to 4294967295, got 'abc'"),
         # data.seed follows ${seed}: the key named is the one the user typed.
         (
@@ -355,8 +384,35 @@ def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
         "trainer.log_every_n_steps": "trainer.log_every_n_steps=0",
         "data.seed": "data.seed=0",
         "ckpt_path": "ckpt_path=./123",
+        "trainer.benchmark": "trainer.benchmark=true",
+        "trainer.deterministic": "trainer.deterministic=warn",
+        "trainer.min_epochs": "trainer.min_epochs=0",
+        "trainer.min_steps": "trainer.min_steps=null",
     }
     validate_config(_train_config(tmp_path, _scheduler_with(override), edge[override.split("=")[0]]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # "abc" passed the data module's length check as three values, then failed to convert.
+        (("data.mean=abc", "data.std=abc"), "data.mean must be null or a list of numbers, one per channel"),
+        # A zero std gave a NaN loss at the first step, blamed on the learning rate.
+        (("data.mean=[0.5,0.5,0.5]", "data.std=[0,1,1]"), "data.std must be null or a list of numbers > 0"),
+    ],
+)
+def test_image_folder_statistics_must_be_numbers(
+    tmp_path: Path, overrides: tuple[str, ...], message: str
+) -> None:
+    cfg = compose_config(
+        "data=imagefolder", f"data.root={tmp_path}", f"paths.output_dir={tmp_path}", *overrides
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_config(cfg)
+    good = ("data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]")
+    validate_config(
+        compose_config("data=imagefolder", f"data.root={tmp_path}", f"paths.output_dir={tmp_path}", *good)
+    )
 
 
 def _scheduler_with(override: str) -> str:
@@ -400,8 +456,11 @@ def test_values_torch_refuses_when_building_the_optimizer_are_one_line(
     trial(_train_config(tmp_path, "optimizer=sgd"))
 
 
-# Lightning finds a monitored metric missing only after the first validation, with a RuntimeError.
-def test_early_stopping_on_a_metric_never_logged_is_one_error_line(tmp_path: Path) -> None:
+# Lightning finds a monitored metric missing only after the first validation, with a RuntimeError,
+# and a checkpoint's only after a whole epoch, leaving an unfinished run behind.
+def test_a_callback_monitoring_a_metric_never_logged_is_one_error_line_before_training(
+    tmp_path: Path,
+) -> None:
     result = run_script(
         "train.py",
         "callbacks=early_stopping",
@@ -412,7 +471,13 @@ def test_early_stopping_on_a_metric_never_logged_is_one_error_line(tmp_path: Pat
         f"hydra.run.dir={tmp_path}",
         check=False,
     )
-    _assert_one_clear_line(result, "Early stopping conditioned on metric `val/nope`", "`val/loss`")
+    known = "val/loss, val/acc, val/acc_top5, train/loss, train/acc"
+    _assert_one_clear_line(result, f"callbacks.early_stopping.monitor must be one of {known}, got 'val/nope'")
+    assert not (tmp_path / "checkpoints").exists()
+    cfg = _train_config(tmp_path, "callbacks.model_checkpoint.monitor=val/accuracy")
+    with pytest.raises(UserError, match="callbacks.model_checkpoint.monitor must be one of val/loss"):
+        validate_config(cfg)
+    validate_config(_train_config(tmp_path, "callbacks.model_checkpoint.monitor=val/acc"))
 
 
 # Hydra met these folders with a traceback while creating them, and our own first write with another.
@@ -696,6 +761,49 @@ def test_run_folders_given_any_way_are_never_reused(tmp_path: Path) -> None:
     ):
         check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={sweep}"], "ckpt_path")
     check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={tmp_path / 'fresh'}"], "ckpt_path")
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_a_run_folder_named_through_an_interpolation_is_refused_before_hydra_writes_there(
+    tmp_path: Path, script: str
+) -> None:
+    # Known only once Hydra had composed the config: evaluate.py replaced the run's metrics.json and
+    # exited 0, and a refused train.py had already rewritten the run's .hydra record.
+    finished = tmp_path / "done"
+    (finished / ".hydra").mkdir(parents=True)
+    (finished / "metrics.json").write_text('{"test/acc": 0.5}')
+    (finished / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (tmp_path / "unused.ckpt").write_bytes(b"")
+    extra = [f"ckpt_path={tmp_path / 'unused.ckpt'}"] if script == "evaluate.py" else ["seed=7"]
+    result = run_script(
+        script, *extra, "task_name=done", f"hydra.run.dir={tmp_path}/${{task_name}}", check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: run directory {finished} already holds a finished run (metrics.json); choose another "
+        f"hydra.run.dir{', or resume an unfinished one' if script == 'train.py' else ''}"
+    ]
+    assert (finished / "metrics.json").read_text() == '{"test/acc": 0.5}'
+    assert (finished / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
+    assert sorted(p.name for p in finished.rglob("*")) == [".hydra", "metrics.json", "overrides.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("config_name", "key"), [("train", "ckpt_path"), ("finetune", "ckpt_path"), ("evaluate", "ckpt_path")]
+)
+def test_a_checkpoint_path_that_names_no_file_is_refused_before_hydra_starts(
+    tmp_path: Path, config_name: str, key: str
+) -> None:
+    # Refused once the run had started: after Lightning's first lines, in a new run folder.
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(
+        UserError, match=re.escape(f"checkpoint {missing} does not exist; pass ckpt_path=PATH")
+    ):
+        check_overrides([f"{key}={missing}"], config_name=config_name)
+    with pytest.raises(UserError, match=re.escape(f"checkpoint {tmp_path} is a folder")):
+        check_overrides([f"{key}={tmp_path}"], config_name=config_name)
+    (tmp_path / "a.ckpt").write_bytes(b"")
+    check_overrides([f"{key}={tmp_path / 'a.ckpt'}"], config_name=config_name)  # read, and judged, later
 
 
 def test_sweep_functions_and_spaced_lists_of_group_options_pass_to_hydra() -> None:

@@ -15,15 +15,19 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from zoo.data import DataSpec
 from zoo.training import builders
+from zoo.training.checkpoint import check_resumable
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.cli import check_overrides, find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
+from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
 
 from .conftest import ROOT, checkpoint_weights, compose_config, run_script
 
@@ -213,6 +217,33 @@ def test_a_resumed_run_takes_the_overrides_it_was_started_with(tmp_path: Path, c
     ]
 
 
+def test_ckpt_path_with_its_own_run_directory_named_resumes_as_ckpt_path_alone(tmp_path: Path) -> None:
+    # Naming the folder beside the checkpoint dropped the recorded overrides, and Hydra then replaced
+    # the run's record with this command's.
+    run = _fake_run(tmp_path / "runs", "1", ["trainer.max_epochs=4", "scheduler=none"])
+    last = run / "checkpoints" / "last.ckpt"
+    given = [f"ckpt_path={last}", f"hydra.run.dir={run}"]
+    assert resolve_resume(given) == [
+        "trainer.max_epochs=4",
+        "scheduler=none",
+        *given,
+        "hydra.output_subdir=null",
+    ]
+    # Asked again (a DDP child process gets the rewritten command): nothing is added twice.
+    assert resolve_resume(resolve_resume(given)) == resolve_resume(given)
+    # Another folder takes a new run that starts from the checkpoint; a finished run is left to be refused.
+    elsewhere = [f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'other'}"]
+    assert resolve_resume(elsewhere) == elsewhere
+    (run / "metrics.json").write_text("{}")
+    assert resolve_resume(given) == given
+    # A finished run's last.ckpt trains on in a new folder, built as that run was.
+    assert resolve_resume([f"ckpt_path={last}"]) == [
+        "trainer.max_epochs=4",
+        "scheduler=none",
+        f"ckpt_path={last}",
+    ]
+
+
 def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
     # Both were "cannot resume <a parent folder>": resume= resolved to ".", a stray file to /tmp.
     with pytest.raises(UserError, match="resume= needs a value: auto, a run directory, or"):
@@ -223,6 +254,19 @@ def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
         resolve_resume([f"resume={stray}"], runs_dir=tmp_path)
     # null, as for any key, is not set: a new run.
     assert resolve_resume(["model=lenet5", "resume=null"], runs_dir=tmp_path) == ["model=lenet5"]
+    # A folder that does not exist was "has no checkpoints/last.ckpt"; one whose last.ckpt is gone
+    # names the checkpoint that can still resume it.
+    with pytest.raises(
+        UserError, match=re.escape(f"resume={tmp_path / 'gone'}: there is no such run directory")
+    ):
+        resolve_resume([f"resume={tmp_path / 'gone'}"], runs_dir=tmp_path)
+    run = _fake_run(tmp_path / "runs", "1", [])
+    (run / "checkpoints" / "last.ckpt").rename(run / "checkpoints" / "best.ckpt")
+    message = (
+        f"cannot resume {run}: it has no checkpoints/last.ckpt; its best checkpoint resumes with ckpt_path="
+    )
+    with pytest.raises(UserError, match=re.escape(message + str(run / "checkpoints" / "best.ckpt"))):
+        resolve_resume([f"resume={run}"], runs_dir=tmp_path)
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
@@ -331,6 +375,129 @@ def test_a_crash_after_an_epochs_last_step_resumes_without_losing_the_epoch(tmp_
         assert torch.equal(resumed.state_dict()[name], value), f"{name} differs after resume"
 
 
+class _ValidationSteps(pl.Callback):
+    """The global steps at which validations ran; with `die_at`, a crash as the validation of that
+    step starts, where a kill can land."""
+
+    def __init__(self, die_at: int | None = None) -> None:
+        self.steps: list[int] = []
+        self.die_at = die_at
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.global_step == self.die_at:
+            raise _Crash
+        self.steps.append(trainer.global_step)
+
+
+def test_a_crash_in_a_mid_epoch_validation_resumes_with_that_validation_and_the_epochs_tally(
+    tmp_path: Path,
+) -> None:
+    # Validation and a step save both every two steps: a last.ckpt saved before the validation of its
+    # step would resume past that validation, which Lightning does not run again.
+    overrides = (
+        *EXACT,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=6",
+        "trainer.val_check_interval=2",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    )
+
+    def fit(run_dir: Path, watcher: _ValidationSteps, resume: Path | None = None) -> pl.Trainer:
+        cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
+        _, datamodule, trainer = start_run(cfg, resume_from=resume and str(resume))
+        trainer.callbacks.insert(0, watcher)
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule, ckpt_path=resume)
+        return trainer
+
+    reference = fit(tmp_path / "reference", watched := _ValidationSteps())
+    assert watched.steps == [2, 4, 6]
+    with pytest.raises(_Crash):
+        fit(tmp_path / "crashed", _ValidationSteps(die_at=4))
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    # Step 4's save waited for the step after its validation, which the crash prevented; step 2's
+    # was made at step 3.
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    resumed = fit(tmp_path / "crashed", watched := _ValidationSteps(), resume=last)
+    assert watched.steps == [4, 6]
+    assert resumed.checkpoint_callback.best_model_score == reference.checkpoint_callback.best_model_score
+    # The epoch's training figures cover its six batches, three of them run before the crash.
+    for name in ("train/loss", "train/acc"):
+        assert torch.equal(resumed.callback_metrics[name], reference.callback_metrics[name]), name
+    for name, value in reference.lightning_module.state_dict().items():
+        assert torch.equal(resumed.lightning_module.state_dict()[name], value), f"{name} differs after resume"
+
+
+class _BestAtStart(pl.Callback):
+    def on_train_start(self, trainer, pl_module) -> None:
+        callback = trainer.checkpoint_callback
+        self.best = (callback.best_model_path, callback.best_model_score)
+
+
+def test_a_moved_run_folder_resumes_with_its_best_checkpoint_and_score(tmp_path: Path) -> None:
+    # Lightning forgot the best score of a moved run (a worse epoch then replaced best.ckpt) and kept
+    # the old folder's best.ckpt path, which the final test failed to find.
+    overrides = (*EXACT, "trainer.max_epochs=2", "trainer.limit_train_batches=4")
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'before'}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _DiesAtSecondValidation())
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    score = trainer.checkpoint_callback.best_model_score
+    (tmp_path / "before").rename(tmp_path / "after")
+    last = tmp_path / "after" / "checkpoints" / "last.ckpt"
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'after'}")
+    _, datamodule, trainer = start_run(cfg, resume_from=str(last))
+    trainer.callbacks.insert(0, watcher := _BestAtStart())
+    module = builders.build_module(cfg, datamodule.spec)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last, weights_only=True)
+    assert watcher.best == (str(tmp_path / "after" / "checkpoints" / "best.ckpt"), score)
+    trainer.test(module, datamodule=datamodule, ckpt_path=trainer.checkpoint_callback.best_model_path)
+
+
+class _SigtermAt(pl.Callback):
+    """What Lightning's SIGTERM handler does, at a chosen step: the loop stops once that step ends."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            trainer._signal_connector.received_sigterm = True
+
+
+def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_from_it(tmp_path: Path) -> None:
+    overrides = (*EXACT, "trainer.max_epochs=2", "trainer.limit_train_batches=6")
+    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'stopped'}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _SigtermAt(step=3))
+    with pytest.raises(SIGTERMException):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    # every_n_train_steps=4: without the save on SIGTERM, last.ckpt would not exist yet.
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    resumed, module = _fit_in_process(tmp_path / "stopped", overrides, resume=last)
+    assert resumed.global_step == reference.global_step == 12
+    for name, value in reference_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+
+
+def test_sigterm_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = _start(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert _wait_for(last.exists, process), "the run ended before its first checkpoint"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert f"resume with: python train.py resume={run_dir}" in stderr
+    assert "stopped by SIGTERM at step " in stderr and "Traceback" not in stderr
+    assert not (run_dir / "metrics.json").exists()
+    assert checkpoint_weights(last)
+
+
 class _DiesAtSecondValidation(pl.Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 1:
@@ -370,6 +537,18 @@ def test_a_resumed_run_logs_on_in_its_tensorboard_run_without_repeating_a_step(t
     assert [event.step for event in events.Images("train/inputs")] == [0]
 
 
+def test_only_a_tensorboard_logger_is_opened_with_the_resumed_step_as_its_purge_step(tmp_path: Path) -> None:
+    cfg = compose_config(f"paths.output_dir={tmp_path}", "logger=[tensorboard,csv]")
+    tensorboard, csv = builders.build_loggers(cfg, resumed_step=12)
+    assert isinstance(tensorboard, TensorBoardLogger) and isinstance(csv, CSVLogger)
+    # The writer forgets purge_step once its file is open; the logger keeps what it handed over.
+    assert tensorboard._kwargs.get("purge_step") == 12
+    fresh, _ = builders.build_loggers(
+        compose_config(f"paths.output_dir={tmp_path / 'new'}", "logger=[tensorboard,csv]")
+    )
+    assert "purge_step" not in fresh._kwargs
+
+
 def test_resuming_with_a_longer_schedule_than_the_checkpoints_is_refused(tmp_path: Path) -> None:
     # A resumed cosine schedule keeps the checkpoint's T_max: past it the learning rate would climb again.
     overrides = (*EXACT, "trainer.limit_train_batches=2", "callbacks.last_checkpoint.every_n_train_steps=100")
@@ -383,6 +562,84 @@ def test_resuming_with_a_longer_schedule_than_the_checkpoints_is_refused(tmp_pat
     )
     with pytest.raises(UserError, match=re.escape(message)):
         _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=3"), resume=last)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("optimizer=sgd", "holds the state of optimizer Adam, and this run builds SGD"),
+        ("optimizer=adamw", "holds the state of optimizer Adam, and this run builds AdamW"),
+        (
+            "optimizer.lr=0.2",
+            "continues its Adam optimizer with lr=0.003, but this run's settings give lr=0.2",
+        ),
+    ],
+)
+def test_resuming_with_another_optimizer_or_its_values_is_refused(
+    tmp_path: Path, change: str, message: str
+) -> None:
+    # SGD failed at its first step with a KeyError (no momentum in Adam's groups); a new lr was
+    # silently replaced by the checkpoint's.
+    overrides = (*EXACT, "trainer.limit_train_batches=2", "scheduler=none")
+    _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=re.escape(f"{last} {message}")):
+        _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=2", change), resume=last)
+    # The same settings resume.
+    trainer, _ = _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=2"), resume=last)
+    assert trainer.global_step == 4
+
+
+def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> None:
+    # A mid-epoch checkpoint resumed at another batch size ran an epoch of no batches; another data set
+    # was trained on silently.
+    overrides = (*EXACT, "trainer.limit_train_batches=2", "trainer.max_epochs=1")
+    _fit_in_process(tmp_path / "run", overrides)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    def module(*changes: str):
+        cfg = compose_config(*overrides, *changes, f"paths.output_dir={tmp_path / 'new'}")
+        return builders.build_module(cfg, builders.build_datamodule(cfg).spec)
+
+    message = f"{last} was trained with data.batch_size=64 (now 32); resume with the data settings the run"
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_resumable(last, module("data.batch_size=32"))
+    with pytest.raises(UserError, match=re.escape("data.augment='digits' (now 'none')")):
+        check_resumable(last, module("data.augment=none"))
+    check_resumable(last, module("data.on_device=false", "data.eval_batch_size=100"))
+
+
+def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_is_taken_over(
+    tmp_path: Path,
+) -> None:
+    # Two commands started at once into one folder both found it free, and wrote one run over the other.
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.parent.mkdir()
+    lock.write_text(str(os.getppid()))  # alive: pytest's parent
+    with pytest.raises(
+        UserError, match=re.escape(f"run directory {tmp_path / 'run'} is in use by another process")
+    ):
+        hold_run_dir(tmp_path / "run")
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    lock.write_text(ended.stdout.strip())  # a killed run's lock
+    hold_run_dir(tmp_path / "run")
+    assert lock.read_text() == str(os.getpid())
+
+
+def test_train_py_leaves_no_lock_behind_and_takes_over_a_killed_runs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_NAME).write_text("999999999")  # no such process
+    run_script(
+        "train.py",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert (run_dir / "metrics.json").exists() and not (run_dir / LOCK_NAME).exists()
 
 
 def test_a_new_run_into_an_unfinished_runs_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -229,6 +229,15 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return callbacks
 
 
+def _is_tensorboard(node: Any) -> bool:
+    """Whether a logger section builds a TensorBoardLogger, read from its target without building it
+    (a bad target is left for instantiate_section to report)."""
+    try:
+        return issubclass(get_class(node._target_), TensorBoardLogger)
+    except Exception:
+        return False
+
+
 def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
     """The configured loggers. A resumed run's TensorBoard writer drops what the interrupted run logged
     from `resumed_step` on (TensorBoard's purge_step): the resumed run logs those steps again."""
@@ -236,9 +245,8 @@ def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        logger = instantiate_section(node, f"logger.{name}")
-        if resumed_step is not None and isinstance(logger, TensorBoardLogger):
-            logger = instantiate_section(node, f"logger.{name}", purge_step=resumed_step)
+        extra = {"purge_step": resumed_step} if resumed_step is not None and _is_tensorboard(node) else {}
+        logger = instantiate_section(node, f"logger.{name}", **extra)
         try:
             # A logger may hold settings back for the writer it opens at its first write
             # (TensorBoardLogger passes its extra keys to SummaryWriter); opened now, a bad one stops

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
@@ -25,19 +29,99 @@ class EpochSummary(pl.Callback):
         say(f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}")
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """last.ckpt every N training steps and at every epoch end, never at an epoch's last batch.
+class _FollowsAMovedRun(ModelCheckpoint):
+    """A run folder moved (or copied) and then resumed. Lightning keeps a checkpoint callback's state
+    only when its folder is unchanged; otherwise it forgets the best score, so the next validation
+    replaces best.ckpt with whatever it finds, yet keeps best_model_path: the old folder's file, gone
+    or another run's, which the final test would read. Paths into the old folder whose files came
+    along are taken into the new one, and the state is kept."""
 
-    Lightning 2.6 resumes a checkpoint written at the last batch of an epoch, before the epoch has
-    ended, one epoch short: the restored loop finds the epoch's batches done and counts the epoch
-    again (a SIGKILL test caught it). ModelCheckpoint writes such a file whenever the step interval
-    meets an epoch's end, and replaces it only after validation. Here that step is left to the
-    epoch-end save, which this class makes every epoch, not only when the interval lands there."""
+    _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            state_dict = _moved_into(state_dict, Path(old), Path(new), self._PATH_KEYS) or state_dict
+        super().load_state_dict(state_dict)
+
+
+def _moved_into(state: dict[str, Any], old: Path, new: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The callback state with paths under `old` put under `new`, or None when a file they name is
+    not there (a run continued from another's checkpoint into a new folder: Lightning's way holds)."""
+
+    def move(path: str) -> str | None:
+        if not path:
+            return path
+        try:
+            relative = Path(path).relative_to(old)
+        except ValueError:
+            return None
+        moved = new / relative
+        return str(moved) if moved.exists() else None
+
+    paths = {key: move(state.get(key) or "") for key in keys}
+    best_k = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    if None in paths.values() or None in best_k:
+        return None
+    return {**state, **paths, "best_k_models": best_k, "dirpath": str(new)}
+
+
+class BestCheckpoint(_FollowsAMovedRun):
+    """Lightning's ModelCheckpoint, which also follows a moved run folder (see _FollowsAMovedRun)."""
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: a run saved before this class existed resumes with its best score.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+
+class LastCheckpoint(_FollowsAMovedRun):
+    """last.ckpt every N training steps and at every epoch end, saved only where a resume loses nothing.
+
+    Lightning 2.6 resumes a checkpoint from a training step's end as if everything due after that step
+    had run. Two saves of ModelCheckpoint's step interval break that:
+      * at an epoch's last batch, before the epoch has ended, the restored loop counts the epoch again
+        and the run ends one epoch short (a SIGKILL test caught it): that step is left to the
+        epoch-end save, which this class makes every epoch, not only when the interval lands there;
+      * at a step a validation follows (trainer.val_check_interval), the resumed run skips that
+        validation, and with it maybe the best checkpoint: that save moves to the next step.
+    On SIGTERM it also saves the step the run stopped at."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._save_owed = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if last_batch_of_epoch(trainer, batch_idx):
+            self._save_owed = False  # the epoch-end save makes it
+            return
+        if _validation_follows(trainer):
+            self._save_owed = self._save_owed or self._step_due(trainer)
+            return
+        if self._save_owed:
+            self._save_owed = False
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # Lightning stops on SIGTERM (a scheduler's pre-emption, `kill`) at the end of a training step;
+        # saved there, the stopped run resumes from that step. Not during a validation, nor at an
+        # epoch's last step, which the epoch-end save covers (see above).
+        super().on_exception(trainer, pl_module, exception)
+        if (
+            isinstance(exception, SIGTERMException)
+            and self.save_last
+            and trainer.training
+            and not last_batch_of_epoch(trainer, trainer.fit_loop.epoch_loop.batch_idx)
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _step_due(self, trainer: pl.Trainer) -> bool:
+        interval = self._every_n_train_steps
+        return interval >= 1 and trainer.global_step % interval == 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -48,6 +132,12 @@ class LastCheckpoint(ModelCheckpoint):
             and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _validation_follows(trainer: pl.Trainer) -> bool:
+    """Whether the training loop validates right after the batch that just ended (Lightning's own test)."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    return bool(epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
 
 
 def confusion_rates(matrix: torch.Tensor) -> torch.Tensor:

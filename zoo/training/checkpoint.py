@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import yaml
 
+from .cli import check_weights_path
 from .errors import UserError
 
 # Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
@@ -81,13 +82,7 @@ def _is_model_class(name: str) -> bool:
 def load_weights_file(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True, turning every way a file can be wrong into one clear line."""
     path = Path(path)
-    if path.is_dir():
-        inside = sorted([*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
-        listed = f": {', '.join(map(str, inside[:3]))}" if inside else " (it holds no .ckpt file)"
-        raise UserError(f"checkpoint {path} is a folder; pass ckpt_path=PATH to a checkpoint file{listed}")
-    if not path.is_file():
-        kind = "state dict file" if path.suffix in (".pt", ".pth", ".bin") else ".ckpt file of a run"
-        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to an existing {kind}")
+    check_weights_path(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -190,4 +185,31 @@ def check_resumable(path: str | Path, module) -> None:
             f"({saved.get('in_chans')} channels), but this run builds a {wanted.get('name')} "
             f"with {wanted_classes} classes ({wanted.get('in_chans')} channels); resume with the same "
             "model= and data=, or fine-tune with finetune.py"
+        )
+    _refuse_other_data(path, hparams.get("data_config"), module.hparams.get("data_config"))
+
+
+# Data settings a resumed run may change: where the files are and how they are loaded, not which
+# images it trains on, in what batches, order and augmentation.
+_DATA_KEYS_FREE_ON_RESUME = frozenset(
+    {"root", "num_workers", "eval_batch_size", "on_device", "download", "verify_checksums", "skip_bad_images"}
+)
+
+
+def _refuse_other_data(path: str | Path, saved: Any, wanted: Any) -> None:
+    """Another data set, batch size or split under a resumed run: a checkpoint saved mid-epoch then
+    resumes into an epoch of other batches (or none), and another split can put test images in
+    training. Keys only one side has (a setting added since the run began) are not compared."""
+    if not isinstance(saved, dict) or not isinstance(wanted, dict):
+        return
+    changed = sorted(
+        key
+        for key in saved.keys() & wanted.keys()
+        if key not in _DATA_KEYS_FREE_ON_RESUME and saved[key] != wanted[key]
+    )
+    if changed:
+        shown = ", ".join(f"data.{key}={saved[key]!r} (now {wanted[key]!r})" for key in changed[:3])
+        raise UserError(
+            f"{path} was trained with {shown}; resume with the data settings the run began with, or "
+            f"train on from its weights with finetune.py ckpt_path={path}"
         )

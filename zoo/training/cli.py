@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import warnings
@@ -99,6 +100,10 @@ def _check_removable(group: str, config_name: str) -> None:
     )
 
 
+# The keys that name a checkpoint file on the command line (resume_ckpt is resume=, rewritten).
+_CHECKPOINT_KEYS = ("ckpt_path", "resume_ckpt")
+
+
 def check_overrides(argv: list[str], resume_key: str | None = None, config_name: str = "train") -> None:
     """Unknown or missing group options, and a new run into a finished or unfinished run's directory
     (anything but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
@@ -126,6 +131,8 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
                     raise UserError(_no_option_named(key, choice, config_name))
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
+        if key in _CHECKPOINT_KEYS and value not in ("", "null") and not any(c in value for c in ",($"):
+            check_weights_path(value.strip("\"'"))  # before Hydra makes a run folder for the refusal
         if key in _RUN_DIR_KEYS:
             folder = Path(value.strip("\"'"))
             refuse_unwritable_dir(key, folder)
@@ -133,6 +140,18 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
                 refuse_reused_sweep_dir(folder)
             else:
                 refuse_reused_run_dir(folder, resuming, key=key, can_resume=resume_key is not None)
+
+
+def check_weights_path(path: str | Path) -> None:
+    """A checkpoint path that names no file (a typo, a folder), refused before anything is built."""
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted([*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
+        listed = f": {', '.join(map(str, inside[:3]))}" if inside else " (it holds no .ckpt file)"
+        raise UserError(f"checkpoint {path} is a folder; pass ckpt_path=PATH to a checkpoint file{listed}")
+    if not path.is_file():
+        kind = "state dict file" if path.suffix in (".pt", ".pth", ".bin") else ".ckpt file of a run"
+        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to an existing {kind}")
 
 
 def refuse_unwritable_dir(key: str, folder: Path) -> None:
@@ -258,8 +277,9 @@ def resolve_resume(
     Hydra writes no new record (.hydra/) into it: the run keeps the overrides it was started with,
     which resume=auto matches on, even when this command is refused later."""
     overrides = _overrides(argv)
-    if any(key.lstrip("+~") == "hydra.run.dir" for key in overrides) and "resume" not in overrides:
-        return argv
+    named_dirs = [value for key, value in overrides.items() if key.lstrip("+~") == "hydra.run.dir"]
+    if named_dirs and "resume" not in overrides:
+        return _resume_in_named_dir(argv, Path(named_dirs[-1]), overrides.get(resume_key), resume_key, task)
     if "resume" in overrides:
         target = overrides["resume"]
         argv = [t for t in argv if not t.startswith("resume=")]
@@ -278,8 +298,12 @@ def resolve_resume(
         if is_finished(run_dir):
             raise UserError(f"run {run_dir} already finished (metrics.json); there is nothing to resume")
         last = run_dir / "checkpoints" / "last.ckpt"
+        if not run_dir.is_dir():
+            raise UserError(f"resume={target}: there is no such run directory")
         if not last.is_file():
-            raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
+            best = run_dir / "checkpoints" / "best.ckpt"
+            other = f"; its best checkpoint resumes with ckpt_path={best}" if best.is_file() else ""
+            raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt{other}")
         _refuse_other_task(run_dir, task)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
         argv = _with_recorded_overrides(argv, run_dir, resume_key)
@@ -294,10 +318,36 @@ def resolve_resume(
                 return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
             # Said, because the README's "continues that run in its folder" is about unfinished runs.
             print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
+            return _with_recorded_overrides(argv, run_dir, resume_key)
     return argv
 
 
 _KEEP_RECORD = ("hydra.output_subdir=null",)
+
+
+def _resume_in_named_dir(
+    argv: list[str], run_dir: Path, checkpoint: str | None, resume_key: str, task: str | None
+) -> list[str]:
+    """`ckpt_path=RUN/checkpoints/last.ckpt hydra.run.dir=RUN` resumes RUN as ckpt_path alone would:
+    with the overrides RUN was started with, its record left as it is. A checkpoint from another
+    folder starts the named run from it."""
+    if resume_key != "ckpt_path" or not checkpoint or checkpoint == "null":
+        return argv
+    source = Path(checkpoint)
+    if source.parent.name != "checkpoints" or not _same_folder(source.parent.parent, run_dir):
+        return argv
+    if is_finished(run_dir):
+        return argv  # refused later, with the reason: a finished run is never reused
+    _refuse_other_task(run_dir, task)
+    argv = _with_recorded_overrides(argv, run_dir, resume_key)
+    return [*argv, *(t for t in _KEEP_RECORD if t not in argv)]
+
+
+def _same_folder(first: Path, second: Path) -> bool:
+    try:
+        return first.resolve() == second.resolve()
+    except OSError:
+        return False
 
 
 def _with_recorded_overrides(argv: list[str], run_dir: Path, resume_key: str) -> list[str]:
@@ -349,8 +399,14 @@ def quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+def _exit_quietly_on_ctrl_c() -> None:
+    # Ctrl-C while the libraries import (seconds) would print a traceback of importlib's frames.
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(128 + signal.SIGINT))
+
+
 def precheck(config_name: str, resume_key: str | None = None) -> None:
     """Run before Hydra: fail fast on typos; with `resume_key`, rewrite resume requests in sys.argv."""
+    _exit_quietly_on_ctrl_c()
     quiet_library_notices()
     with user_errors():
         if resume_key is not None:
@@ -415,8 +471,13 @@ def run_hydra_main(main: Callable[[], Any]) -> None:
 
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    # Ctrl-C from here on is a KeyboardInterrupt again (Lightning stops training gracefully on it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except (ConfigCompositionException, OverrideParseException) as error:
         if user_wants_traceback:
             raise

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import signal
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import builders, outputs
-from .checkpoint import saved_step
+from .checkpoint import check_weights_path, saved_step
 from .cli import refuse_reused_run_dir
 from .errors import UserError
 from .runlog import say
@@ -26,12 +31,18 @@ def start_run(
     # Also checked before Hydra starts, when hydra.run.dir is on the command line.
     refuse_reused_run_dir(run_dir, resuming=bool(resume_from))
     validate_config(cfg)
+    if resume_from:
+        check_weights_path(resume_from)  # before the trainer, whose first lines would come before it
     builders.build_optimization(cfg)  # its settings checked before the data and trainer are built
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
     trainer = builders.build_trainer(cfg, resumed_step=saved_step(resume_from) if resume_from else None)
     builders.scale_learning_rate(cfg, trainer)
     return run_dir, datamodule, trainer
+
+
+# What BatchNorm raises for a training batch with one value per channel (one image at 1x1).
+_ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -41,6 +52,23 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
     return path or None
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning ends a run on SIGTERM with SystemExit and no code, a success to a shell or scheduler;
+    here it is a line saying how to go on, and the shell's status for a process ended by SIGTERM."""
+    try:
+        yield
+    except SIGTERMException:
+        if trainer.is_global_zero:
+            say(
+                f"stopped by SIGTERM at step {trainer.global_step}; resume with: "
+                f"python {cfg.get('task_name', 'train')}.py resume={run_dir}",
+                stream=sys.stderr,
+                level=logging.WARNING,
+            )
+        sys.exit(128 + signal.SIGTERM)
 
 
 def fit_test_and_record(
@@ -54,7 +82,7 @@ def fit_test_and_record(
     """Fit (resuming from `resume_from` when given), test the best checkpoint, write metrics.json and
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stopped_by_sigterm(cfg, trainer, run_dir):
             if resume_from:
                 # Lightning warns of a checkpoint folder with files in it; a resumed run's own are why.
                 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -63,6 +91,13 @@ def fit_test_and_record(
         # Settings Lightning can judge only once it sees the data or the logged metrics, in a
         # sentence of its own. Other ValueErrors and RuntimeErrors are not the user's, and keep
         # their traceback.
+        if isinstance(error, ValueError) and str(error).startswith(_ONE_VALUE_PER_CHANNEL):
+            shape = str(error).rpartition("input size ")[2].strip()
+            raise UserError(
+                f"a BatchNorm layer got one value per channel (a training batch of one image at 1x1: "
+                f"{shape}); set data.batch_size to 2 or more, so that no training batch holds one "
+                "image, or give larger images (data.image_size)"
+            ) from None
         if isinstance(error, ValueError) and "val_check_interval" not in str(error):
             raise
         if type(error) is RuntimeError and not str(error).startswith("Early stopping conditioned on metric"):
@@ -75,7 +110,8 @@ def fit_test_and_record(
         if best is None and not cfg.trainer.fast_dev_run and trainer.is_global_zero:
             note = "no best checkpoint (no validation ran, or none kept): testing the final weights"
             say(note)
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        with stopped_by_sigterm(cfg, trainer, run_dir):
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics = outputs.scalar_metrics(trainer.callback_metrics)
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
     if trainer.is_global_zero:

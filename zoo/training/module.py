@@ -22,6 +22,18 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def _as_plain(value: Any) -> Any:
+    """An optimizer setting as a comparable value: betas are a list in a config, a tuple in torch."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+# The checkpoint entry that holds the running training loss and accuracy of the epoch under way.
+TRAIN_TALLY_KEY = "train_epoch_tally"
+OPTIMIZER_KIND_KEY = "optimizer_kind"
+
+
 def last_batch_of_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:
     """Whether the training batch `batch_idx` is the epoch's last one."""
     # is_last_batch: the loader ran out; num_training_batches: limit_train_batches, overfit_batches.
@@ -152,6 +164,22 @@ class ImageClassifier(pl.LightningModule):
         self.train_sums.zero_()
         self.train_seen = 0
 
+    # The epoch's running tally travels in the checkpoint: a run resumed mid-epoch does not call
+    # on_train_epoch_start, and would otherwise report that epoch over the batches after the resume.
+    # Under DDP it is rank 0's tally that every process takes back.
+    # The optimizer's class is saved too: its state alone does not tell Adam from AdamW.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[TRAIN_TALLY_KEY] = {"sums": self.train_sums.detach().cpu(), "seen": self.train_seen}
+        if self._trainer is not None and self.trainer.optimizers:
+            checkpoint[OPTIMIZER_KIND_KEY] = type(self.trainer.optimizers[0]).__name__
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        tally = checkpoint.get(TRAIN_TALLY_KEY)
+        if tally is not None:
+            self.train_sums.copy_(tally["sums"])
+            self.train_seen = int(tally["seen"])
+        self._restored_optimizer_kind = checkpoint.get(OPTIMIZER_KIND_KEY)
+
     def nonfinite_loss_seen(self) -> bool:
         """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
         return not bool(torch.isfinite(self.train_sums[0]))
@@ -206,8 +234,43 @@ class ImageClassifier(pl.LightningModule):
         }
 
     def on_train_start(self) -> None:
-        # Here, not at load time: Lightning restores the scheduler after on_fit_start.
+        # Here, not at load time: Lightning restores the optimizer and scheduler after on_fit_start.
+        self._refuse_a_replaced_optimizer()
         self._refuse_a_replaced_schedule()
+
+    def _refuse_a_replaced_optimizer(self) -> None:
+        """Lightning loads a checkpoint's optimizer state into whichever optimizer this run builds: one
+        of another kind fails at its first step (SGD finds no momentum in Adam's groups), and a changed
+        value (optimizer.lr, weight_decay) is silently replaced by the checkpoint's."""
+        if self.trainer.ckpt_path is None or not self.trainer.optimizers or self.optimizer_factory is None:
+            return
+        restored = self.trainer.optimizers[0].param_groups[0]
+        fresh = self.optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))]).param_groups[0]
+        checkpoint, kind = self.trainer.ckpt_path, type(self.trainer.optimizers[0]).__name__
+        saved_kind = getattr(self, "_restored_optimizer_kind", None)  # None: a checkpoint from before
+        if (saved_kind or kind) != kind or set(fresh) - set(restored):
+            raise UserError(
+                f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
+                f"builds {kind}; resume with the optimizer the run began with, or train on from its "
+                f"weights with a fresh one: python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+            )
+        # A schedule moves lr (its start kept as initial_lr), and OneCycle momentum and betas too.
+        moved = {"momentum", "betas"} if "max_momentum" in restored else set()
+        if "max_lr" in restored:
+            moved.add("lr")
+        for key in getattr(self.optimizer_factory, "keywords", {}):
+            if key in moved or key not in fresh:
+                continue
+            kept = restored.get("initial_lr", restored["lr"]) if key == "lr" else restored.get(key)
+            wanted = fresh[key]
+            if _as_plain(kept) != _as_plain(wanted):
+                raise UserError(
+                    f"{checkpoint} continues its {kind} optimizer with {key}={_as_plain(kept)}, but this "
+                    f"run's settings give {key}={_as_plain(wanted)}; a resumed run keeps its checkpoint's "
+                    "optimizer state. Resume with the settings the run began with, or train on from its "
+                    f"weights with a fresh optimizer: python finetune.py ckpt_path={checkpoint} "
+                    "finetune.head=extend"
+                )
 
     def _refuse_a_replaced_schedule(self) -> None:
         """A resumed run takes its scheduler whole from the checkpoint, so a horizon this run's settings

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..data.memory import ON_DEVICE_CHOICES, is_on_device_choice
 from .errors import UserError
@@ -63,6 +63,9 @@ def _limit(value: Any) -> bool:
     return _positive_integer(value) or value == -1
 
 
+# What the training module logs that a callback can watch (val/acc_top5 with more than 5 classes).
+MONITORED = ("val/loss", "val/acc", "val/acc_top5", "train/loss", "train/acc")
+
 # (dotted key, test, what the value must be). Keys a config leaves out are not checked.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     # First: data.seed follows ${seed}, and a bad seed is to be named as the key the user typed.
@@ -113,6 +116,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         for stage in ("train", "val", "test")
     ),
     ("trainer.log_every_n_steps", lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    # Lightning passes these on unchecked: benchmark=maybe failed inside torch with a traceback, and
+    # deterministic=maybe turned cuDNN's benchmark off without turning deterministic algorithms on.
+    ("trainer.benchmark", lambda v: v is None or is_boolean(v), "null (Lightning's choice), true or false"),
+    ("trainer.deterministic", lambda v: v is None or is_boolean(v) or v == "warn", "true, false or warn"),
+    ("trainer.min_epochs", lambda v: v is None or (is_integer(v) and v >= 0), "null or an integer >= 0"),
+    ("trainer.min_steps", lambda v: v is None or (is_integer(v) and v >= 0), "null or an integer >= 0"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
     ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
@@ -136,6 +145,17 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.num_classes", lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
     ("data.channels", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
     ("data.data_seed", _seed, "an integer from 0 to 4294967295"),
+    # configs/data/imagefolder.yaml: a text such as "abc" had the length of three values.
+    (
+        "data.mean",
+        lambda v: v is None or _numbers(v, lambda x: True),
+        "null or a list of numbers, one per channel",
+    ),
+    (
+        "data.std",
+        lambda v: v is None or _numbers(v, lambda x: x > 0),
+        "null or a list of numbers > 0, one per channel",
+    ),
     ("data.mixup_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0 turns mixup off)"),
     ("data.cutmix_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0 turns cutmix off)"),
     ("label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -144,6 +164,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.aux_dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
+    # A monitor that names no logged figure was found out only after a whole epoch of training.
+    *(
+        (f"callbacks.{name}.monitor", lambda v: v in MONITORED, f"one of {', '.join(MONITORED)}")
+        for name in ("model_checkpoint", "early_stopping")
+    ),
     # EarlyStopping compares these with no check of its own: a string was taken, and never stopped.
     ("callbacks.early_stopping.patience", lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     ("callbacks.early_stopping.min_delta", is_number, "a number"),
@@ -180,6 +205,14 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         for key in ("test", "channels_last", "compile", "cpu_memory_cache", "scale_lr")
     ),
 ]
+
+
+def _numbers(values: Any, test: Callable[[float], bool]) -> bool:
+    return (
+        isinstance(values, (list, tuple, ListConfig))
+        and len(values) > 0
+        and all(is_number(value) and test(value) for value in values)
+    )
 
 
 def validate_config(cfg: DictConfig) -> None:

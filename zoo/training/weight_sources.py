@@ -26,7 +26,7 @@ import torch
 from ..data import DataSpec
 from ..models import ClassifierModel, UnknownModelError, create_model, list_models
 from .builders import SMALL_INPUT_MAX_SIZE, smallest_image_size, to_plain
-from .checkpoint import load_run_checkpoint, load_weights_file
+from .checkpoint import check_weights_path, load_run_checkpoint, load_weights_file
 from .errors import UserError
 
 TORCHVISION = "torchvision"
@@ -136,6 +136,8 @@ def check_source_request(cfg) -> None:
             )
     elif not ckpt_path:
         raise UserError(USAGE)
+    else:
+        check_weights_path(ckpt_path)
 
 
 def load_source(cfg, spec: DataSpec) -> Source:
