@@ -11,7 +11,6 @@ from zoo.training.cli import precheck, run_hydra_main
 # is rewritten into resume_ckpt (and the run's own directory).
 precheck("finetune", resume_key="resume_ckpt")
 
-from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -31,8 +30,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         say(summary)
-        if cfg.resume_ckpt:
-            remove_stale_partials(Path(cfg.resume_ckpt).parent)
+        remove_stale_partials(run_dir / "checkpoints")  # a killed run's half-written files
         outputs.save_resolved_config(cfg, run_dir)
 
     return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=cfg.resume_ckpt)

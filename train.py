@@ -6,7 +6,6 @@ from zoo.training.cli import precheck, run_hydra_main
 
 precheck("train", resume_key="ckpt_path")  # before the heavy imports: a typo is answered at once
 
-from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -26,9 +25,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = builders.build_module(cfg, datamodule.spec)
     if resume_from:
         check_resumable(resume_from, module)
-        if trainer.is_global_zero:
-            remove_stale_partials(Path(resume_from).parent)
     if trainer.is_global_zero:
+        # A killed run's half-written files, in the folder it resumes (or restarts, when it was killed
+        # before its first checkpoint).
+        remove_stale_partials(run_dir / "checkpoints")
         outputs.save_resolved_config(cfg, run_dir)
 
     return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=resume_from)

@@ -184,12 +184,13 @@ def _files_but_no_class_folders(root: Path) -> None:
     ("make", "needle"),
     [
         (lambda root: None, "does not exist"),
+        (lambda root: root.write_bytes(b"zip"), "is a file; set data.root=DIR"),  # was "does not exist"
         (_single_class, "single class folder (only)"),
         (_empty_class, "empty holds no images"),
         (_no_images, "holds no images"),
         (_files_but_no_class_folders, "holds no class folders"),
     ],
-    ids=["missing", "single-class", "empty-class", "no-images", "no-class-folders"],
+    ids=["missing", "a-file", "single-class", "empty-class", "no-images", "no-class-folders"],
 )
 def test_folders_a_user_gets_wrong_are_one_clear_line(tmp_path: Path, make, needle: str) -> None:
     root = tmp_path / "images"

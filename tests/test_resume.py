@@ -543,6 +543,11 @@ def test_only_a_tensorboard_logger_is_opened_with_the_resumed_step_as_its_purge_
     assert isinstance(tensorboard, TensorBoardLogger) and isinstance(csv, CSVLogger)
     # The writer forgets purge_step once its file is open; the logger keeps what it handed over.
     assert tensorboard._kwargs.get("purge_step") == 12
+    # A new run where one was killed before its first checkpoint: that run's points are dropped.
+    killed = tmp_path / "killed"
+    builders.build_loggers(compose_config(f"paths.output_dir={killed}"))[0].experiment.flush()
+    restarted = builders.build_loggers(compose_config(f"paths.output_dir={killed}"))[0]
+    assert restarted._kwargs.get("purge_step") == 0
     fresh, _ = builders.build_loggers(
         compose_config(f"paths.output_dir={tmp_path / 'new'}", "logger=[tensorboard,csv]")
     )
@@ -628,10 +633,13 @@ def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_is_tak
     assert lock.read_text() == str(os.getpid())
 
 
-def test_train_py_leaves_no_lock_behind_and_takes_over_a_killed_runs(tmp_path: Path) -> None:
+def test_train_py_takes_over_a_killed_runs_folder_and_leaves_no_lock_behind(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / LOCK_NAME).write_text("999999999")  # no such process
+    # and a checkpoint it was writing as it died, its first: the new run starts in a clean folder
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / f".last.ckpt.123{TEMP_SUFFIX}").write_bytes(b"half")
     run_script(
         "train.py",
         "trainer.max_epochs=1",
@@ -640,6 +648,7 @@ def test_train_py_leaves_no_lock_behind_and_takes_over_a_killed_runs(tmp_path: P
         f"hydra.run.dir={run_dir}",
     )
     assert (run_dir / "metrics.json").exists() and not (run_dir / LOCK_NAME).exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_a_new_run_into_an_unfinished_runs_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:

@@ -193,6 +193,10 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._spec is not None:
             return
+        if self.root.is_file():
+            raise UserError(
+                f"data.root={self.root} is a file; set data.root=DIR, the folder of class folders"
+            )
         if not self.root.is_dir():
             raise UserError(f"image folder {self.root} does not exist (set data.root=DIR)")
         if (self.root / "train").is_dir():

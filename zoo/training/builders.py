@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -238,6 +239,10 @@ def _is_tensorboard(node: Any) -> bool:
         return False
 
 
+def _holds_events(folder: str) -> bool:
+    return any(Path(folder).glob("**/events.out.tfevents.*"))
+
+
 def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
     """The configured loggers. A resumed run's TensorBoard writer drops what the interrupted run logged
     from `resumed_step` on (TensorBoard's purge_step): the resumed run logs those steps again."""
@@ -245,7 +250,14 @@ def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        extra = {"purge_step": resumed_step} if resumed_step is not None and _is_tensorboard(node) else {}
+        extra = {}
+        if _is_tensorboard(node):
+            if resumed_step is not None:
+                extra["purge_step"] = resumed_step
+            elif _holds_events(cfg.paths.output_dir):
+                # A new run in the folder of one killed before its first checkpoint (nothing to resume):
+                # the earlier run's points are dropped, not drawn beside this run's.
+                extra["purge_step"] = 0
         logger = instantiate_section(node, f"logger.{name}", **extra)
         try:
             # A logger may hold settings back for the writer it opens at its first write
