@@ -6,13 +6,11 @@ from zoo.training.cli import precheck, run_hydra_main
 
 precheck("train", resume_key="ckpt_path")  # before the heavy imports: a typo is answered at once
 
-
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training import builders, outputs  # noqa: E402
 from zoo.training.checkpoint import check_resumable  # noqa: E402
-from zoo.training.checkpoint_io import remove_stale_partials  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
@@ -26,9 +24,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if resume_from:
         check_resumable(resume_from, module)
     if trainer.is_global_zero:
-        # A killed run's half-written files, in the folder it resumes (or restarts, when it was killed
-        # before its first checkpoint).
-        remove_stale_partials(run_dir / "checkpoints")
         outputs.save_resolved_config(cfg, run_dir)
 
     return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=resume_from)

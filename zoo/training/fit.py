@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import builders, outputs
-from .checkpoint import check_weights_path, saved_step
-from .cli import refuse_reused_run_dir
+from .checkpoint import saved_step
+from .checkpoint_io import remove_stale_partials
+from .cli import check_weights_path, refuse_reused_run_dir
 from .errors import UserError
 from .runlog import say
 from .validation import validate_config
@@ -37,6 +38,10 @@ def start_run(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
     trainer = builders.build_trainer(cfg, resumed_step=saved_step(resume_from) if resume_from else None)
+    if trainer.is_global_zero:
+        # A killed run's half-written files, in the folder it resumes (or restarts, when it was killed
+        # before its first checkpoint).
+        remove_stale_partials(run_dir / "checkpoints")
     builders.scale_learning_rate(cfg, trainer)
     return run_dir, datamodule, trainer
 

@@ -29,6 +29,12 @@ def _as_plain(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
+def _train_on_afresh(checkpoint: str, what: str) -> str:
+    """The advice for a resume that is refused: the way on from its weights, in a run of its own."""
+    command = f"python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+    return f"train on from its weights with a fresh {what}: {command}"
+
+
 # The checkpoint entry that holds the running training loss and accuracy of the epoch under way.
 TRAIN_TALLY_KEY = "train_epoch_tally"
 OPTIMIZER_KIND_KEY = "optimizer_kind"
@@ -251,8 +257,8 @@ class ImageClassifier(pl.LightningModule):
         if (saved_kind or kind) != kind or set(fresh) - set(restored):
             raise UserError(
                 f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
-                f"builds {kind}; resume with the optimizer the run began with, or train on from its "
-                f"weights with a fresh one: python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+                f"builds {kind}; resume with the optimizer the run began with, or "
+                f"{_train_on_afresh(checkpoint, 'one')}"
             )
         # A schedule moves lr (its start kept as initial_lr), and OneCycle momentum and betas too.
         moved = {"momentum", "betas"} if "max_momentum" in restored else set()
@@ -267,9 +273,8 @@ class ImageClassifier(pl.LightningModule):
                 raise UserError(
                     f"{checkpoint} continues its {kind} optimizer with {key}={_as_plain(kept)}, but this "
                     f"run's settings give {key}={_as_plain(wanted)}; a resumed run keeps its checkpoint's "
-                    "optimizer state. Resume with the settings the run began with, or train on from its "
-                    f"weights with a fresh optimizer: python finetune.py ckpt_path={checkpoint} "
-                    "finetune.head=extend"
+                    "optimizer state. Resume with the settings the run began with, or "
+                    f"{_train_on_afresh(checkpoint, 'optimizer')}"
                 )
 
     def _refuse_a_replaced_schedule(self) -> None:
@@ -294,8 +299,8 @@ class ImageClassifier(pl.LightningModule):
             raise UserError(
                 f"{checkpoint} continues a {name} schedule with {key}={kept}, "
                 f"but this run's settings give {key}={wanted}{hint}; a resumed run keeps its checkpoint's "
-                "schedule. Resume with the settings the run began with, or train on from its weights with a "
-                f"fresh schedule: python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+                "schedule. Resume with the settings the run began with, or "
+                f"{_train_on_afresh(checkpoint, 'schedule')}"
             )
 
     def parameter_groups(self) -> list[dict]:

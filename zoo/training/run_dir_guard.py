@@ -57,7 +57,7 @@ def hold_run_dir(run_dir: Path) -> None:
     lock left by a killed process (its pid gone) is taken over."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
-    for _ in range(2):
+    for attempt in range(2):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -65,7 +65,8 @@ def hold_run_dir(run_dir: Path) -> None:
                 holder = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 holder = 0
-            if holder and holder != os.getpid() and _alive(holder):
+            # A second failure: another command took the folder after the killed run's lock went.
+            if attempt or (holder and holder != os.getpid() and _alive(holder)):
                 raise UserError(
                     f"run directory {run_dir} is in use by another process (pid {holder}); "
                     "choose another hydra.run.dir, or wait for that run to end"

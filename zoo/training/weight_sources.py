@@ -26,7 +26,8 @@ import torch
 from ..data import DataSpec
 from ..models import ClassifierModel, UnknownModelError, create_model, list_models
 from .builders import SMALL_INPUT_MAX_SIZE, smallest_image_size, to_plain
-from .checkpoint import check_weights_path, load_run_checkpoint, load_weights_file
+from .checkpoint import load_run_checkpoint, load_weights_file
+from .cli import check_weights_path
 from .errors import UserError
 
 TORCHVISION = "torchvision"
