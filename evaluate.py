@@ -43,6 +43,8 @@ def evaluate(cfg: DictConfig) -> dict:
     device = torch.device(
         "cuda" if cfg.accelerator in ("auto", "gpu") and torch.cuda.is_available() else "cpu"
     )
+    if getattr(datamodule, "evaluation_note", None):
+        say(datamodule.evaluation_note)
     batches = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     logits, targets = evaluation.predict(module, batches, device)
     report = evaluation.classification_report(logits, targets, class_names)

@@ -14,7 +14,6 @@ precheck("finetune", resume_key="resume_ckpt")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zoo.training import outputs  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.finetuning import build_finetune_module, check_finetune_request  # noqa: E402
@@ -28,7 +27,6 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         say(summary)
-        outputs.save_resolved_config(cfg, run_dir)
 
     return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=cfg.resume_ckpt)
 

@@ -9,7 +9,7 @@ precheck("train", resume_key="ckpt_path")  # before the heavy imports: a typo is
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zoo.training import builders, outputs  # noqa: E402
+from zoo.training import builders  # noqa: E402
 from zoo.training.checkpoint import check_resumable  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
@@ -23,9 +23,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = builders.build_module(cfg, datamodule.spec)
     if resume_from:
         check_resumable(resume_from, module)
-    if trainer.is_global_zero:
-        outputs.save_resolved_config(cfg, run_dir)
-
     return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=resume_from)
 
 

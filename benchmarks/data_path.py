@@ -37,7 +37,12 @@ class PerSampleDigits(Dataset):
         self.images, self.labels = images, labels
         self.transform = v2.Compose(
             [
-                v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)),
+                v2.RandomAffine(
+                    degrees=10,
+                    translate=(0.08, 0.08),
+                    scale=(0.9, 1.1),
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                ),
                 v2.ToDtype(torch.float32, scale=True),
             ]
         )
@@ -111,7 +116,9 @@ def throughput(batches: Iterable, device: torch.device, seconds: float, warmup_s
 
 def main() -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=60_000, help="synthetic 1 x 28 x 28 training images")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=15.0, help="timed training per path")

@@ -23,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import ROOT, alternate, machine, median, paired_ratio, table
+import torch
+from timing import ROOT, alternate, machine, median, paired_ratio, positive_int, table
 
 WALL_TARGET, RSS_TARGET = 1.2, 1.3
 ACCURACY = re.compile(r"test/acc=([0-9.]+)")
@@ -70,8 +71,13 @@ def run_child(command: list[str], log: Path) -> dict:
     }
 
 
-def run(rounds: int = 3, epochs: int | None = None, python: str = sys.executable) -> dict:
-    """Alternate the two sides `rounds` times each; one summary row with every child's figures."""
+def run(
+    rounds: int = 3, epochs: int | None = None, python: str = sys.executable, device: str | None = None
+) -> dict:
+    """Alternate the two sides `rounds` times each; one summary row with every child's figures.
+    `device` ("cpu" or "cuda") puts both sides on it; None leaves each to its default, a GPU if any."""
+    framework_device = {"cpu": ["trainer.accelerator=cpu"], "cuda": ["trainer.accelerator=gpu"]}
+    plain_device = ["--device", device] if device else []
     with tempfile.TemporaryDirectory(prefix="end_to_end_") as folder:
         scratch = Path(folder)
         counter = iter(range(10**6))
@@ -80,13 +86,15 @@ def run(rounds: int = 3, epochs: int | None = None, python: str = sys.executable
             index = next(counter)
             # A fresh run directory each time: train.py refuses to overwrite a finished run.
             command = [python, "train.py", f"hydra.run.dir={scratch / f'run{index}'}"]
+            command += framework_device.get(device or "", [])
             if epochs is not None:
                 command.append(f"trainer.max_epochs={epochs}")
             return run_child(command, scratch / f"train{index}.log")
 
         def plain() -> dict:
             index = next(counter)
-            command = [python, "benchmarks/plain_digits.py", "--output", str(scratch / f"plain{index}")]
+            output = str(scratch / f"plain{index}")
+            command = [python, "benchmarks/plain_digits.py", "--output", output, *plain_device]
             if epochs is not None:
                 command += ["--epochs", str(epochs)]
             return run_child(command, scratch / f"plain{index}.log")
@@ -100,6 +108,7 @@ def run(rounds: int = 3, epochs: int | None = None, python: str = sys.executable
         "benchmark": "end_to_end",
         "command": "python train.py" + (f" trainer.max_epochs={epochs}" if epochs is not None else ""),
         "default_run": epochs is None,
+        "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "rounds": rounds,
         "framework_wall_s": middle("framework", "wall_s"),
         "plain_wall_s": middle("plain", "wall_s"),
@@ -118,7 +127,8 @@ def run(rounds: int = 3, epochs: int | None = None, python: str = sys.executable
 
     row["wall_ratio"] = paired("wall_s")
     row["rss_ratio"] = paired("peak_rss_mb")
-    row["cpu_ratio"] = paired("cpu_s")
+    # CPU time says little of a GPU run, where a side's CPU waits on the device (run.py's docstring).
+    row["cpu_ratio"] = paired("cpu_s") if row["device"] == "cpu" else None
     row["wall_target"], row["rss_target"] = WALL_TARGET, RSS_TARGET
     row["pass"] = row["wall_ratio"] <= WALL_TARGET and row["rss_ratio"] <= RSS_TARGET
     return row
@@ -143,11 +153,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, help="override the default run's 30 epochs (a quick check)")
+    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument(
+        "--epochs", type=positive_int, help="override the default run's 30 epochs (a quick check)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="both sides on it (default: a GPU if any)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    row = run(args.rounds, args.epochs)
+    row = run(args.rounds, args.epochs, device=args.device)
     print(table([row], COLUMNS))
     print(f"targets: wall ratio <= {WALL_TARGET}, peak RSS ratio <= {RSS_TARGET}")
     if args.json:

@@ -129,7 +129,9 @@ def run_seed(args: argparse.Namespace, seed: int, workdir: Path) -> tuple[float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--per-class", type=int, default=10, help="training images per digit")
     parser.add_argument("--epochs", type=int, default=15, help="epochs of both few-shot runs")

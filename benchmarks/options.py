@@ -16,6 +16,7 @@ these options assume; on a CPU compile and bf16-mixed run on LeNet-5 (see plan).
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import replace
 
 import torch
@@ -103,3 +104,10 @@ COLUMNS = [
     ("first_epoch_extra_s", "1st-epoch extra s"),
     ("overrides", "overrides"),
 ]
+
+
+if __name__ == "__main__":
+    # One benchmark of the suite, with the suite's options (run.py --help).
+    import run
+
+    sys.exit(run.main(["--only", "options", *sys.argv[1:]]))

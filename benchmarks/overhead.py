@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -400,3 +401,10 @@ COLUMNS = [
     ("target", "target"),
     ("pass", "pass"),
 ]
+
+
+if __name__ == "__main__":
+    # One benchmark of the suite, with the suite's options (run.py --help).
+    import run
+
+    sys.exit(run.main(["--only", "overhead", *sys.argv[1:]]))

@@ -9,7 +9,7 @@ Benchmarks (--only takes these names):
   end_to_end      `python train.py` as a whole process against benchmarks/plain_digits.py
   syncs           host-device synchronisations inside train.py's training steps (GPU only)
 
---quick shrinks every benchmark to a smoke test (its figures are noisy); --all times every zoo
+--quick shrinks every benchmark but syncs to a smoke test (its figures are noisy); --all times every zoo
 model that torchvision also has instead of a subset. Timings on a machine shared with other work
 are noise: read the wall-clock ratios from a quiet machine. On a CPU the CPU-time ratios beside
 them are steadier (run with OMP_NUM_THREADS=1 for that); on a GPU they are left out.
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import ROOT, machine, table
+from timing import ROOT, machine, positive_int, table
 
 BENCHMARKS = ("overhead", "vs_torchvision", "options", "end_to_end", "syncs")
 
@@ -37,7 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME", help=", ".join(BENCHMARKS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--all", action="store_true", help="vs_torchvision: every shared model, not a subset")
-    parser.add_argument("--rounds", type=int, help="override each benchmark's number of alternating rounds")
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        help="override each benchmark's number of alternating rounds (syncs has none)",
+    )
     parser.add_argument(
         "--json",
         type=Path,
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             import vs_torchvision
 
             models = vs_torchvision.shared_models() if args.all else None
-            rows, columns = vs_torchvision.run(device, args.quick, models), vs_torchvision.COLUMNS
+            rows = vs_torchvision.run(device, args.quick, models, reps=args.rounds)
+            columns = vs_torchvision.COLUMNS
         elif name == "options":
             import options
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # The default run is 30 epochs; --quick checks the machinery on 3 epochs, one round.
             rounds = args.rounds or (1 if args.quick else 2 if args.device == "cuda" else 3)
-            row = end_to_end.run(rounds=rounds, epochs=3 if args.quick else None)
+            row = end_to_end.run(rounds=rounds, epochs=3 if args.quick else None, device=device.type)
             rows, columns = [row], end_to_end.COLUMNS
         print(table(rows, columns), flush=True)
         print(f"({time.perf_counter() - began:.0f} s)", flush=True)

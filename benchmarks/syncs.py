@@ -20,6 +20,7 @@ through pinned memory.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -139,3 +140,10 @@ COLUMNS = [
     ("pass", "pass"),
     ("note", "note"),
 ]
+
+
+if __name__ == "__main__":
+    # One benchmark of the suite, with the suite's options (run.py --help).
+    import run
+
+    sys.exit(run.main(["--only", "syncs", *sys.argv[1:]]))

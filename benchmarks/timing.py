@@ -8,6 +8,7 @@ deciding the result.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
@@ -45,6 +46,14 @@ def alternate(contenders: dict[str, Callable[[], T]], rounds: int) -> dict[str, 
         for name in names if index % 2 == 0 else reversed(names):
             results[name].append(contenders[name]())
     return results
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count of rounds or epochs, which must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def median(values: list[float]) -> float:

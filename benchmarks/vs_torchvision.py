@@ -12,9 +12,10 @@ Target: zoo/torchvision >= 0.98.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -107,9 +108,13 @@ def timer(model: nn.Module, mode: str, images: torch.Tensor, labels: torch.Tenso
     return timed
 
 
-def run(device: torch.device, quick: bool = False, models: list[str] | None = None) -> list[dict]:
+def run(
+    device: torch.device, quick: bool = False, models: list[str] | None = None, reps: int | None = None
+) -> list[dict]:
     torch.backends.cudnn.benchmark = device.type == "cuda"  # both sides get the same algorithm search
     setting = SETTINGS[(device.type, quick)]
+    if reps is not None:
+        setting = replace(setting, reps=reps)
     rows = []
     for name in models or SUBSET:
         ours, reference = build_pair(name, device)
@@ -163,3 +168,10 @@ COLUMNS = [
     ("target", "target"),
     ("pass", "pass"),
 ]
+
+
+if __name__ == "__main__":
+    # One benchmark of the suite, with the suite's options (run.py --help).
+    import run
+
+    sys.exit(run.main(["--only", "vs_torchvision", *sys.argv[1:]]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
@@ -243,6 +244,13 @@ def test_a_batch_norm_layer_given_one_value_per_channel_is_one_user_error(tmp_pa
         # evaluate.py has no data section unless data= names one; +data=... would replace it whole.
         ("data.image_size=64", "evaluate", "the config has no key 'data'; (+data.image_size=64 adds it as"),
         ("foo", "train", "cannot parse the override 'foo' (missing EQUAL at '<EOF>'); write key=value"),
+        # The reason given was a caret alone, under a character the one-line message did not show.
+        (
+            "data.root=~/imgs",
+            "train",
+            "cannot parse the override 'data.root=~/imgs': Hydra's grammar stops at '~' (character 11); a ~ "
+            "is not your home folder here: write it out ($HOME/..., which the shell expands)",
+        ),
     ],
 )
 def test_a_bad_override_is_described_in_one_line(override: str, config_name: str, message: str) -> None:
@@ -840,3 +848,68 @@ def test_data_module_settings_of_the_wrong_type_are_refused(
     # "no" was taken as true; the synthetic set's counts and seed ended in tracebacks.
     with pytest.raises(UserError, match=re.escape(message)):
         validate_config(_train_config(tmp_path, *overrides))
+
+
+# A full disk or a folder this user cannot write used to end the run in Lightning's traceback at its
+# first checkpoint save; the checkpoint written before the refusal must still be whole.
+@pytest.mark.parametrize(
+    ("code", "reason", "fix"),
+    [
+        (errno.ENOSPC, "No space left on device", "free some space, or use another folder"),
+        (errno.EACCES, "Permission denied", "give this user access to it, or use another folder"),
+    ],
+)
+def test_a_refused_checkpoint_write_is_one_line_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    code: int,
+    reason: str,
+    fix: str,
+) -> None:
+    from zoo.training import checkpoint_io
+
+    cfg = _train_config(
+        tmp_path,
+        "data=synthetic",
+        "data.num_samples=64",
+        "data.image_size=16",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+    )
+    _, datamodule, trainer = start_run(cfg)
+    module = builders.build_module(cfg, datamodule.spec)
+    saved: list[Path] = []
+
+    def open_until_the_disk_refuses(path, mode="r", *args, **kwargs):
+        if "w" in mode and saved:  # the first save (epoch 1's last.ckpt or best.ckpt) goes through
+            raise OSError(code, reason, str(path))
+        if "w" in mode:
+            saved.append(Path(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io, "open", open_until_the_disk_refuses, raising=False)
+    lines = _error_lines(
+        lambda: fit_test_and_record(cfg, trainer, module, datamodule, tmp_path, resume_from=None), capsys
+    )
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {reason}: {tmp_path / 'checkpoints'}/.")
+    assert f"; {fix} (hydra.run.dir=DIR for the run" in lines[0]
+    kept = list((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert len(kept) == 1
+    assert torch.load(kept[0], weights_only=True)["epoch"] == 0
+    assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary file left behind
+
+
+def test_a_user_error_in_a_dataloader_worker_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    # An image damaged past what the setup check sees fails in a worker, and torch re-raised it in
+    # the main process with the worker's traceback in the message: twenty lines for one.
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise UserError("cannot read image x.gif: truncated; fix or remove it")
+    except UserError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    assert _error_lines(wrapped.reraise, capsys) == [
+        "error: cannot read image x.gif: truncated; fix or remove it"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def test_train_runs_end_to_end_on_a_train_val_folder_with_workers_and_mixing(tmp
     assert 0 <= metrics["test/acc"] <= 1
     config = (run_dir / "config.yaml").read_text()
     assert "mixup_alpha: 0.2" in config
+    # Evaluated on a folder of class folders alone, the checkpoint is scored on its held-out share,
+    # and evaluate.py says so.
+    evaluated = run_script(
+        "evaluate.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        f"+data.root={root / 'train'}",
+        f"hydra.run.dir={tmp_path / 'evaluated'}",
+    )
+    assert f"{root / 'train'} holds class folders only: its val and test splits are the 4 of its 36" in (
+        evaluated.stdout
+    )
 
 
 def test_a_corrupt_image_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
@@ -125,10 +137,120 @@ def test_a_truncated_jpeg_is_found_at_setup(tmp_path: Path) -> None:
         load_image(str(bad), "RGB")
 
 
+# verify() reads a BMP's, PPM's or TIFF's header only: a file cut short passed the setup check and
+# crashed a DataLoader worker, with twenty lines of its traceback, skip_bad_images or not.
+@pytest.mark.parametrize("suffix", [".bmp", ".ppm", ".tiff"])
+def test_a_truncated_image_of_any_format_is_found_at_setup(tmp_path: Path, suffix: str) -> None:
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=6)
+    bad = tmp_path / "cat" / f"cut{suffix}"
+    pixels = np.random.default_rng(0).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(bad)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size * 2 // 3])
+    with pytest.raises(UserError, match=re.escape(f"cannot read image {bad}")):
+        ImageFolderDataModule(str(tmp_path), image_size=32, num_workers=0).setup()
+    data = ImageFolderDataModule(str(tmp_path), image_size=32, num_workers=0, skip_bad_images=True)
+    with pytest.warns(UserWarning, match=f"skipping 1 unreadable image.*cut{suffix}"):
+        data.setup()
+
+
+def test_hidden_files_and_folders_are_not_images_or_classes(tmp_path: Path) -> None:
+    # A notebook's .ipynb_checkpoints/ was a class (an empty one stopped the run); macOS's ._0.png, its
+    # metadata beside an image, stopped it as an unreadable image.
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=5)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "cat" / "._0.png").write_bytes(b"\0\5\26\7 Mac OS X metadata")
+    (tmp_path / "dog" / ".thumbnails").mkdir()
+    write_image(tmp_path / "dog" / ".thumbnails" / "0.png", "RGB", shade=0, seed=0)
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0)
+    assert data.class_names == ("cat", "dog")
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
+
+
+def _splits_with_other_names(root: Path) -> None:
+    for split in ("Train", "Val"):
+        write_classes(root / split, classes=("a", "b"), per_class=3)
+
+
+def _two_data_sets(root: Path) -> None:
+    for data_set in ("ds1", "ds2"):
+        for split in ("train", "val"):
+            write_classes(root / data_set / split, classes=("a", "b"), per_class=3)
+
+
+# ImageFolder takes images at any depth below a class folder, so these trained a classifier of
+# "Train" against "Val", or "ds1" against "ds2", without a word.
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (
+            _splits_with_other_names,
+            "they look like splits; name them train/ and val/ (and test/), lower case",
+        ),
+        (_two_data_sets, "data.root is a level too high; set data.root={root}/ds1"),
+    ],
+    ids=["Train-Val", "two-data-sets"],
+)
+def test_a_folder_above_the_class_folders_is_refused(tmp_path: Path, make, needle: str) -> None:
+    root = tmp_path / "images"
+    make(root)
+    with pytest.raises(UserError, match=re.escape(needle.format(root=root))):
+        ImageFolderDataModule(str(root), num_workers=0).setup()
+    # Subfolders of one class's own (by date, by source) are still its images.
+    nested = tmp_path / "nested"
+    for name, part in (("a", "2019"), ("a", "2020"), ("b", "phone")):
+        write_classes(nested / name, classes=(part,), per_class=10)
+    assert ImageFolderDataModule(str(nested), image_size=8, num_workers=0).class_names == ("a", "b")
+
+
+def test_a_split_too_small_for_the_classes_says_what_to_change(tmp_path: Path) -> None:
+    # scikit-learn's sentence alone ("The test_size = 1 should be greater or equal to the number of
+    # classes = 3") named no fix.
+    write_classes(tmp_path, per_class=3)
+    message = "each class needs images on both sides of the split (9 images, 3 classes): change the fraction"
+    with pytest.raises(UserError, match=re.escape(message)):
+        ImageFolderDataModule(str(tmp_path), num_workers=0, val_fraction=0.1).setup()
+
+
+def test_a_class_folder_this_user_cannot_read_is_not_called_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.walk passes over a folder it may not read, so it was reported as holding no images. (The tests
+    # run as root, whom permissions do not stop: os.access answers as for another user.)
+    write_classes(tmp_path, classes=("a", "b"), per_class=3)
+    locked = tmp_path / "b"
+    for image in locked.iterdir():
+        image.unlink()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    with pytest.raises(UserError, match=re.escape(f"cannot read class folder {locked}: permission denied")):
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup()
+
+
+def test_photos_are_turned_upright_and_deep_images_scaled_to_eight_bits(tmp_path: Path) -> None:
+    # A camera stores a portrait photo as landscape pixels and an EXIF orientation; it trained sideways.
+    photo = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.new("RGB", (30, 10), (200, 50, 50)).save(photo, exif=exif)
+    assert load_image(str(photo), "RGB").size == (10, 30)
+    # 16-bit and floating-point images were clipped to 255 (a 16-bit scan came out all white).
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16)).save(deep)
+    assert np.asarray(load_image(str(deep), "L")).tolist() == [[0, 128, 255]]
+    floats = tmp_path / "floats.tiff"
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)).save(floats)
+    assert np.asarray(load_image(str(floats), "RGB"))[0, :, 0].tolist() == [0, 128, 255]
+
+
 def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path) -> None:
     write_classes(tmp_path, per_class=10)
     data = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, val_fraction=0.3, num_workers=0)
     assert data.split_sizes() == {"train": 21, "val": 9, "test": 9}
+    # evaluate.py says so: it used to score 9 of 30 images as if they were the folder.
+    assert data.evaluation_note == (
+        f"{tmp_path} holds class folders only: its val and test splits are the 9 of its 30 images that "
+        "data.val_fraction=0.3 holds out from training"
+    )
     assert (data.class_names, data.channels, data.image_size) == (("cat", "dog", "fox"), 1, 16)
     val_labels = [label for _, label in data._datasets["val"]]
     assert sorted(val_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]

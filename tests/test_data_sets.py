@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
+import re
 import struct
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -128,6 +131,62 @@ def test_mnist_splits_are_stratified_uint8_with_the_sets_own_classes(tmp_path: P
     assert resized.image_size == 32 and resized._splits["test"][0].shape[1:] == (1, 32, 32)
 
 
+def _damage(raw: Path, name: str, how: str) -> None:
+    path = raw / name
+    content = path.read_bytes()
+    if how == "magic":
+        path.write_bytes(struct.pack(">I", 1234) + content[4:])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "cut":
+        path.write_bytes(content[: len(content) // 2])
+    elif how == "fewer":  # a labels file of 100 labels beside 120 images, whole in itself
+        path.write_bytes(struct.pack(">II", 0x801, 100) + content[8:108])
+    elif how == "label 10":
+        path.write_bytes(content[:8] + bytes([10]) + content[9:])
+
+
+# torchvision's reader said "AssertionError", "invalid literal for int() with base 16: b''" or
+# "shape '[120, 28, 28]' is invalid for input of size 4984", naming no file; fewer labels than
+# images trained on some of them silently, a label outside 0-9 failed inside cross_entropy.
+@pytest.mark.parametrize(
+    ("name", "how", "message"),
+    [
+        ("train-images-idx3-ubyte", "magic", "train-images-idx3-ubyte is not an idx file of unsigned bytes"),
+        ("t10k-labels-idx1-ubyte", "empty", "t10k-labels-idx1-ubyte is not an idx file of unsigned bytes"),
+        ("train-images-idx3-ubyte", "cut", "train-images-idx3-ubyte is truncated: its header declares 120 x"),
+        (
+            "train-labels-idx1-ubyte",
+            "fewer",
+            "train-images-idx3-ubyte holds 120 images but train-labels-idx1",
+        ),
+        ("train-labels-idx1-ubyte", "label 10", "the training labels of MNIST in {raw} include 10, outside"),
+    ],
+)
+def test_damaged_idx_files_are_named_with_what_is_wrong(
+    tmp_path: Path, name: str, how: str, message: str
+) -> None:
+    write_mnist(tmp_path, "MNIST", gz=False)
+    raw = tmp_path / "MNIST" / "raw"
+    _damage(raw, name, how)
+    with pytest.raises(UserError, match=re.escape(message.format(raw=raw))):
+        TorchvisionDataModule("mnist", root=str(tmp_path), download=False).setup()
+
+
+def test_a_new_gz_replaces_the_damaged_file_unpacked_from_the_old(tmp_path: Path) -> None:
+    # The unpacked file of a damaged .gz was read ever after, even once a good .gz replaced it.
+    write_mnist(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    labels = raw / "train-labels-idx1-ubyte.gz"
+    good = labels.read_bytes()
+    labels.write_bytes(gzip.compress(b""))
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte is not an idx file"):
+        TorchvisionDataModule("mnist", root=str(tmp_path), download=False).setup()
+    labels.write_bytes(good)
+    os.utime(labels, ns=(time.time_ns() + 10**9,) * 2)  # newer than the unpacked file, as a new copy is
+    assert TorchvisionDataModule("mnist", root=str(tmp_path), download=False).split_sizes()["test"] == 40
+
+
 def test_cifar_layout_and_classes_come_from_the_pickles(tmp_path: Path) -> None:
     write_cifar10(tmp_path)
     data = TorchvisionDataModule("cifar10", root=str(tmp_path), download=False, verify_checksums=False)
@@ -149,7 +208,13 @@ def test_missing_files_offline_name_the_files_and_folder(tmp_path: Path) -> None
         TorchvisionDataModule("mnist", root=str(tmp_path / "data"), download=False).setup()
     message = str(raised.value)
     assert f"{tmp_path}/data/MNIST/raw/{{train-images-idx3-ubyte," in message and "download=true" in message
+    assert "missing:" not in message
     assert not (tmp_path / "data").exists()
+    # With the rest in place, the message names the one file that is not.
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").unlink()
+    with pytest.raises(UserError, match=re.escape("batches.meta}; missing: batches.meta (set data.download")):
+        TorchvisionDataModule("cifar10", root=str(tmp_path), download=False).setup()
 
 
 def test_file_lists_fold_numbered_runs() -> None:
@@ -223,6 +288,26 @@ def test_unverified_cifar_reads_as_torchvision_reads(tmp_path: Path, dataset: st
             theirs = cls(str(tmp_path), train=train, download=False)
         assert ours.data.dtype == theirs.data.dtype and np.array_equal(ours.data, theirs.data)
         assert ours.targets == theirs.targets and ours.classes == theirs.classes
+
+
+def test_unverified_cifar_copies_with_bytes_keys_or_array_labels_read_as_the_official(tmp_path: Path) -> None:
+    # A copy loaded as CIFAR's page shows, pickle.load(encoding="bytes"), and saved again has bytes
+    # keys and names; one saved from numpy keeps its labels as an array. Both were refused, with a
+    # message saying the file held no 'data' array, or no list of labels.
+    write_cifar10(tmp_path)
+    cls = torchvision.datasets.CIFAR10
+    official = [read_cifar(cls, tmp_path, train) for train in (True, False)]
+    for path in (tmp_path / "cifar-10-batches-py").iterdir():
+        entry = pickle.loads(path.read_bytes())
+        if "labels" in entry:
+            entry["labels"] = np.asarray(entry["labels"], dtype=np.int64)
+        else:
+            entry["label_names"] = [name.encode() for name in entry["label_names"]]
+        path.write_bytes(pickle.dumps({key.encode(): value for key, value in entry.items()}))
+    for train, expected in zip((True, False), official, strict=True):
+        copy = read_cifar(cls, tmp_path, train)
+        assert np.array_equal(copy.data, expected.data)
+        assert (copy.targets, copy.classes) == (expected.targets, expected.classes)
 
 
 @pytest.mark.parametrize(

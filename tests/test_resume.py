@@ -59,7 +59,9 @@ def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Po
     )
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT,
+        # A run that finished before its kill trains on from ckpt_path in a new folder under runs/ of
+        # the working folder: the test's, not the checkout.
+        cwd=run_dir.parent,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -593,6 +595,27 @@ def test_resuming_with_another_optimizer_or_its_values_is_refused(
     # The same settings resume.
     trainer, _ = _fit_in_process(tmp_path / "run", (*overrides, "trainer.max_epochs=2"), resume=last)
     assert trainer.global_step == 4
+
+
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path: Path) -> None:
+    # The refusal came once Lightning had opened the run's TensorBoard writer (a new event file with
+    # a purge mark at the checkpoint's step) and config.yaml had been rewritten with the refused values.
+    run = tmp_path / "run"
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
+    run_script("train.py", *EXACT, *short, "logger=tensorboard", f"hydra.run.dir={run}")
+    (run / "metrics.json").unlink()  # as if killed after its last checkpoint
+
+    def contents() -> dict[str, bytes]:
+        files = (path for path in sorted(run.rglob("*")) if path.is_file() and path.name != "train.log")
+        return {str(path.relative_to(run)): path.read_bytes() for path in files}
+
+    before = contents()
+    assert any(name.startswith("tensorboard/events.out.tfevents") for name in before)
+    for change in ("optimizer.lr=0.2", "trainer.max_epochs=3"):
+        result = run_script("train.py", f"resume={run}", change, check=False)
+        assert result.returncode == 2, result.stderr
+        assert "a resumed run keeps its checkpoint's" in result.stderr.splitlines()[-1]
+        assert contents() == before
 
 
 def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> None:

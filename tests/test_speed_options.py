@@ -124,6 +124,23 @@ def test_compile_predicts_as_the_default() -> None:
         _assert_close_to_scale(compiled(images), default(images), 1e-4)
 
 
+@pytest.mark.parametrize("name", ["googlenet", "resnet18"])
+def test_compile_reaches_the_training_forward(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GoogLeNet trains through forward_train (its auxiliary heads), which bypassed the __call__ that
+    # net.compile() compiles: compile=true trained it uncompiled. Dynamo's eager backend traces the
+    # graphs inductor would compile, without building kernels.
+    import torch._dynamo
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **options: real_compile(model, backend="eager"))
+    torch._dynamo.reset()
+    module = _classifier(name, compile=True).train()
+    torch._dynamo.utils.counters.clear()
+    module.training_step((_images(4), torch.arange(4)), 0)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    torch._dynamo.reset()
+
+
 @pytest.fixture(scope="module")
 def trained_lenet() -> tuple[ImageClassifier, torch.Tensor, torch.Tensor]:
     """A LeNet-5 trained for a few epochs on the digits, and the test split: random weights give

@@ -187,7 +187,15 @@ def sample_transform(name: str, image_size: int, *, train: bool) -> v2.Compose:
         crop = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
         return v2.Compose(crop + [v2.ColorJitter(0.4, 0.4, 0.4)] + finish)
     recipe = {
-        "digits": [v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1))],
+        # Bilinear, as augment_batch warps a batch (v2's default is nearest).
+        "digits": [
+            v2.RandomAffine(
+                degrees=10,
+                translate=(0.08, 0.08),
+                scale=(0.9, 1.1),
+                interpolation=v2.InterpolationMode.BILINEAR,
+            )
+        ],
         "standard": [v2.RandomCrop(image_size, padding=max(1, image_size // 8)), v2.RandomHorizontalFlip()],
         "randaugment": [v2.RandAugment()],
     }[name]

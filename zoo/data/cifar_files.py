@@ -72,6 +72,21 @@ class CifarArrays:
     classes: list[str]
 
 
+def _text(value: Any) -> Any:
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+def _with_text_keys(entry: Any) -> Any:
+    """A re-pickled file read as CIFAR's page suggests, pickle.load(encoding="bytes"), has bytes keys."""
+    return {_text(key): value for key, value in entry.items()} if isinstance(entry, dict) else entry
+
+
+def _label_list(labels: Any) -> list | None:
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+        return labels.tolist()  # a copy that kept its labels as an array
+    return labels if isinstance(labels, list) else None
+
+
 def read_cifar(cls: type, root: Path, train: bool) -> CifarArrays:
     """The training or test split of torchvision's CIFAR10 or CIFAR100 (`cls`) under `root`, in the
     layout its class reads: rows of 3072 bytes (the R, G and B planes), and "labels" (CIFAR-10) or
@@ -79,19 +94,21 @@ def read_cifar(cls: type, root: Path, train: bool) -> CifarArrays:
     folder = root / cls.base_folder
     images, targets = [], []
     for name, _ in cls.train_list if train else cls.test_list:
-        entry = load_arrays(folder / name)
+        entry = _with_text_keys(load_arrays(folder / name))
         pixels = entry.get("data") if isinstance(entry, dict) else None
-        labels = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
+        labels = (
+            _label_list(entry.get("labels", entry.get("fine_labels"))) if isinstance(entry, dict) else None
+        )
         if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.shape[1:] != (3072,):
             raise ValueError(f"{name} holds no 'data' array of uint8 rows of 3072 bytes")
         if not isinstance(labels, list) or len(labels) != len(pixels):
             raise ValueError(f"{name} holds no list of {len(pixels)} labels ('labels' or 'fine_labels')")
         images.append(pixels)
         targets += [int(label) for label in labels]
-    meta = load_arrays(folder / cls.meta["filename"])
+    meta = _with_text_keys(load_arrays(folder / cls.meta["filename"]))
     if not isinstance(meta, dict) or cls.meta["key"] not in meta:
         raise ValueError(f"{cls.meta['filename']} holds no {cls.meta['key']!r}")
-    classes = [str(name) for name in meta[cls.meta["key"]]]
+    classes = [str(_text(name)) for name in meta[cls.meta["key"]]]
     if not all(0 <= label < len(classes) for label in targets):
         raise ValueError(f"labels outside 0..{len(classes) - 1}, the classes {cls.meta['filename']} names")
     data = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

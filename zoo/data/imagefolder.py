@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from ..training.errors import UserError
 from .augment import check_augmentation, sample_transform
@@ -37,11 +38,26 @@ def default_num_workers() -> int:
     return min(8, cpus)
 
 
+# Full-range scale of the high-precision modes PIL opens, to map them onto 0-255: PIL's own
+# conversion to L or RGB clips them instead (a 16-bit image comes out almost all white).
+_HIGH_PRECISION_RANGE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def _to_eight_bits(image: Image.Image) -> Image.Image:
+    full_range = _HIGH_PRECISION_RANGE.get(image.mode)
+    if full_range is None:
+        return image
+    values = np.asarray(image, dtype=np.float64) * (255.0 / full_range)
+    return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), mode="L")
+
+
 def load_image(path: str, mode: str) -> Image.Image:
     """Decode one file into `mode` ("L" or "RGB"), whatever it was stored as.
 
     Transparent pixels are composited onto black first: converting RGBA straight to RGB would show
-    whatever colour the invisible pixels happen to store.
+    whatever colour the invisible pixels happen to store. A camera's EXIF orientation is applied,
+    so a photo taken upright is upright. 16- and 32-bit integer images are read as 16-bit values
+    (0-65535), floating-point ones as 0-1, and scaled to 8 bits.
     """
     try:
         with open(path, "rb") as file:
@@ -54,6 +70,7 @@ def load_image(path: str, mode: str) -> Image.Image:
             f"cannot read image {path}: {reason}; fix or remove it (data.skip_bad_images=true skips "
             "only the files found unreadable at setup)"
         ) from None
+    image = _to_eight_bits(ImageOps.exif_transpose(image))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
@@ -65,9 +82,14 @@ def load_image(path: str, mode: str) -> Image.Image:
 _JPEG_END = b"\xff\xd9"
 
 
+# Formats whose verify() finds a file cut short: PNG checks every chunk's checksum, WebP its
+# container's sizes. Others (BMP, GIF, TIFF, ...) are rare in large folders, and decoded to check.
+_VERIFIED_WHOLE = frozenset({"PNG", "WEBP"})
+
+
 def _may_be_cut_short(path: str, image_format: str | None) -> bool:
     if image_format not in ("JPEG", "MPO"):
-        return False
+        return image_format not in _VERIFIED_WHOLE
     with open(path, "rb") as file:
         file.seek(-len(_JPEG_END), os.SEEK_END)
         return file.read() != _JPEG_END
@@ -75,8 +97,9 @@ def _may_be_cut_short(path: str, image_format: str | None) -> bool:
 
 def unreadable(path: str) -> str | None:
     """Why PIL cannot read this file, or None. `verify()` checks structure without decoding the pixels;
-    only a JPEG that does not end as one should (some valid files carry trailing bytes) is decoded,
-    so the check stays a header read per file on a large folder."""
+    a JPEG that does not end as one should (some valid files carry trailing bytes) and the formats
+    verify() cannot check to their end are decoded, so the check stays a header read per file on a
+    large folder of JPEG or PNG files."""
     try:
         with Image.open(path) as image:
             image_format = image.format
@@ -87,6 +110,59 @@ def unreadable(path: str) -> str | None:
     except Exception as error:  # PIL raises many types for a bad file; all mean the same here
         return " ".join(str(error).split()) or type(error).__name__
     return None
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+class _ClassFolders(ImageFolder):
+    """torchvision's ImageFolder without hidden entries: a notebook's .ipynb_checkpoints/ is not a
+    class, nor macOS's ._photo.jpg (its metadata, not an image) a sample."""
+
+    def __init__(self, root: str, loader) -> None:
+        def is_image(path: str) -> bool:
+            inside = Path(path).relative_to(root).parts[1:]  # below the class folder
+            return not any(map(_is_hidden, inside)) and has_file_allowed_extension(path, IMG_EXTENSIONS)
+
+        # allow_empty: an empty class folder gets the error in _scan, which names it.
+        super().__init__(root, loader=loader, is_valid_file=is_image, allow_empty=True)
+
+    def find_classes(self, directory):
+        classes = sorted(
+            entry.name for entry in os.scandir(directory) if entry.is_dir() and not _is_hidden(entry.name)
+        )
+        if not classes:
+            raise FileNotFoundError(directory)
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+_SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "eval"})
+
+
+def _misplaced_root(folder: Path, classes: list[str]) -> str | None:
+    """Why `folder` looks like the folder above the class folders, or None. ImageFolder takes images
+    at any depth below a class folder, so split folders with other names (Train/, validation/), or a
+    folder holding two data sets, would silently train a classifier of those names."""
+    below = {}
+    for name in classes:
+        entries = list(os.scandir(folder / name))
+        if any(entry.is_file() and not _is_hidden(entry.name) for entry in entries):
+            return None  # images right in a class folder: a class
+        below[name] = {entry.name for entry in entries if entry.is_dir() and not _is_hidden(entry.name)}
+    shared = set.intersection(*below.values()) if below else set()
+    if not shared:
+        return None
+    folders, subfolders = ", ".join(classes[:3]), ", ".join(sorted(shared)[:3])
+    if {name.lower() for name in classes} <= _SPLIT_NAMES:
+        return (
+            f"its folders {folders} hold the same class folders ({subfolders}, ...): they look like "
+            f"splits; name them train/ and val/ (and test/), lower case, in {folder}"
+        )
+    return (
+        f"its folders {folders} hold the same subfolders ({subfolders}, ...), not images: data.root is "
+        f"a level too high; set data.root={folder / classes[0]}"
+    )
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -132,6 +208,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.mean, self.std, self.stats_samples = mean, std, stats_samples
         self.skip_bad_images = skip_bad_images
         self._datasets: dict[str, Dataset] = {}
+        # Said by evaluate.py when the splits are not folders of their own.
+        self.evaluation_note: str | None = None
         self._mixer: BatchMixer | None = None
         self._mix_generator = torch.Generator().manual_seed(seed)
 
@@ -139,12 +217,13 @@ class ImageFolderDataModule(ImageDataModule):
     def _scan(self, folder: Path) -> ImageFolder:
         loader = functools.partial(load_image, mode="L" if self.channels_requested == 1 else "RGB")
         try:
-            # allow_empty: an empty class folder gets the error below, which names it.
-            found = ImageFolder(str(folder), loader=loader, allow_empty=True)
+            found = _ClassFolders(str(folder), loader=loader)
         except FileNotFoundError:
             raise UserError(
                 f"{folder} holds no class folders; expected {folder}/CLASS/IMAGE.jpg, one folder per class"
             ) from None
+        except PermissionError as error:
+            raise UserError(f"cannot read folder {error.filename or folder}: permission denied") from None
         if len(found.classes) < 2:
             raise UserError(
                 f"{folder} holds a single class folder ({found.classes[0]}); a classifier needs at least two"
@@ -152,8 +231,17 @@ class ImageFolderDataModule(ImageDataModule):
         counts = np.bincount(np.asarray(found.targets, dtype=np.int64), minlength=len(found.classes))
         if counts.sum() == 0:
             raise UserError(f"{folder} holds no images (.jpg, .png, ... files) in its class folders")
+        misplaced = _misplaced_root(folder, found.classes)
+        if misplaced:
+            raise UserError(f"{folder} does not hold class folders of images: {misplaced}")
         empty = [name for name, count in zip(found.classes, counts, strict=True) if count == 0]
         if empty:
+            # os.walk, which finds the images, passes over a folder it may not read.
+            unreadable_folder = next(
+                (name for name in empty if not os.access(folder / name, os.R_OK | os.X_OK)), None
+            )
+            if unreadable_folder:
+                raise UserError(f"cannot read class folder {folder / unreadable_folder}: permission denied")
             raise UserError(f"class folder {folder / empty[0]} holds no images ({len(empty)} empty in all)")
         self._drop_unreadable(found)
         return found
@@ -228,6 +316,10 @@ class ImageFolderDataModule(ImageDataModule):
             except ValueError as error:
                 raise UserError(f"cannot split off data.val_fraction={self.val_fraction}: {error}") from None
             evaluation = Subset(self._with_transform(found, train=False), held_out.tolist())
+            self.evaluation_note = (
+                f"{self.root} holds class folders only: its val and test splits are the {len(held_out)} of "
+                f"its {len(found)} images that data.val_fraction={self.val_fraction} holds out from training"
+            )
             self._datasets = {
                 "train": Subset(self._with_transform(found, train=True), kept.tolist()),
                 "val": evaluation,

@@ -9,5 +9,14 @@ from sklearn.model_selection import train_test_split
 def stratified_split(labels: np.ndarray, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held out), each class held out in proportion; the same seed gives the same split."""
     indices = np.arange(len(labels))
-    kept, held_out = train_test_split(indices, test_size=holdout_fraction, random_state=seed, stratify=labels)
+    try:
+        kept, held_out = train_test_split(
+            indices, test_size=holdout_fraction, random_state=seed, stratify=labels
+        )
+    except ValueError as error:
+        # scikit-learn says what it could not do; what to change is ours to say.
+        raise ValueError(
+            f"{' '.join(str(error).split())}; each class needs images on both sides of the split "
+            f"({len(labels)} images, {len(np.unique(labels))} classes): change the fraction, or add images"
+        ) from None
     return np.sort(kept), np.sort(held_out)

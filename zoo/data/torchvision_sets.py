@@ -28,6 +28,7 @@ from torchvision.datasets.utils import extract_archive
 
 from ..training.errors import UserError
 from .cifar_files import RefusedGlobal, read_cifar
+from .idx_files import check_idx_pair
 from .memory import InMemoryDataModule
 from .splits import stratified_split
 
@@ -187,17 +188,18 @@ class TorchvisionDataModule(InMemoryDataModule):
         folder = info.folder(self.root)
         missing = []
         for name in info.files():
-            if (folder / name).is_file():
-                continue
-            if info.family == "mnist" and (folder / f"{name}.gz").is_file():
+            packed = folder / f"{name}.gz"
+            if info.family == "mnist" and packed.is_file() and not _newer_or_same(folder / name, packed):
                 # torchvision reads the decompressed idx files; it only unpacks the .gz it downloads.
+                # A .gz newer than its unpacked file replaces it (a damaged one, fixed by a new .gz).
                 try:
                     extract_archive(str(folder / f"{name}.gz"), str(folder))
                 except (OSError, EOFError) as error:
                     (folder / name).unlink(missing_ok=True)  # a half-written file would pass for the set
                     raise UserError(f"cannot decompress {folder / name}.gz: {_one_line(error)}") from None
                 continue
-            missing.append(name)
+            if not (folder / name).is_file():
+                missing.append(name)
         return missing
 
     def _expected(self) -> str:
@@ -251,16 +253,23 @@ class TorchvisionDataModule(InMemoryDataModule):
     # --- splits ---------------------------------------------------------------------------------
     def load_splits(self):
         info = DATASETS[self.dataset]
-        if self._find_files():
+        missing = self._find_files()
+        if missing:
             if not self.download:
+                # Some files there and some not: which are not is the news.
+                absent = f"; missing: {', '.join(missing)}" if len(missing) < len(info.files()) else ""
                 raise UserError(
-                    f"{info.title} not found: expected {self._expected()} "
+                    f"{info.title} not found: expected {self._expected()}{absent} "
                     "(set data.download=true to fetch it, or data.root=DIR to point at it)"
                 )
             self._fetch()
+        if info.family == "mnist":
+            self._check_idx_files()
         train_set, test_set = self._open(train=True), self._open(train=False)
         train_images, train_labels = self._as_tensors(train_set)
         test_images, test_labels = self._as_tensors(test_set)
+        for labels, split in ((train_labels, "training"), (test_labels, "test")):
+            self._check_labels(labels, len(train_set.classes), split)
         try:
             kept, held_out = stratified_split(train_labels.numpy(), self.val_fraction, self.split_seed)
         except ValueError as error:
@@ -273,6 +282,32 @@ class TorchvisionDataModule(InMemoryDataModule):
         }
         return splits, tuple(str(name) for name in train_set.classes)
 
+    def _check_idx_files(self) -> None:
+        """Each idx file whole, as many labels as images, and training and test images of one size."""
+        folder = DATASETS[self.dataset].folder(self.root)
+        shapes = {
+            prefix: check_idx_pair(
+                folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
+            )
+            for prefix in ("train", "t10k")
+        }
+        if shapes["train"][1:] != shapes["t10k"][1:]:
+            train, test = (" x ".join(map(str, shapes[prefix][1:])) for prefix in ("train", "t10k"))
+            raise UserError(
+                f"the training images in {folder} are {train} pixels, the test images {test}; "
+                "the files come from different sets: replace them with the official files"
+            )
+
+    def _check_labels(self, labels: torch.Tensor, num_classes: int, split: str) -> None:
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+            info = DATASETS[self.dataset]
+            wrong = labels[(labels < 0) | (labels >= num_classes)]
+            raise UserError(
+                f"the {split} labels of {info.title} in {info.folder(self.root)} include {int(wrong[0])}, "
+                f"outside its classes 0-{num_classes - 1} ({len(wrong):,} of them); "
+                "replace the damaged file with the official one"
+            )
+
     def _as_tensors(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
         data = dataset.data
         if isinstance(data, torch.Tensor):  # MNIST family: N x H x W
@@ -281,6 +316,10 @@ class TorchvisionDataModule(InMemoryDataModule):
             images = torch.from_numpy(data).permute(0, 3, 1, 2)
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         return _resized(images.contiguous(), self.image_size_requested), labels
+
+
+def _newer_or_same(path: Path, than: Path) -> bool:
+    return path.is_file() and path.stat().st_mtime >= than.stat().st_mtime
 
 
 def _resized(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:

@@ -119,13 +119,20 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def saved_step(path: str | Path) -> int | None:
-    """The global step a checkpoint was written at, read without loading its tensors (memory-mapped),
-    or None when the file cannot tell; the full, checked load comes later and reports any problem."""
+def peek_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's entries with its tensors memory-mapped, not read; {} when the file cannot be
+    read so (load_weights_file reports why)."""
     try:
-        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
-        return None
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def saved_step(path: str | Path) -> int | None:
+    """The global step a checkpoint was written at, or None when the file cannot tell; the full,
+    checked load comes later and reports any problem."""
+    step = peek_checkpoint(path).get("global_step")
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 

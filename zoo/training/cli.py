@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import gc
 import logging
 import os
 import re
@@ -425,12 +426,32 @@ def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def _unparsable_character(override: str, position: int) -> str:
+    character = override[position]
+    where = (
+        f"cannot parse the override {override!r}: Hydra's grammar stops at {character!r} "
+        f"(character {position + 1})"
+    )
+    if character == "~":
+        return f"{where}; a ~ is not your home folder here: write it out ($HOME/..., which the shell expands)"
+    key, _, value = override.partition("=")
+    # Quoted for Hydra, and the whole for the shell, which would otherwise take the inner quotes.
+    quoted = f"'{key}=\"{value}\"'" if "'" in value else f"\"{key}='{value}'\""
+    return f"{where}; quote the value: {quoted}"
+
+
 def describe_override_error(error: Exception) -> str:
     """Hydra's multi-line report of a bad override as one line. A key the config lacks is most often
     a typo, so the nearest existing key comes first, and Hydra's "+key=value" (add it) second."""
     override = getattr(error, "override", None)  # OverrideParseException: not key=value at all
     if override is not None:
-        reason = str(error).split("\nSee ")[0].splitlines()[-1]
+        lines = str(error).split("\nSee ")[0].splitlines()
+        reason = lines[-1]
+        if reason.strip() == "^" and len(lines) >= 2 and override in lines[-2]:
+            # ANTLR's report is the override with a caret under the character it stopped at.
+            position = len(reason) - 1 - lines[-2].index(override)
+            if 0 <= position < len(override):
+                return _unparsable_character(override, position)
         return f"cannot parse the override {override!r} ({reason}); write key=value, e.g. optimizer.lr=0.01"
     cause = error.__cause__
     parent = getattr(cause, "parent_node", None)
@@ -475,6 +496,11 @@ def run_hydra_main(main: Callable[[], Any]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
+        # Python's collector makes a last pass over every object before the process ends: for torch,
+        # torchvision, scipy and sympy's modules, most of a second on a slow CPU, spent looking for
+        # cycles the OS is about to reclaim. The run's files are closed by now (checkpoints, metrics,
+        # TensorBoard); frozen objects are skipped. Only on success: an error's exit is left as it is.
+        gc.freeze()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

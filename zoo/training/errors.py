@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ def _user_error_behind(error: BaseException) -> UserError | None:
     callback refusing its arguments is the user's error, not Hydra's), or a ${...} in the config
     that does not resolve (optimizer.lr=${oops}, an unset ${oc.env:...})."""
     if isinstance(error, UserError):
-        return error
+        return _unwrapped(error)
     from hydra.errors import InstantiationException
     from omegaconf.errors import InterpolationResolutionError
 
@@ -30,7 +31,38 @@ def _user_error_behind(error: BaseException) -> UserError | None:
     if isinstance(error, InterpolationResolutionError):
         reason = str(error).strip().splitlines()[0]
         return UserError(f"cannot resolve {error.full_key}: {reason}; fix the ${{...}} it holds or names")
+    if isinstance(error, OSError) and error.errno in _FILE_SYSTEM_REFUSALS:
+        return _file_system_refusal(error)
     return None
+
+
+def _unwrapped(error: UserError) -> UserError:
+    """A UserError raised in a DataLoader worker reaches the main process with the worker's
+    traceback in its message (torch's ExceptionWrapper); its last line is the user's."""
+    message = str(error).rstrip()
+    if "\nOriginal Traceback" not in message:
+        return error
+    last = message.splitlines()[-1]
+    return UserError(last.split(f"{UserError.__name__}: ", 1)[-1])
+
+
+# What the file system, not the program, refused: a folder the user cannot write (or read), a full
+# disk, a read-only mount. The run's files are written through temporary names, so its earlier
+# checkpoints are still whole.
+_FILE_SYSTEM_REFUSALS = {
+    errno.EACCES: "give this user access to it, or use another folder",
+    errno.EPERM: "give this user access to it, or use another folder",
+    errno.EROFS: "the file system is read-only; use another folder",
+    errno.ENOSPC: "free some space, or use another folder",
+    errno.EDQUOT: "free some space under your quota, or use another folder",
+}
+
+
+def _file_system_refusal(error: OSError) -> UserError:
+    where = f": {error.filename}" if error.filename else ""
+    reason = error.strerror or errno.errorcode.get(error.errno or 0, "refused")
+    folders = "(hydra.run.dir=DIR for the run, data.root=DIR for the data)"
+    return UserError(f"{reason}{where}; {_FILE_SYSTEM_REFUSALS[error.errno]} {folders}")
 
 
 @contextlib.contextmanager

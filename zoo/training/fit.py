@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import builders, outputs
-from .checkpoint import saved_step
+from .checkpoint import peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .cli import check_weights_path, refuse_reused_run_dir
 from .errors import UserError
@@ -86,6 +86,9 @@ def fit_test_and_record(
 ) -> dict[str, float]:
     """Fit (resuming from `resume_from` when given), test the best checkpoint, write metrics.json and
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
+    if resume_from:
+        # Before fit: Lightning writes to the run's folder (its logger) before any hook could refuse.
+        module.refuse_a_changed_optimization(resume_from, peek_checkpoint(resume_from))
     try:
         with warnings.catch_warnings(), stopped_by_sigterm(cfg, trainer, run_dir):
             if resume_from:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..models import create_model
+from ..models._head import ClassifierModel
 from .errors import UserError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -71,9 +72,14 @@ class ImageClassifier(pl.LightningModule):
         self.net = create_model(model_kwargs.pop("name"), **model_kwargs)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+        self._forward_train = self.net.forward_train
         if compile:
             # In place, so parameter names (and therefore checkpoints) stay those of the plain model.
             self.net.compile()
+            if type(self.net).forward_train is not ClassifierModel.forward_train:
+                # A training forward of the network's own (GoogLeNet's, with its auxiliary heads) does
+                # not pass through the __call__ that net.compile() compiles.
+                self._forward_train = torch.compile(self.net.forward_train)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_names = list(data["class_names"])
         num_classes = len(self.class_names)
@@ -133,7 +139,7 @@ class ImageClassifier(pl.LightningModule):
     # --- steps --------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        logits, aux_logits = self.net.forward_train(self.normalize(images))
+        logits, aux_logits = self._forward_train(self.normalize(images))
         loss = self.loss(logits, targets)
         for aux in aux_logits:
             loss = loss + self.net.aux_loss_weight * self.loss(aux, targets)
@@ -184,7 +190,17 @@ class ImageClassifier(pl.LightningModule):
         if tally is not None:
             self.train_sums.copy_(tally["sums"])
             self.train_seen = int(tally["seen"])
-        self._restored_optimizer_kind = checkpoint.get(OPTIMIZER_KIND_KEY)
+        self._remember_saved_optimization(checkpoint)
+
+    def _remember_saved_optimization(self, checkpoint: dict[str, Any]) -> None:
+        """What a resumed run's optimizer and scheduler will be restored to, to compare with this run's
+        settings before Lightning restores them."""
+        self._saved_optimizer_kind = checkpoint.get(OPTIMIZER_KIND_KEY)  # None: a checkpoint from before
+        optimizers = checkpoint.get("optimizer_states") or []
+        schedulers = checkpoint.get("lr_schedulers") or []
+        groups = optimizers[0].get("param_groups") if optimizers else None
+        self._saved_optimizer_group = groups[0] if groups else None
+        self._saved_schedule = schedulers[0] if schedulers else None
 
     def nonfinite_loss_seen(self) -> bool:
         """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
@@ -239,21 +255,34 @@ class ImageClassifier(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
 
-    def on_train_start(self) -> None:
-        # Here, not at load time: Lightning restores the optimizer and scheduler after on_fit_start.
-        self._refuse_a_replaced_optimizer()
-        self._refuse_a_replaced_schedule()
+    def refuse_a_changed_optimization(self, checkpoint_path: str, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume `checkpoint` with another optimizer, optimizer setting or schedule than it
+        holds. Lightning would load its state into whatever this run builds: an optimizer of another
+        kind fails at its first step (SGD finds no momentum in Adam's groups), a changed value
+        (optimizer.lr, weight_decay, a cosine T_max that follows trainer.max_epochs) is silently
+        replaced by the checkpoint's. Called before the run writes anything to its folder."""
+        self._remember_saved_optimization(checkpoint)
+        self._refuse_a_replaced_optimizer(checkpoint_path)
+        settings = getattr(self.scheduler_factory, "keywords", {})
+        self._refuse_a_replaced_schedule(
+            checkpoint_path, {k: v for k, v in settings.items() if v is not None}
+        )
 
-    def _refuse_a_replaced_optimizer(self) -> None:
-        """Lightning loads a checkpoint's optimizer state into whichever optimizer this run builds: one
-        of another kind fails at its first step (SGD finds no momentum in Adam's groups), and a changed
-        value (optimizer.lr, weight_decay) is silently replaced by the checkpoint's."""
-        if self.trainer.ckpt_path is None or not self.trainer.optimizers or self.optimizer_factory is None:
+    def on_fit_start(self) -> None:
+        # Again for Trainer.fit called directly, and for a horizon configure_optimizers works out from
+        # the data and trainer (OneCycle's total_steps), known only now; the optimizer and scheduler
+        # are not yet replaced by the checkpoint's.
+        if self.trainer.ckpt_path is not None:
+            self._refuse_a_replaced_optimizer(self.trainer.ckpt_path)
+            self._refuse_a_replaced_schedule(self.trainer.ckpt_path, getattr(self, "_planned_schedule", {}))
+
+    def _refuse_a_replaced_optimizer(self, checkpoint: str) -> None:
+        restored = getattr(self, "_saved_optimizer_group", None)
+        if restored is None or self.optimizer_factory is None:
             return
-        restored = self.trainer.optimizers[0].param_groups[0]
-        fresh = self.optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))]).param_groups[0]
-        checkpoint, kind = self.trainer.ckpt_path, type(self.trainer.optimizers[0]).__name__
-        saved_kind = getattr(self, "_restored_optimizer_kind", None)  # None: a checkpoint from before
+        fresh_optimizer = self.optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))])
+        fresh, kind = fresh_optimizer.param_groups[0], type(fresh_optimizer).__name__
+        saved_kind = self._saved_optimizer_kind
         if (saved_kind or kind) != kind or set(fresh) - set(restored):
             raise UserError(
                 f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
@@ -277,15 +306,11 @@ class ImageClassifier(pl.LightningModule):
                     f"{_train_on_afresh(checkpoint, 'optimizer')}"
                 )
 
-    def _refuse_a_replaced_schedule(self) -> None:
-        """A resumed run takes its scheduler whole from the checkpoint, so a horizon this run's settings
-        changed (a cosine T_max or OneCycle total_steps that follow trainer.max_epochs) would be
-        silently dropped: past its old end a cosine learning rate climbs again, and OneCycle fails."""
-        planned = getattr(self, "_planned_schedule", None)
-        if not planned or self.trainer.ckpt_path is None or not self.trainer.lr_scheduler_configs:
+    def _refuse_a_replaced_schedule(self, checkpoint: str, planned: dict[str, Any]) -> None:
+        # Past its old end a cosine learning rate climbs again, and OneCycle fails.
+        restored = getattr(self, "_saved_schedule", None)
+        if not planned or not restored or self.scheduler_factory is None:
             return
-        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-        restored = scheduler.state_dict()
         for key, wanted in planned.items():
             kept = restored.get(key)
             if isinstance(wanted, bool) or not isinstance(wanted, (int, float)) or kept in (None, wanted):
@@ -295,7 +320,7 @@ class ImageClassifier(pl.LightningModule):
                 if key in ("T_max", "total_steps")
                 else ""
             )
-            name, checkpoint = type(scheduler).__name__, self.trainer.ckpt_path
+            name = getattr(self.scheduler_factory, "func", type(self.scheduler_factory)).__name__
             raise UserError(
                 f"{checkpoint} continues a {name} schedule with {key}={kept}, "
                 f"but this run's settings give {key}={wanted}{hint}; a resumed run keeps its checkpoint's "
