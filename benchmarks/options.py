@@ -54,6 +54,9 @@ def run(device: torch.device, quick: bool = False, rounds: int | None = None) ->
     rows = []
     for case, names in plan(device, quick).items():
         data = synthetic_data(case, device)
+        # Untimed: the process's first fit pays for first-touch pages, lazy imports and kernel
+        # selection, which would otherwise land on whichever configuration runs first.
+        framework_fit(case, device, data, ())
         configs = {"default": ()}
         for name in names:
             with_option, without = OPTIONS[name]

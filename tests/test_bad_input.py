@@ -69,6 +69,15 @@ def test_a_file_that_is_not_a_checkpoint_is_one_user_error_naming_it(tmp_path: P
     with pytest.raises(UserError, match="bogus.ckpt") as raised:
         load_weights_file(_bogus_checkpoint(tmp_path, name))
     assert "\n" not in str(raised.value)
+    # The unpickler's own reason for these was "(101)" or "(list index out of range)".
+    if name in ("passwd", "unknown-memo-key", "short-integer"):
+        start = NOT_CHECKPOINTS[name][:16]
+        assert str(raised.value).endswith(
+            f"torch.save writes a zip archive (or, before torch 1.6, a pickle), "
+            f"and this file begins {start!r}"
+        )
+    if name == "empty":
+        assert str(raised.value).endswith("bogus.ckpt is empty: a checkpoint whose writing never finished")
 
 
 @pytest.mark.parametrize("name", ["empty", "text", "passwd"])
@@ -741,6 +750,10 @@ def test_a_logger_that_refuses_its_settings_stops_before_the_run(tmp_path: Path)
     message = "logger.tensorboard: SummaryWriter.__init__() got an unexpected keyword argument 'foo'"
     with pytest.raises(UserError, match=re.escape(message)):
         builders.build_loggers(cfg)
+    # A resumed run's writer is not opened before its checkpoint is checked; its settings are.
+    with pytest.raises(UserError, match=re.escape(message)):
+        builders.build_loggers(cfg, resumed_step=10)
+    assert not list(tmp_path.glob("**/events.out.tfevents.*"))
     cfg = compose_config(f"paths.output_dir={tmp_path}", "+logger.tensorboard.flush_secs=soon")
     with pytest.raises(UserError, match="logger.tensorboard.flush_secs must be a number of seconds > 0"):
         validate_config(cfg)
@@ -913,3 +926,46 @@ def test_a_user_error_in_a_dataloader_worker_is_one_line(capsys: pytest.CaptureF
     assert _error_lines(wrapped.reraise, capsys) == [
         "error: cannot read image x.gif: truncated; fix or remove it"
     ]
+
+
+def test_the_packages_own_warnings_print_as_one_line() -> None:
+    # skip_bad_images' warning printed the file and line that raised it, and that line's source.
+    import warnings
+
+    from zoo.training import cli
+
+    library_format = warnings.formatwarning
+    formatted = cli._own_warnings_in_one_line(library_format)
+    ours = str(Path(cli.__file__).parents[1] / "data" / "imagefolder.py")
+    assert formatted("skipping 1 unreadable image(s): x.png", UserWarning, ours, 246) == (
+        "warning: skipping 1 unreadable image(s): x.png\n"
+    )
+    theirs = str(Path(torch.__file__))
+    assert formatted("deprecated", FutureWarning, theirs, 3) == library_format(
+        "deprecated", FutureWarning, theirs, 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (
+            ("optimizer.lr=0.01,abc",),
+            "sweep point #1 (optimizer.lr=abc) of 2: optimizer.lr must be a number > 0, got 'abc'",
+        ),
+        (("optimizer.lr=choice(0.1,0.2)", "optimizer.lrr=1"), "optimizer has no key 'lrr'; did you mean"),
+        # Both points trained into one folder (the second was then refused as a finished run's).
+        (
+            ("optimizer.lr=0.1,0.2", "hydra.sweep.subdir=fixed"),
+            "hydra.sweep.subdir=fixed puts all 2 points of the sweep in one folder",
+        ),
+    ],
+    ids=["bad-value", "typo", "one-subdir"],
+)
+def test_every_point_of_a_sweep_is_checked_before_the_first_trains(
+    tmp_path: Path, sweep: tuple[str, ...], message: str
+) -> None:
+    # The first point trained to the end before the second was found to be wrong.
+    result = run_script("train.py", "-m", *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
+    _assert_one_clear_line(result, message)
+    assert not (tmp_path / "sweep").exists()

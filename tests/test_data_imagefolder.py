@@ -186,7 +186,11 @@ def _two_data_sets(root: Path) -> None:
             _splits_with_other_names,
             "they look like splits; name them train/ and val/ (and test/), lower case",
         ),
-        (_two_data_sets, "data.root is a level too high; set data.root={root}/ds1"),
+        (
+            _two_data_sets,
+            "each hold split folders (train, val, ...): data.root is a level too high; set "
+            "data.root={root}/ds1",
+        ),
     ],
     ids=["Train-Val", "two-data-sets"],
 )
@@ -195,11 +199,16 @@ def test_a_folder_above_the_class_folders_is_refused(tmp_path: Path, make, needl
     make(root)
     with pytest.raises(UserError, match=re.escape(needle.format(root=root))):
         ImageFolderDataModule(str(root), num_workers=0).setup()
-    # Subfolders of one class's own (by date, by source) are still its images.
+    # Subfolders of a class's own (by date, by source) are still its images, also when every class
+    # has subfolders of the same names.
     nested = tmp_path / "nested"
     for name, part in (("a", "2019"), ("a", "2020"), ("b", "phone")):
         write_classes(nested / name, classes=(part,), per_class=10)
     assert ImageFolderDataModule(str(nested), image_size=8, num_workers=0).class_names == ("a", "b")
+    by_year = tmp_path / "by_year"
+    for name in ("cat", "dog"):
+        write_classes(by_year / name, classes=("2019", "2020"), per_class=5)
+    assert ImageFolderDataModule(str(by_year), image_size=8, num_workers=0).class_names == ("cat", "dog")
 
 
 def test_a_split_too_small_for_the_classes_says_what_to_change(tmp_path: Path) -> None:
@@ -214,14 +223,20 @@ def test_a_split_too_small_for_the_classes_says_what_to_change(tmp_path: Path) -
 def test_a_class_folder_this_user_cannot_read_is_not_called_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # os.walk passes over a folder it may not read, so it was reported as holding no images. (The tests
-    # run as root, whom permissions do not stop: os.access answers as for another user.)
+    # os.walk passes over a folder it may not read, so it was reported as holding no images. The tests
+    # run as root, whom permissions do not stop: the folder is made unreadable by answering as the
+    # file system would for another user.
     write_classes(tmp_path, classes=("a", "b"), per_class=3)
-    locked = tmp_path / "b"
-    for image in locked.iterdir():
-        image.unlink()
-    real_access = os.access
+    locked = tmp_path / "a"  # first in order, so it is the first folder looked into
+    real_access, real_scandir = os.access, os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(UserError, match=re.escape(f"cannot read class folder {locked}: permission denied")):
         ImageFolderDataModule(str(tmp_path), num_workers=0).setup()
 

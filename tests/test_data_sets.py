@@ -185,6 +185,15 @@ def test_a_new_gz_replaces_the_damaged_file_unpacked_from_the_old(tmp_path: Path
     labels.write_bytes(good)
     os.utime(labels, ns=(time.time_ns() + 10**9,) * 2)  # newer than the unpacked file, as a new copy is
     assert TorchvisionDataModule("mnist", root=str(tmp_path), download=False).split_sizes()["test"] == 40
+    # A newer .gz that is itself damaged leaves the whole unpacked file in place, and is named.
+    unpacked = raw / "train-labels-idx1-ubyte"
+    whole = unpacked.read_bytes()
+    labels.write_bytes(good[: len(good) // 2])
+    os.utime(labels, ns=(time.time_ns() + 2 * 10**9,) * 2)
+    with pytest.warns(UserWarning, match=re.escape(f"cannot decompress {labels}")):
+        data = TorchvisionDataModule("mnist", root=str(tmp_path), download=False)
+        assert data.split_sizes()["test"] == 40
+    assert unpacked.read_bytes() == whole and not list(raw.glob(".*partial"))
 
 
 def test_cifar_layout_and_classes_come_from_the_pickles(tmp_path: Path) -> None:

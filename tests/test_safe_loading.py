@@ -143,3 +143,19 @@ def test_saved_hyperparameters_are_plain_types(trained_run: Path) -> None:
         return value is None or isinstance(value, (str, int, float, bool))
 
     assert plain(checkpoint["hyper_parameters"])
+
+
+def test_weights_that_do_not_fit_name_the_tensors() -> None:
+    # The message was torch's first line alone, "Error(s) in loading state_dict for ImageClassifier:".
+    from zoo.data import DataSpec
+    from zoo.training.checkpoint import module_from_checkpoint
+    from zoo.training.module import ImageClassifier
+
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    module = ImageClassifier(model={"name": "lenet5", "num_classes": 10, "in_chans": 1}, data=spec.to_dict())
+    weights = module.state_dict()
+    dropped = next(iter(weights))
+    del weights[dropped]
+    checkpoint = {"hyper_parameters": dict(module.hparams), "state_dict": weights}
+    with pytest.raises(UserError, match=re.escape(f'Missing key(s) in state_dict: "{dropped}"')):
+        module_from_checkpoint(checkpoint)

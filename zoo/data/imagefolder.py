@@ -70,7 +70,8 @@ def load_image(path: str, mode: str) -> Image.Image:
             f"cannot read image {path}: {reason}; fix or remove it (data.skip_bad_images=true skips "
             "only the files found unreadable at setup)"
         ) from None
-    image = _to_eight_bits(ImageOps.exif_transpose(image))
+    ImageOps.exif_transpose(image, in_place=True)
+    image = _to_eight_bits(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
@@ -142,27 +143,31 @@ _SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "te
 
 def _misplaced_root(folder: Path, classes: list[str]) -> str | None:
     """Why `folder` looks like the folder above the class folders, or None. ImageFolder takes images
-    at any depth below a class folder, so split folders with other names (Train/, validation/), or a
-    folder holding two data sets, would silently train a classifier of those names."""
+    at any depth below a class folder, so split folders of other names (Train/, validation/), or a
+    folder holding two data sets, would silently train a classifier of those names. Class folders
+    that keep their images in subfolders of shared names (2019/, 2020/ in each) are a class each."""
     below = {}
     for name in classes:
-        entries = list(os.scandir(folder / name))
+        try:
+            entries = list(os.scandir(folder / name))
+        except PermissionError:
+            return None  # the empty-class check names the folder it cannot read
         if any(entry.is_file() and not _is_hidden(entry.name) for entry in entries):
             return None  # images right in a class folder: a class
         below[name] = {entry.name for entry in entries if entry.is_dir() and not _is_hidden(entry.name)}
     shared = set.intersection(*below.values()) if below else set()
-    if not shared:
-        return None
     folders, subfolders = ", ".join(classes[:3]), ", ".join(sorted(shared)[:3])
-    if {name.lower() for name in classes} <= _SPLIT_NAMES:
+    if shared and {name.lower() for name in classes} <= _SPLIT_NAMES:
         return (
             f"its folders {folders} hold the same class folders ({subfolders}, ...): they look like "
             f"splits; name them train/ and val/ (and test/), lower case, in {folder}"
         )
-    return (
-        f"its folders {folders} hold the same subfolders ({subfolders}, ...), not images: data.root is "
-        f"a level too high; set data.root={folder / classes[0]}"
-    )
+    if {name.lower() for name in shared} & _SPLIT_NAMES:
+        return (
+            f"its folders {folders} each hold split folders ({subfolders}, ...): data.root is a level too "
+            f"high; set data.root={folder / classes[0]}"
+        )
+    return None
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -270,7 +275,7 @@ class ImageFolderDataModule(ImageDataModule):
         found.targets = [target for _, target in found.samples]
         lost = sorted(set(range(len(found.classes))) - set(found.targets))
         if lost:
-            raise UserError(f"every image of class {found.classes[lost[0]]!r} is unreadable")
+            raise UserError(f"every image of class {found.classes[lost[0]]!r} in {found.root} is unreadable")
 
     def _with_transform(self, found: ImageFolder, train: bool) -> ImageFolder:
         view = copy.copy(found)  # shares the sample list; only the transform differs

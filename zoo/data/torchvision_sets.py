@@ -13,8 +13,11 @@ files and the folder expected, and a failed download leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import os
 import shutil
 import socket
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,6 @@ from urllib.error import URLError
 import torch
 import torch.nn.functional as F
 import torchvision.datasets as tv_datasets
-from torchvision.datasets.utils import extract_archive
 
 from ..training.errors import UserError
 from .cifar_files import RefusedGlobal, read_cifar
@@ -193,11 +195,16 @@ class TorchvisionDataModule(InMemoryDataModule):
                 # torchvision reads the decompressed idx files; it only unpacks the .gz it downloads.
                 # A .gz newer than its unpacked file replaces it (a damaged one, fixed by a new .gz).
                 try:
-                    extract_archive(str(folder / f"{name}.gz"), str(folder))
+                    _unpack(packed, folder / name)
                 except (OSError, EOFError) as error:
-                    (folder / name).unlink(missing_ok=True)  # a half-written file would pass for the set
-                    raise UserError(f"cannot decompress {folder / name}.gz: {_one_line(error)}") from None
-                continue
+                    if not (folder / name).is_file():
+                        raise UserError(f"cannot decompress {packed}: {_one_line(error)}") from None
+                    # A read-only folder, or a damaged .gz beside a whole file: the file is read
+                    # as it is (and checked), and the .gz named.
+                    warnings.warn(
+                        f"cannot decompress {packed} ({_one_line(error)}); reading {folder / name} as it is",
+                        stacklevel=2,
+                    )
             if not (folder / name).is_file():
                 missing.append(name)
         return missing
@@ -316,6 +323,18 @@ class TorchvisionDataModule(InMemoryDataModule):
             images = torch.from_numpy(data).permute(0, 3, 1, 2)
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         return _resized(images.contiguous(), self.image_size_requested), labels
+
+
+def _unpack(packed: Path, target: Path) -> None:
+    """Decompress `packed` into `target` through a temporary file, so a failure leaves `target` as
+    it was."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with gzip.open(packed, "rb") as source, open(partial, "wb") as destination:
+            shutil.copyfileobj(source, destination)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _newer_or_same(path: Path, than: Path) -> bool:

@@ -20,7 +20,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models, model_entrypoint
 from ..models._input_size import smallest_image_size, why_not_at
-from .callbacks import EpochSummary, RecordResolvedConfig
+from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import use_job_scoped_child_commands
 from .errors import UserError
@@ -259,20 +259,33 @@ def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
                 # the earlier run's points are dropped, not drawn beside this run's.
                 extra["purge_step"] = 0
         logger = instantiate_section(node, f"logger.{name}", **extra)
-        if resumed_step is not None:
-            # Opened now, the writer would put its purge mark in the run's folder before fit_test_and_record
-            # checks the checkpoint against this run's settings; the run's first command opened it already.
-            loggers.append(logger)
-            continue
         try:
             # A logger may hold settings back for the writer it opens at its first write
-            # (TensorBoardLogger passes its extra keys to SummaryWriter); opened now, a bad one stops
+            # (TensorBoardLogger passes its extra keys to SummaryWriter); checked now, a bad one stops
             # the run before it starts instead of failing it at its first logged value.
-            logger.experiment  # noqa: B018
+            if resumed_step is not None and isinstance(logger, TensorBoardLogger):
+                # Not opened: the writer would put its purge mark in the run's folder before
+                # fit_test_and_record checks the checkpoint against this run's settings.
+                _check_writer_settings(node)
+            else:
+                logger.experiment  # noqa: B018
         except _REFUSALS as error:
             raise UserError(f"logger.{name}: {' '.join(str(error).split())}") from None
         loggers.append(logger)
     return loggers
+
+
+def _check_writer_settings(node: Any) -> None:
+    """The keys of a TensorBoardLogger section that it passes on to SummaryWriter, bound to the
+    writer's signature as opening it would."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    own = inspect.signature(TensorBoardLogger).parameters
+    passed_on = {key: value for key, value in node.items() if key != "_target_" and key not in own}
+    try:
+        inspect.signature(SummaryWriter).bind_partial(**passed_on)
+    except TypeError as error:
+        raise TypeError(f"SummaryWriter.__init__() {error}") from None
 
 
 def prepare_host(cfg: DictConfig) -> None:
@@ -298,7 +311,7 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
             "leave it false for CPU processes (trainer=ddp_cpu)"
         )
     prepare_host(cfg)
-    callbacks = [*build_callbacks(cfg), RecordResolvedConfig(cfg, cfg.paths.output_dir)]
+    callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg, resumed_step)
     if not loggers:
         # Learning rates are logged to a logger; with none configured there is nowhere to send them.

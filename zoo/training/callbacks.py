@@ -7,14 +7,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
-from .outputs import save_resolved_config
 from .runlog import say
 
 
@@ -29,19 +27,6 @@ class EpochSummary(pl.Callback):
         shown = "  ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
         of_epochs = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
         say(f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}")
-
-
-class RecordResolvedConfig(pl.Callback):
-    """The run's config.yaml, every value resolved, written once training starts: after a resumed
-    run's checkpoint has been checked against this run's settings, so a refused resume leaves the
-    record of the run it belongs to as it was."""
-
-    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            save_resolved_config(self.cfg, self.run_dir)
 
 
 class _FollowsAMovedRun(ModelCheckpoint):

@@ -109,7 +109,16 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     except Exception as error:
         # Bytes that are neither a zip nor a pickle fail wherever the first bad byte lands: besides
         # RuntimeError, EOFError, OSError, ValueError and BadZipFile, the weights-only unpickler raises
-        # IndexError, KeyError or struct.error on a text file such as /etc/passwd.
+        # IndexError, KeyError or struct.error on a text file such as /etc/passwd, whose message
+        # ("101", "list index out of range") says nothing; what the file begins with does.
+        start = _first_bytes(path)
+        if not start:
+            raise UserError(f"{path} is empty: a checkpoint whose writing never finished") from None
+        if not start.startswith((b"PK", b"\x80")):
+            raise UserError(
+                f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or, before torch "
+                f"1.6, a pickle), and this file begins {start[:16]!r}"
+            ) from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"{path} is not a readable PyTorch checkpoint, truncated or of another format ({reason[:160]})"
@@ -117,6 +126,11 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"{path} holds a {type(loaded).__name__}, not a checkpoint or state dict")
     return loaded
+
+
+def _first_bytes(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(64)
 
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -172,8 +186,10 @@ def module_from_checkpoint(checkpoint: dict[str, Any]):
     try:
         module.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise UserError(f"checkpoint weights do not fit the model it describes ({first[:200]})") from None
+        # torch's first line only says there are errors; the lines below it name the tensors.
+        lines = [line.strip() for line in str(error).strip().splitlines()]
+        details = " ".join(lines[1:]) or lines[0]
+        raise UserError(f"checkpoint weights do not fit the model it describes: {details[:300]}") from None
     return module
 
 

@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -398,6 +399,20 @@ def quiet_library_notices() -> None:
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_WithoutAdvertising())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.formatwarning = _own_warnings_in_one_line(warnings.formatwarning)
+
+
+def _own_warnings_in_one_line(library_format: Callable[..., str]) -> Callable[..., str]:
+    """The package's warnings are sentences for the user (skip_bad_images' list of skipped files);
+    Python's format would add the file, line and source line of the code that raised them."""
+    package = Path(__file__).resolve().parents[1]
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if Path(filename).resolve().is_relative_to(package):
+            return f"warning: {message}\n"
+        return library_format(message, category, filename, lineno, line)
+
+    return format_warning
 
 
 def _exit_quietly_on_ctrl_c() -> None:
@@ -413,7 +428,55 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)
         check_overrides(sys.argv[1:], resume_key, config_name)
+        if _is_multirun(sys.argv[1:]):
+            check_sweep_points(sys.argv[1:], config_name)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
+
+
+def _is_multirun(argv: list[str]) -> bool:
+    return any(token in ("-m", "--multirun") or token == "hydra.mode=MULTIRUN" for token in argv)
+
+
+def check_sweep_points(argv: list[str], config_name: str) -> None:
+    """Every point of a -m sweep, composed and checked against the config rules before the first
+    one trains: a bad value in the last point was found only once the points before it had run."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's default sweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+
+    from .validation import validate_config
+
+    # Hydra's own settings (run and sweep folders, launcher) are not the job's config.
+    overrides = [
+        t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            if not any(override.is_sweep_override() for override in parsed):
+                return
+            batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        except OverrideParseException as error:
+            raise UserError(describe_override_error(error)) from None
+        except HydraException:
+            return  # a sweep Hydra expands only once it runs (glob() of a group's options)
+        points = [point for batch in batches for point in batch]
+        subdir = _overrides(argv).get("hydra.sweep.subdir")
+        if subdir is not None and "${" not in subdir and len(points) > 1:
+            raise UserError(
+                f"hydra.sweep.subdir={subdir} puts all {len(points)} points of the sweep in one folder; "
+                "name each its own, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)"
+            )
+        swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
+        for number, point in enumerate(points):
+            try:
+                validate_config(compose(config_name=config_name, overrides=list(point)))
+            except (ConfigCompositionException, OverrideParseException) as error:
+                raise UserError(describe_override_error(error)) from None
+            except UserError as error:
+                shown = " ".join(o for o in point if o.partition("=")[0] in swept)
+                raise UserError(f"sweep point #{number} ({shown}) of {len(points)}: {error}") from None
 
 
 def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
@@ -436,8 +499,8 @@ def _unparsable_character(override: str, position: int) -> str:
         return f"{where}; a ~ is not your home folder here: write it out ($HOME/..., which the shell expands)"
     key, _, value = override.partition("=")
     # Quoted for Hydra, and the whole for the shell, which would otherwise take the inner quotes.
-    quoted = f"'{key}=\"{value}\"'" if "'" in value else f"\"{key}='{value}'\""
-    return f"{where}; quote the value: {quoted}"
+    hydra_quoted = f'{key}="{value}"' if "'" in value else f"{key}='{value}'"
+    return f"{where}; quote the value: {shlex.quote(hydra_quoted)}"
 
 
 def describe_override_error(error: Exception) -> str:
