@@ -9,6 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from zoo.data import DataSpec
 from zoo.training.errors import UserError
 from zoo.training.finetuning import build_finetune_module
 from zoo.training.fit import start_run
@@ -77,6 +78,22 @@ def test_a_frozen_backbone_stays_the_sources_after_a_mid_epoch_resume(
     # Resumed on grey data: refused in one line before anything trains.
     with pytest.raises(UserError, match="fine-tuned on 3-channel images, but this data has 1"):
         _finetune(run_dir, source, "data.channels=1", resume=last)
+
+    # With another backbone rate: the checkpoint's would silently win (only the head's was compared).
+    backbone = (
+        r"max_lr=\S+ for its backbone parameters, but this run's settings give max_lr=\S+ \(did finetune"
+    )
+    with pytest.raises(UserError, match=backbone):
+        cfg = compose_config(
+            *QUICK,
+            source,
+            "finetune.backbone_lr_scale=0.5",
+            f"resume_ckpt={last}",
+            f"paths.output_dir={run_dir}",
+            config_name="finetune",
+        )
+        module, _ = build_finetune_module(cfg, DataSpec.from_dict(saved["hyper_parameters"]["data"]))
+        module.refuse_a_changed_optimization(str(last), saved)  # as fit_test_and_record does
 
     trainer, module = _finetune(run_dir, source, resume=last)
     assert trainer.global_step == 6

@@ -7,6 +7,7 @@ training device, with the data's mean and std saved beside the weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -199,6 +200,7 @@ class ImageClassifier(pl.LightningModule):
         optimizers = checkpoint.get("optimizer_states") or []
         schedulers = checkpoint.get("lr_schedulers") or []
         groups = optimizers[0].get("param_groups") if optimizers else None
+        self._saved_optimizer_groups = list(groups or [])
         self._saved_optimizer_group = groups[0] if groups else None
         self._saved_schedule = schedulers[0] if schedulers else None
 
@@ -303,6 +305,31 @@ class ImageClassifier(pl.LightningModule):
                     f"{checkpoint} continues its {kind} optimizer with {key}={_as_plain(kept)}, but this "
                     f"run's settings give {key}={_as_plain(wanted)}; a resumed run keeps its checkpoint's "
                     "optimizer state. Resume with the settings the run began with, or "
+                    f"{_train_on_afresh(checkpoint, 'optimizer')}"
+                )
+        self._refuse_changed_group_rates(checkpoint, kind, base_lr=fresh["lr"])
+
+    def _refuse_changed_group_rates(self, checkpoint: str, kind: str, base_lr: float) -> None:
+        """A group's own rate (fine-tuning's backbone, at finetune.backbone_lr_scale of the head's),
+        or its own peak under a one-cycle schedule, is the checkpoint's on resume, whatever the
+        settings now say."""
+        peaks = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
+        groups = self.parameter_groups()
+        for index, (group, saved) in enumerate(zip(groups, self._saved_optimizer_groups, strict=False)):
+            if "max_lr" in saved:
+                key, kept = "max_lr", saved["max_lr"]
+                wanted = peaks[index] if isinstance(peaks, (list, tuple)) and index < len(peaks) else peaks
+            else:
+                key, kept, wanted = "lr", saved.get("initial_lr", saved.get("lr")), group.get("lr", base_lr)
+            if not isinstance(kept, (int, float)) or not isinstance(wanted, (int, float)):
+                continue
+            if not math.isclose(kept, wanted, rel_tol=1e-6):
+                name = group.get("name", f"group {index}")
+                hint = " (did finetune.backbone_lr_scale change?)" if name == "backbone" else ""
+                raise UserError(
+                    f"{checkpoint} continues its {kind} optimizer with {key}={kept:g} for its {name} "
+                    f"parameters, but this run's settings give {key}={wanted:g}{hint}; a resumed run keeps "
+                    "its checkpoint's optimizer state. Resume with the settings the run began with, or "
                     f"{_train_on_afresh(checkpoint, 'optimizer')}"
                 )
 
