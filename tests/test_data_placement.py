@@ -140,3 +140,32 @@ def test_the_loss_guard_names_a_kept_checkpoint_only_where_there_is_one(tmp_path
         UserError, match=f"training stopped and the last good checkpoint in {tmp_path} is kept; "
     ):
         guard.on_train_epoch_end(trainer, module)
+
+
+def test_evaluation_shards_mark_their_padding_so_every_image_counts_once() -> None:
+    # Every process runs as many evaluation steps, so a share is padded with repeated images; they
+    # come labelled PADDING, in memory and from image folders alike, and the rest is each image once.
+    from PIL import Image
+
+    from zoo.data.batches import PADDING
+    from zoo.data.imagefolder import _LabelledPadding, _MarkedPaddingSampler
+
+    labels = torch.arange(10)
+    counted, steps = [], set()
+    for rank in range(3):
+        shard = InMemoryBatches(
+            torch.zeros(10, 1, 2, 2), labels, 2, shuffle=False, rank=rank, world_size=3, mark_padding=True
+        )
+        batches = [batch_labels for _, batch_labels in shard]
+        steps.add(len(batches))
+        counted += [int(label) for label in torch.cat(batches) if label != PADDING]
+    assert sorted(counted) == list(range(10)) and steps == {2}
+
+    images = [(Image.new("L", (2, 2)), index) for index in range(10)]
+    counted, steps = [], set()
+    for rank in range(3):
+        view = _LabelledPadding(images)
+        shard = [view[index][1] for index in _MarkedPaddingSampler(len(images), rank, 3)]
+        steps.add(len(shard))
+        counted += [label for label in shard if label != PADDING]
+    assert sorted(counted) == list(range(10)) and steps == {4}

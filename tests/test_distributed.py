@@ -69,6 +69,80 @@ def test_two_processes_share_one_run_directory_and_match_one_process(
 
 
 @pytest.mark.slow
+def test_processes_count_each_test_image_once(tmp_path: Path) -> None:
+    # 5 test images over 2 processes: one process's share was padded with a repeated image, which the
+    # metrics counted (test/acc 0.5 = 3/6 where evaluate.py, one process, says 0.6 = 3/5).
+    run_dir, eval_dir = tmp_path / "ddp", tmp_path / "eval"
+    run_script(
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data=synthetic",
+        "data.num_samples=50",
+        "data.num_classes=2",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    )
+    run_script(
+        "evaluate.py", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={eval_dir}"
+    )
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = json.loads((eval_dir / "metrics.json").read_text())
+    assert trained["test/acc"] == pytest.approx(evaluated["test/acc"], abs=1e-6)
+    assert trained["test/loss"] == pytest.approx(evaluated["test/loss"], rel=1e-5)
+    assert round(trained["test/acc"] * 5, 6) == round(trained["test/acc"] * 5)  # a count out of 5
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_run_resumes_bit_identical_with_augmentation(tmp_path: Path) -> None:
+    # Each process augments with its own generator; only rank 0's position was saved, so after a
+    # resume rank 1 augmented as rank 0 and the weights drifted from an unbroken run's (by up to 0.17).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = (
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data.batch_size=16",
+        "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+        "scheduler=none",
+        "logger=none",
+        "test=false",
+        "callbacks.last_checkpoint.every_n_train_steps=10",
+    )
+    reference, cut = tmp_path / "reference", tmp_path / "cut"
+    run_script("train.py", *common, f"hydra.run.dir={reference}")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *common, f"hydra.run.dir={cut}"],
+        cwd=tmp_path,
+        start_new_session=True,  # its own process group: both processes are killed at once
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = cut / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if last.exists() and _global_step(cut) >= 20:  # mid-way through the first of two 40-step epochs
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 20 <= _global_step(cut) < 80, "the run ended before it could be killed mid-way"
+    run_script("train.py", f"resume={cut}", cwd=tmp_path)
+    expected = torch.load(reference / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"]
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+
+
+@pytest.mark.slow
 def test_multirun_with_ddp_makes_one_directory_per_point(tmp_path: Path) -> None:
     before = _stray_runs()
     sweep = tmp_path / "sweep"
@@ -106,3 +180,25 @@ def test_processes_from_torchrun_or_slurm_must_share_a_named_run_directory() -> 
     # A child that Lightning launched gets its folder from the parent: nothing to add.
     child = ["hydra.run.dir=/x"]
     assert external_launch_overrides(child, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == child
+
+
+def test_the_sigterm_handler_runs_no_collective(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning's handler broadcast from inside the signal handler, on the process that got the
+    # signal only: under trainer=ddp_cpu, 2 of 6 runs stopped by SIGTERM hung in a collective or
+    # failed in gloo. The per-step broadcast of the flag is what stops every process at one step.
+    import signal
+
+    import pytorch_lightning as pl
+    import torch.distributed as dist
+
+    from zoo.training import builders
+
+    from .conftest import compose_config
+
+    trainer = builders.build_trainer(compose_config(f"paths.output_dir={tmp_path}", "logger=none"))
+    collectives = []
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "broadcast", lambda *args, **kwargs: collectives.append(args))
+    trainer._signal_connector._sigterm_notifier_fn(signal.SIGTERM, None)
+    assert trainer.received_sigterm and collectives == []

@@ -17,6 +17,9 @@ from collections.abc import Iterator
 
 import torch
 
+# The label of an image repeated only to pad a process's share of an evaluation split.
+PADDING = -1
+
 
 class InMemoryBatches:
     """An iterable of (images, labels) batches over tensors held in memory.
@@ -38,12 +41,16 @@ class InMemoryBatches:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        mark_padding: bool = False,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
+        # Evaluation: the images repeated to pad a process's share get the label PADDING, so that
+        # metrics can leave them out (every process must still run as many steps).
+        self.mark_padding = mark_padding
         self.pin_memory = pin_memory and images.device.type == "cpu"
         self.epoch = 0
         # Lightning calls `set_epoch` on a loader's `sampler`; pointing it here keeps the epoch in step.
@@ -56,6 +63,7 @@ class InMemoryBatches:
         self.epoch = epoch
 
     def _indices(self) -> torch.Tensor:
+        """This process's positions in the epoch's order; a padding position is -1 - index."""
         count = len(self.labels)
         if self.shuffle:
             order = torch.randperm(
@@ -66,7 +74,8 @@ class InMemoryBatches:
         per_rank = math.ceil(count / self.world_size)
         if self.world_size > 1:
             # Pad by wrapping around, as DistributedSampler does, so every rank runs the same step count.
-            order = torch.cat([order, order[: per_rank * self.world_size - count]])
+            padding = order[: per_rank * self.world_size - count]
+            order = torch.cat([order, -1 - padding if self.mark_padding else padding])
             order = order[self.rank :: self.world_size]
         return order
 
@@ -77,12 +86,18 @@ class InMemoryBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # Drawn on the host whatever the device, so a run's batch order does not depend on where it
         # runs; one copy per epoch puts it beside the tensors.
-        order = self._indices().to(self.images.device)
+        order = self._indices()
+        padded = order < 0
+        order = torch.where(padded, -1 - order, order).to(self.images.device)
+        padded = padded.to(self.images.device) if bool(padded.any()) else None
         start, self._resume_at = self._resume_at, 0
         for batch_index in range(start, len(self)):
-            index = order[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
+            window = slice(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
+            index = order[window]
             self._batches_done = batch_index + 1
             images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
+            if padded is not None:
+                labels = labels.masked_fill(padded[window], PADDING)
             if self.pin_memory:
                 images, labels = images.pin_memory(), labels.pin_memory()
             yield images, labels

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 from ..training.errors import UserError
 from .augment import check_augmentation, sample_transform
 from .base import DataSpec, ImageDataModule
+from .batches import PADDING
 from .mixing import BatchMixer
 from .splits import stratified_split
 
@@ -168,6 +170,42 @@ def _misplaced_root(folder: Path, classes: list[str]) -> str | None:
             f"high; set data.root={folder / classes[0]}"
         )
     return None
+
+
+class _MarkedPaddingSampler(torch.utils.data.distributed.DistributedSampler):
+    """This process's share of an evaluation split, in order, padded to the length of every other
+    process's share (they must run as many steps); a padding position is -1 - index."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        # Not DistributedSampler's __init__, which asks the process group; a subclass only so that
+        # Lightning keeps it instead of putting its own in its place.
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.num_replicas, self.epoch, self.shuffle, self.drop_last = world_size, 0, False, False
+
+    def __len__(self) -> int:
+        return math.ceil(self.length / self.world_size)
+
+    def __iter__(self):
+        padded = len(self) * self.world_size
+        order = [index if index < self.length else -1 - (index % self.length) for index in range(padded)]
+        return iter(order[self.rank :: self.world_size])
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # the same order every epoch
+
+
+class _LabelledPadding(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        if index >= 0:
+            return self.dataset[index]
+        image, _ = self.dataset[-1 - index]
+        return image, PADDING
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -380,17 +418,34 @@ class ImageFolderDataModule(ImageDataModule):
             persistent_workers=persistent and self.num_workers > 0,
         )
 
+    def _evaluation_loader(self, split: str) -> DataLoader:
+        dataset = self._datasets[split]
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return self._loader(dataset, self.eval_batch_size, shuffle=False)
+        # Lightning's DistributedSampler would pad each process's share with repeated images that the
+        # metrics then count twice; here they come labelled PADDING, and are left out.
+        sampler = _MarkedPaddingSampler(len(dataset), trainer.global_rank, trainer.world_size)
+        return DataLoader(
+            _LabelledPadding(dataset),
+            batch_size=self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self._datasets["train"], self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self._datasets["val"], self.eval_batch_size, shuffle=False)
+        return self._evaluation_loader("val")
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self._datasets["test"], self.eval_batch_size, shuffle=False)
+        return self._evaluation_loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if (

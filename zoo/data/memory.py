@@ -18,6 +18,10 @@ def is_on_device_choice(value: object) -> bool:
     return isinstance(value, bool) or value == "auto"
 
 
+# The key of the data module's checkpoint state under which each process's generators are kept.
+BY_RANK = "by_rank"
+
+
 class InMemoryDataModule(ImageDataModule):
     """Base for data sets small enough to hold as uint8 tensors (digits, MNIST, CIFAR).
 
@@ -98,6 +102,7 @@ class InMemoryDataModule(ImageDataModule):
             rank=rank,
             world_size=world_size,
             pin_memory=device.type == "cuda",
+            mark_padding=not train,
         )
 
     def _tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,11 +153,23 @@ class InMemoryDataModule(ImageDataModule):
             self._augment_generators[device] = torch.Generator(device).manual_seed(self.seed * 1_000 + rank)
         return self._augment_generators[device]
 
-    # The generator's position travels in checkpoints, so a resumed run augments like an unbroken one.
+    # The generators' positions travel in checkpoints, so a resumed run augments like an unbroken one.
+    # Lightning writes rank 0's state of the data module, so every process's positions go in it, by
+    # rank: the checkpoint is made by all processes together, each calling this.
     def state_dict(self) -> dict:
-        return {str(device): gen.get_state() for device, gen in self._augment_generators.items()}
+        own = {str(device): gen.get_state() for device, gen in self._augment_generators.items()}
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return own
+        by_rank: list = [None] * trainer.world_size
+        torch.distributed.all_gather_object(by_rank, own)
+        return {BY_RANK: by_rank}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if BY_RANK in state_dict:
+            by_rank, rank = state_dict[BY_RANK], self.trainer.global_rank if self.trainer else 0
+            # Resumed on another number of processes, a process without a saved position takes rank 0's.
+            state_dict = by_rank[rank] if rank < len(by_rank) else by_rank[0]
         for device, generator_state in state_dict.items():
             generator = self._generator(torch.device(device))
             generator.set_state(generator_state.cpu())

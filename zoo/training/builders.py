@@ -22,7 +22,7 @@ from ..models import UnknownModelError, list_models, model_entrypoint
 from ..models._input_size import smallest_image_size, why_not_at
 from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
-from .distributed import use_job_scoped_child_commands
+from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
 from .errors import UserError
 from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
 from .module import ImageClassifier
@@ -320,7 +320,7 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
         overrides.setdefault("profiler", NoProfiler())
     # Trainer.__init__ only checks its arguments, against each other and the machine (devices,
     # strategy, accelerator, unknown names), and says what is wrong in a sentence.
-    return instantiate_section(
+    trainer = instantiate_section(
         cfg.trainer,
         "Lightning rejects the trainer settings",
         callbacks=callbacks,
@@ -331,3 +331,5 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
         plugins=[AtomicCheckpointIO()],
         **overrides,
     )
+    keep_collectives_out_of_the_sigterm_handler(trainer)
+    return trainer

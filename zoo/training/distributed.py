@@ -59,3 +59,21 @@ def isolated_job() -> Iterator[None]:
             dist.destroy_process_group()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def keep_collectives_out_of_the_sigterm_handler(trainer) -> None:
+    """Lightning 2.6's SIGTERM handler broadcasts a tensor from inside the signal handler (Lightning
+    issue #20806). Only the process that got the signal runs it, between or inside the collectives
+    of a step, so the processes' collectives no longer pair up: they hang in a wait, or gloo fails on
+    a size mismatch, instead of saving and exiting. The flag alone is enough: the training loop
+    broadcasts rank 0's flag at the start of every step, and every process stops at that step."""
+    connector = trainer._signal_connector  # Lightning has no public hook for its SIGTERM handling
+
+    def note_sigterm(signum, frame) -> None:
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)  # the processes it started stop at the same step
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = note_sigterm

@@ -14,8 +14,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from ..data.batches import PADDING
 from ..models import create_model
 from ..models._head import ClassifierModel
 from .errors import UserError
@@ -105,6 +107,7 @@ class ImageClassifier(pl.LightningModule):
             self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro", **checks)
             self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro", **checks)
         self.val_confusion = MulticlassConfusionMatrix(num_classes, **checks)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning records the hook it is running in _current_fx_name some forty times a training
@@ -208,10 +211,28 @@ class ImageClassifier(pl.LightningModule):
         """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
         return not bool(torch.isfinite(self.train_sums[0]))
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def _evaluated(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets of an evaluation batch, without the images repeated only to pad this
+        process's share of the split (labelled PADDING by the data modules): counted, they would
+        weigh twice in every figure of a run over several processes."""
         images, targets = batch
         logits = self(images)
-        self.log("val/loss", self.eval_loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # one process has no padding, and no sync here
+            counted = targets != PADDING
+            logits, targets = logits[counted], targets[counted]
+        return logits, targets
+
+    def _update_mean_loss(self, mean: MeanMetric, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        # Weighted by the images counted, then summed across processes by torchmetrics: the split's
+        # mean, however unevenly it is shared out (Lightning's sync_dist averages the processes' means).
+        loss = self.eval_loss(logits, targets) if len(targets) else logits.new_zeros(())
+        mean.update(loss.detach().float(), weight=len(targets))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        logits, targets = self._evaluated(batch)
+        self._update_mean_loss(self.val_loss, logits, targets)
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         # update, not forward: forward also computes a per-batch value that nothing reads.
         self.val_acc.update(logits, targets)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
@@ -221,9 +242,9 @@ class ImageClassifier(pl.LightningModule):
         self.val_confusion.update(logits, targets)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, targets = batch
-        logits = self(images)
-        self.log("test/loss", self.eval_loss(logits, targets), on_epoch=True, sync_dist=True)
+        logits, targets = self._evaluated(batch)
+        self._update_mean_loss(self.test_loss, logits, targets)
+        self.log("test/loss", self.test_loss, on_epoch=True)
         self.test_acc.update(logits, targets)
         self.log("test/acc", self.test_acc, on_epoch=True)
         if self.top5:
