@@ -121,3 +121,20 @@ def test_checkpoint_files_keep_their_names_in_a_moved_run_folder(tmp_path) -> No
     checkpoints = [c for c in build_callbacks(cfg) if isinstance(c, ModelCheckpoint)]
     assert len(checkpoints) == 2
     assert not any(c._enable_version_counter for c in checkpoints)
+
+
+def test_scale_lr_multiplies_the_rate_by_the_global_batch_and_says_so(
+    tmp_path, capsys: pytest.CaptureFixture
+) -> None:
+    from zoo.training import builders
+
+    cfg = compose_config(
+        f"paths.output_dir={tmp_path}", "logger=none", "scale_lr=true", "trainer.accumulate_grad_batches=4"
+    )
+    trainer = builders.build_trainer(cfg)
+    builders.scale_learning_rate(cfg, trainer)
+    assert cfg.optimizer.lr == pytest.approx(0.003 * 4)
+    assert (
+        "scale_lr: optimizer.lr 0.003 x 1 processes x 4 accumulated batches = 0.012"
+        in capsys.readouterr().out
+    )

@@ -27,6 +27,7 @@ from .errors import UserError
 from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
 from .module import ImageClassifier
 from .profiling import NoProfiler
+from .runlog import say
 from .validation import is_boolean, is_integer, is_number
 
 # Inputs at or below this size get the small-input stem: the standard stems would shrink a 32 px
@@ -212,7 +213,14 @@ def scale_learning_rate(cfg: DictConfig, trainer: pl.Trainer) -> None:
     if not cfg.get("scale_lr"):
         return
     factor = trainer.world_size * trainer.accumulate_grad_batches
-    cfg.optimizer.lr = float(cfg.optimizer.lr) * factor
+    given = float(cfg.optimizer.lr)
+    cfg.optimizer.lr = given * factor
+    if trainer.is_global_zero and factor != 1:
+        # The record of the command (.hydra/) keeps the rate as given; the run uses this one.
+        say(
+            f"scale_lr: optimizer.lr {given:g} x {trainer.world_size} processes x "
+            f"{trainer.accumulate_grad_batches} accumulated batches = {cfg.optimizer.lr:g}"
+        )
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
