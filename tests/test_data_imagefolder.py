@@ -166,6 +166,17 @@ def test_hidden_files_and_folders_are_not_images_or_classes(tmp_path: Path) -> N
     assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
 
 
+def test_images_of_formats_imagefolder_does_not_read_are_named(tmp_path: Path) -> None:
+    # A folder of GIFs (or phone HEICs) beside JPEGs trained on the JPEGs alone, without a word.
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=5)
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "moving.gif")
+    (tmp_path / "dog" / "phone.HEIC").write_bytes(b"not decoded here")
+    data = ImageFolderDataModule(str(tmp_path), image_size=8, val_fraction=0.2, num_workers=0)
+    with pytest.warns(UserWarning, match=re.escape(f"{tmp_path}: left out 1 .gif, 1 .heic file(s)")):
+        data.setup()
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
+
+
 def _splits_with_other_names(root: Path) -> None:
     for split in ("Train", "Val"):
         write_classes(root / split, classes=("a", "b"), per_class=3)

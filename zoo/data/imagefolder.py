@@ -12,6 +12,7 @@ batch after the transfer. Every file is checked at setup, so an unreadable image
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import math
@@ -124,9 +125,19 @@ class _ClassFolders(ImageFolder):
     class, nor macOS's ._photo.jpg (its metadata, not an image) a sample."""
 
     def __init__(self, root: str, loader) -> None:
+        # Images of formats ImageFolder does not read (GIF, HEIC, ...), by suffix: left out, and said so.
+        self.passed_over: collections.Counter[str] = collections.Counter()
+
         def is_image(path: str) -> bool:
             inside = Path(path).relative_to(root).parts[1:]  # below the class folder
-            return not any(map(_is_hidden, inside)) and has_file_allowed_extension(path, IMG_EXTENSIONS)
+            if any(map(_is_hidden, inside)):
+                return False
+            if has_file_allowed_extension(path, IMG_EXTENSIONS):
+                return True
+            suffix = Path(path).suffix.lower()
+            if suffix in _OTHER_IMAGE_SUFFIXES:
+                self.passed_over[suffix] += 1
+            return False
 
         # allow_empty: an empty class folder gets the error in _scan, which names it.
         super().__init__(root, loader=loader, is_valid_file=is_image, allow_empty=True)
@@ -139,6 +150,11 @@ class _ClassFolders(ImageFolder):
             raise FileNotFoundError(directory)
         return classes, {name: index for index, name in enumerate(classes)}
 
+
+# Image formats people keep beside their JPEGs that torchvision's ImageFolder does not take.
+_OTHER_IMAGE_SUFFIXES = frozenset(
+    {".gif", ".jfif", ".heic", ".heif", ".avif", ".jp2", ".ico", ".tga", ".psd"}
+)
 
 _SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "eval"})
 
@@ -274,6 +290,13 @@ class ImageFolderDataModule(ImageDataModule):
         counts = np.bincount(np.asarray(found.targets, dtype=np.int64), minlength=len(found.classes))
         if counts.sum() == 0:
             raise UserError(f"{folder} holds no images (.jpg, .png, ... files) in its class folders")
+        if found.passed_over:
+            left_out = ", ".join(f"{count} {suffix}" for suffix, count in sorted(found.passed_over.items()))
+            warnings.warn(
+                f"{folder}: left out {left_out} file(s), formats torchvision's ImageFolder does not read; "
+                f"it reads {', '.join(IMG_EXTENSIONS)}",
+                stacklevel=2,
+            )
         misplaced = _misplaced_root(folder, found.classes)
         if misplaced:
             raise UserError(f"{folder} does not hold class folders of images: {misplaced}")
