@@ -152,3 +152,8 @@ def test_validation_and_test_losses_are_plain_cross_entropy_under_label_smoothin
     # Logged as torchmetrics means (each image weighted once, across processes too).
     assert torch.allclose(logged["val/loss"].compute(), plain)
     assert torch.allclose(logged["test/loss"].compute(), plain)
+    # A NaN loss stays NaN: torchmetrics' default would drop it and show the other batches' mean.
+    nan_logits = logits.clone()
+    nan_logits[0, 0] = float("nan")
+    module._update_mean_loss(module.val_loss, nan_logits, targets)
+    assert torch.isnan(module.val_loss.compute())

@@ -107,7 +107,9 @@ class ImageClassifier(pl.LightningModule):
             self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro", **checks)
             self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro", **checks)
         self.val_confusion = MulticlassConfusionMatrix(num_classes, **checks)
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # nan_strategy="disable": a NaN loss stays NaN (the default drops it, with a warning, and a
+        # diverged model would show a finite loss), and no isnan check waits for the GPU every step.
+        self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(2))
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning records the hook it is running in _current_fx_name some forty times a training
