@@ -137,10 +137,10 @@ class ImageClassifier(pl.LightningModule):
         return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
 
     @staticmethod
-    def eval_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def eval_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         # Plain cross-entropy, as evaluate.py reports it: label smoothing is a training device, and a
         # smoothed val/test loss would differ from evaluate.py's for the same checkpoint and data.
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets, reduction=reduction)
 
     # --- steps --------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -226,10 +226,11 @@ class ImageClassifier(pl.LightningModule):
         return logits, targets
 
     def _update_mean_loss(self, mean: MeanMetric, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        # Weighted by the images counted, then summed across processes by torchmetrics: the split's
-        # mean, however unevenly it is shared out (Lightning's sync_dist averages the processes' means).
-        loss = self.eval_loss(logits, targets) if len(targets) else logits.new_zeros(())
-        mean.update(loss.detach().float(), weight=len(targets))
+        # Each image's loss, summed and counted across processes by torchmetrics: the split's mean,
+        # however unevenly it is shared out (Lightning's sync_dist averages the processes' means).
+        # Per image, not a batch mean with a weight: under nan_strategy="disable" torchmetrics 1.9
+        # ignores the weight.
+        mean.update(self.eval_loss(logits, targets, reduction="none").detach().float())
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits, targets = self._evaluated(batch)
