@@ -21,6 +21,16 @@ import torch
 PADDING = -1
 
 
+def shard(order: torch.Tensor, rank: int, world_size: int, mark_padding: bool = False) -> torch.Tensor:
+    """Process `rank`'s positions of an epoch's `order`: padded by wrapping around, as
+    DistributedSampler does, so every process runs as many steps; with `mark_padding`, a position
+    there only as padding is -1 - index."""
+    if world_size <= 1:
+        return order
+    padding = order[: math.ceil(len(order) / world_size) * world_size - len(order)]
+    return torch.cat([order, -1 - padding if mark_padding else padding])[rank::world_size]
+
+
 class InMemoryBatches:
     """An iterable of (images, labels) batches over tensors held in memory.
 
@@ -71,13 +81,7 @@ class InMemoryBatches:
             )
         else:
             order = torch.arange(count)
-        per_rank = math.ceil(count / self.world_size)
-        if self.world_size > 1:
-            # Pad by wrapping around, as DistributedSampler does, so every rank runs the same step count.
-            padding = order[: per_rank * self.world_size - count]
-            order = torch.cat([order, -1 - padding if self.mark_padding else padding])
-            order = order[self.rank :: self.world_size]
-        return order
+        return shard(order, self.rank, self.world_size, self.mark_padding)
 
     def __len__(self) -> int:
         per_rank = math.ceil(len(self.labels) / self.world_size)

@@ -31,7 +31,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 from ..training.errors import UserError
 from .augment import check_augmentation, sample_transform
 from .base import DataSpec, ImageDataModule
-from .batches import PADDING
+from .batches import PADDING, shard
 from .mixing import BatchMixer
 from .splits import stratified_split
 
@@ -202,9 +202,7 @@ class _MarkedPaddingSampler(torch.utils.data.distributed.DistributedSampler):
         return math.ceil(self.length / self.world_size)
 
     def __iter__(self):
-        padded = len(self) * self.world_size
-        order = [index if index < self.length else -1 - (index % self.length) for index in range(padded)]
-        return iter(order[self.rank :: self.world_size])
+        return iter(shard(torch.arange(self.length), self.rank, self.world_size, mark_padding=True).tolist())
 
     def set_epoch(self, epoch: int) -> None:
         pass  # the same order every epoch
@@ -430,12 +428,19 @@ class ImageFolderDataModule(ImageDataModule):
         return {name: len(dataset) for name, dataset in self._datasets.items()}
 
     def _loader(
-        self, dataset: Dataset, batch_size: int, *, shuffle: bool, persistent: bool = True
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        persistent: bool = True,
+        sampler: torch.utils.data.Sampler | None = None,
     ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=persistent and self.num_workers > 0,
@@ -449,14 +454,7 @@ class ImageFolderDataModule(ImageDataModule):
         # Lightning's DistributedSampler would pad each process's share with repeated images that the
         # metrics then count twice; here they come labelled PADDING, and are left out.
         sampler = _MarkedPaddingSampler(len(dataset), trainer.global_rank, trainer.world_size)
-        return DataLoader(
-            _LabelledPadding(dataset),
-            batch_size=self.eval_batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+        return self._loader(_LabelledPadding(dataset), self.eval_batch_size, shuffle=False, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -434,7 +434,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
 
 
 def _is_multirun(argv: list[str]) -> bool:
-    return any(token in ("-m", "--multirun") or token == "hydra.mode=MULTIRUN" for token in argv)
+    return any(token in ("-m", "--multirun", "hydra.mode=MULTIRUN") for token in argv)
 
 
 def check_sweep_points(argv: list[str], config_name: str) -> None:

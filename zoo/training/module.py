@@ -204,9 +204,7 @@ class ImageClassifier(pl.LightningModule):
         self._saved_optimizer_kind = checkpoint.get(OPTIMIZER_KIND_KEY)  # None: a checkpoint from before
         optimizers = checkpoint.get("optimizer_states") or []
         schedulers = checkpoint.get("lr_schedulers") or []
-        groups = optimizers[0].get("param_groups") if optimizers else None
-        self._saved_optimizer_groups = list(groups or [])
-        self._saved_optimizer_group = groups[0] if groups else None
+        self._saved_optimizer_groups = list((optimizers[0].get("param_groups") if optimizers else None) or [])
         self._saved_schedule = schedulers[0] if schedulers else None
 
     def nonfinite_loss_seen(self) -> bool:
@@ -303,9 +301,10 @@ class ImageClassifier(pl.LightningModule):
             self._refuse_a_replaced_schedule(self.trainer.ckpt_path, getattr(self, "_planned_schedule", {}))
 
     def _refuse_a_replaced_optimizer(self, checkpoint: str) -> None:
-        restored = getattr(self, "_saved_optimizer_group", None)
-        if restored is None or self.optimizer_factory is None:
+        saved_groups = getattr(self, "_saved_optimizer_groups", None)
+        if not saved_groups or self.optimizer_factory is None:
             return
+        restored = saved_groups[0]
         fresh_optimizer = self.optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))])
         fresh, kind = fresh_optimizer.param_groups[0], type(fresh_optimizer).__name__
         saved_kind = self._saved_optimizer_kind

@@ -21,7 +21,6 @@ def write_json_atomically(path: Path, payload: Mapping) -> None:
 
 
 def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)  # a run built in code, not by Hydra, may have none yet
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
