@@ -3,6 +3,7 @@ written here in each set's real format; and what a user sees when the files are 
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -194,6 +195,30 @@ def test_a_new_gz_replaces_the_damaged_file_unpacked_from_the_old(tmp_path: Path
         data = TorchvisionDataModule("mnist", root=str(tmp_path), download=False)
         assert data.split_sizes()["test"] == 40
     assert unpacked.read_bytes() == whole and not list(raw.glob(".*partial"))
+
+
+def test_gz_files_in_a_read_only_folder_name_the_two_ways_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The error said only "Permission denied". The tests run as root, whom permissions do not stop:
+    # the folder answers as a read-only one would.
+    write_mnist(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "w" in mode and Path(path).parent == raw:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("zoo.data.torchvision_sets.open", read_only, raising=False)
+    packed = raw / "train-images-idx3-ubyte.gz"
+    message = (
+        f"cannot unpack {packed} beside it: {raw} is read-only; unpack it there once (gunzip -k {packed}), "
+        f"or copy {tmp_path / 'MNIST'} into a writable folder and set data.root to that folder"
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        TorchvisionDataModule("mnist", root=str(tmp_path), download=False).setup()
+    assert all(path.suffix == ".gz" for path in raw.iterdir())  # no partial file left behind
 
 
 def test_cifar_layout_and_classes_come_from_the_pickles(tmp_path: Path) -> None:

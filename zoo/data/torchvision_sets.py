@@ -13,6 +13,7 @@ files and the folder expected, and a failed download leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import shutil
@@ -198,6 +199,12 @@ class TorchvisionDataModule(InMemoryDataModule):
                     _unpack(packed, folder / name)
                 except (OSError, EOFError) as error:
                     if not (folder / name).is_file():
+                        if getattr(error, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+                            raise UserError(
+                                f"cannot unpack {packed} beside it: {folder} is read-only; unpack it there "
+                                f"once (gunzip -k {packed}), or copy {info.home(self.root)} into a writable "
+                                "folder and set data.root to that folder"
+                            ) from None
                         raise UserError(f"cannot decompress {packed}: {_one_line(error)}") from None
                     # A read-only folder, or a damaged .gz beside a whole file: the file is read
                     # as it is (and checked), and the .gz named.
