@@ -166,6 +166,20 @@ def test_hidden_files_and_folders_are_not_images_or_classes(tmp_path: Path) -> N
     assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
 
 
+def test_links_that_loop_are_neither_classes_nor_images(tmp_path: Path) -> None:
+    # A link pointing at itself, beside the images or the class folders, stopped setup with a traceback.
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=5)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "cat" / "loop").symlink_to(tmp_path / "cat" / "loop")
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0)
+    assert data.class_names == ("cat", "dog")
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
+    # Named as an image, it is an image that cannot be read, and said so.
+    (tmp_path / "dog" / "9.png").symlink_to(tmp_path / "dog" / "9.png")
+    with pytest.raises(UserError, match=re.escape(f"cannot read image {tmp_path / 'dog' / '9.png'}: ")):
+        ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0).setup()
+
+
 def test_images_of_formats_imagefolder_does_not_read_are_named(tmp_path: Path) -> None:
     # A folder of GIFs (or phone HEICs) beside JPEGs trained on the JPEGs alone, without a word.
     write_classes(tmp_path, classes=("cat", "dog"), per_class=5)

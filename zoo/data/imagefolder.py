@@ -120,6 +120,23 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _visible_dir(entry: os.DirEntry) -> bool:
+    return not _is_hidden(entry.name) and _stat_says(entry.is_dir)
+
+
+def _visible_file(entry: os.DirEntry) -> bool:
+    return not _is_hidden(entry.name) and _stat_says(entry.is_file)
+
+
+def _stat_says(test) -> bool:
+    # A link that loops or points nowhere is neither a file nor a folder, as os.walk takes it; the
+    # DirEntry tests raise for a loop.
+    try:
+        return test()
+    except OSError:
+        return False
+
+
 class _ClassFolders(ImageFolder):
     """torchvision's ImageFolder without hidden entries: a notebook's .ipynb_checkpoints/ is not a
     class, nor macOS's ._photo.jpg (its metadata, not an image) a sample."""
@@ -143,9 +160,7 @@ class _ClassFolders(ImageFolder):
         super().__init__(root, loader=loader, is_valid_file=is_image, allow_empty=True)
 
     def find_classes(self, directory):
-        classes = sorted(
-            entry.name for entry in os.scandir(directory) if entry.is_dir() and not _is_hidden(entry.name)
-        )
+        classes = sorted(entry.name for entry in os.scandir(directory) if _visible_dir(entry))
         if not classes:
             raise FileNotFoundError(directory)
         return classes, {name: index for index, name in enumerate(classes)}
@@ -170,9 +185,9 @@ def _misplaced_root(folder: Path, classes: list[str]) -> str | None:
             entries = list(os.scandir(folder / name))
         except PermissionError:
             return None  # the empty-class check names the folder it cannot read
-        if any(entry.is_file() and not _is_hidden(entry.name) for entry in entries):
+        if any(_visible_file(entry) for entry in entries):
             return None  # images right in a class folder: a class
-        below[name] = {entry.name for entry in entries if entry.is_dir() and not _is_hidden(entry.name)}
+        below[name] = {entry.name for entry in entries if _visible_dir(entry)}
     shared = set.intersection(*below.values()) if below else set()
     folders, subfolders = ", ".join(classes[:3]), ", ".join(sorted(shared)[:3])
     if shared and {name.lower() for name in classes} <= _SPLIT_NAMES:
