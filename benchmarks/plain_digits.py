@@ -41,8 +41,8 @@ def main() -> None:
     pixels = torch.from_numpy(digits.images.astype(np.float32) / 16).unsqueeze(1)
     images = (F.interpolate(pixels, size=(32, 32), mode="bilinear").clamp(0, 1) * 255).round().to(torch.uint8)
     labels = torch.from_numpy(digits.target.astype(np.int64))
-    rest, test = stratified_split(labels.numpy(), 0.2, seed=0)
-    train_rel, val_rel = stratified_split(labels[rest].numpy(), 0.1 / 0.8, seed=0)
+    rest, test = stratified_split(labels.numpy(), 0.2, seed=0, setting="test fraction 0.2")
+    train_rel, val_rel = stratified_split(labels[rest].numpy(), 0.1 / 0.8, seed=0, setting="val fraction 0.1")
     train, val, test = (torch.from_numpy(index) for index in (rest[train_rel], rest[val_rel], test))
     train_images, train_labels = images[train], labels[train]
     # Rounded as DataSpec rounds them, so both runs normalise with the same numbers.

@@ -141,6 +141,14 @@ def test_held_out_fractions_leave_images_to_train_on() -> None:
         validate_config(OmegaConf.create({"data": {"val_fraction": 0.5, "test_fraction": 0.6}}))
 
 
+@pytest.mark.parametrize("key", ["data.val_fraction", "data.test_fraction"])
+def test_a_held_out_part_too_small_for_every_class_is_one_line(tmp_path: Path, key: str) -> None:
+    # On the default digits this was a scikit-learn traceback; the other data sets said it in a line.
+    result = run_script("train.py", f"{key}=0.001", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    _assert_one_clear_line(result, f"cannot split off {key}=0.001: ")
+    assert "each class needs images on both sides of the split" in result.stderr
+
+
 def test_a_class_count_the_data_does_not_have_is_refused(tmp_path: Path) -> None:
     spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
     assert builders.model_config(_train_config(tmp_path, "model.num_classes=10"), spec)["num_classes"] == 10

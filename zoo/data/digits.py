@@ -53,9 +53,13 @@ class DigitsDataModule(InMemoryDataModule):
 
     def load_splits(self):
         images, labels = load_digit_images(self.image_size_requested)
-        rest, test = stratified_split(labels.numpy(), self.test_fraction, self.split_seed)
+        rest, test = stratified_split(
+            labels.numpy(), self.test_fraction, self.split_seed, f"data.test_fraction={self.test_fraction}"
+        )
         val_of_rest = self.val_fraction / (1.0 - self.test_fraction)
-        train_rel, val_rel = stratified_split(labels[rest].numpy(), val_of_rest, self.split_seed)
+        train_rel, val_rel = stratified_split(
+            labels[rest].numpy(), val_of_rest, self.split_seed, f"data.val_fraction={self.val_fraction}"
+        )
         splits = {}
         for name, index in (("train", rest[train_rel]), ("val", rest[val_rel]), ("test", test)):
             index_t = torch.from_numpy(index)

@@ -388,12 +388,12 @@ class ImageFolderDataModule(ImageDataModule):
             }
         else:
             found = self._scan(self.root)
-            try:
-                kept, held_out = stratified_split(
-                    np.asarray(found.targets), self.val_fraction, self.split_seed
-                )
-            except ValueError as error:
-                raise UserError(f"cannot split off data.val_fraction={self.val_fraction}: {error}") from None
+            kept, held_out = stratified_split(
+                np.asarray(found.targets),
+                self.val_fraction,
+                self.split_seed,
+                f"data.val_fraction={self.val_fraction}",
+            )
             evaluation = Subset(self._with_transform(found, train=False), held_out.tolist())
             self.evaluation_note = (
                 f"{self.root} holds class folders only: its val and test splits are the {len(held_out)} of "

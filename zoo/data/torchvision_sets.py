@@ -284,10 +284,9 @@ class TorchvisionDataModule(InMemoryDataModule):
         test_images, test_labels = self._as_tensors(test_set)
         for labels, split in ((train_labels, "training"), (test_labels, "test")):
             self._check_labels(labels, len(train_set.classes), split)
-        try:
-            kept, held_out = stratified_split(train_labels.numpy(), self.val_fraction, self.split_seed)
-        except ValueError as error:
-            raise UserError(f"cannot split off data.val_fraction={self.val_fraction}: {error}") from None
+        kept, held_out = stratified_split(
+            train_labels.numpy(), self.val_fraction, self.split_seed, f"data.val_fraction={self.val_fraction}"
+        )
         kept_t, held_out_t = torch.from_numpy(kept), torch.from_numpy(held_out)
         splits = {
             "train": (train_images[kept_t], train_labels[kept_t]),
