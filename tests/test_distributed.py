@@ -177,6 +177,9 @@ def test_processes_from_torchrun_or_slurm_must_share_a_named_run_directory() -> 
     assert "hydra.output_subdir=null" in external_launch_overrides(
         shared, {"SLURM_NTASKS": "8", "SLURM_PROCID": "3"}
     )
+    # Each rank's log file is named after its command: a fine-tune's were train_rank*.log.
+    tuned = external_launch_overrides(shared, {"WORLD_SIZE": "4", "RANK": "3"}, task="finetune")
+    assert tuned[-1] == "hydra.job.name=finetune_rank3"
     # A child that Lightning launched gets its folder from the parent: nothing to add.
     child = ["hydra.run.dir=/x"]
     assert external_launch_overrides(child, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == child

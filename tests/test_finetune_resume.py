@@ -3,6 +3,7 @@ save) the frozen backbone stays frozen, and a resume on data of other channels i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,11 @@ def test_a_frozen_backbone_stays_the_sources_after_a_mid_epoch_resume(
     # Resumed on grey data: refused in one line before anything trains.
     with pytest.raises(UserError, match="fine-tuned on 3-channel images, but this data has 1"):
         _finetune(run_dir, source, "data.channels=1", resume=last)
+
+    # In other batches: train.py refused it; finetune.py resumed into an epoch of other batches.
+    other_batches = f"{last} was trained with data.batch_size=8 (now 4); resume with the data settings"
+    with pytest.raises(UserError, match=re.escape(other_batches)):
+        _finetune(run_dir, source, "data.batch_size=4", resume=last)
 
     # With another backbone rate: the checkpoint's would silently win (only the head's was compared).
     backbone = (

@@ -635,6 +635,15 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=re.escape("data.augment='digits' (now 'none')")):
         check_resumable(last, module("data.augment=none"))
     check_resumable(last, module("data.on_device=false", "data.eval_batch_size=100"))
+    # Another model setting was refused with a message naming none: "holds a lenet5 with 10 classes
+    # (1 channels), but this run builds a lenet5 with 10 classes (1 channels)".
+    message = f"{last} was trained with model.dropout=0.0 (now 0.3); resume with the model settings"
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_resumable(last, module("model.dropout=0.3"))
+    with pytest.raises(
+        UserError, match=re.escape(f"{last} holds a lenet5 with 10 classes (1 channels), but")
+    ):
+        check_resumable(last, module("model=resnet18"))
 
 
 def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_is_taken_over(

@@ -14,9 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import create_model, list_models
-from .models._input_size import smallest_image_size
-
-SMALL_INPUT_MAX_SIZE = 64  # the rule train.py uses to pick the stem from the data
+from .models._input_size import smallest_image_size, wants_small_input
 
 
 def measure(
@@ -40,7 +38,7 @@ def _human(count: float) -> str:
 
 
 def print_list(input_size: int, in_chans: int, num_classes: int, stem: str) -> None:
-    small = input_size <= SMALL_INPUT_MAX_SIZE if stem == "auto" else stem == "small"
+    small = wants_small_input(input_size) if stem == "auto" else stem == "small"
     stem_name = "small" if small else "standard"
     print(f"input {in_chans}x{input_size}x{input_size}, {num_classes} classes, {stem_name} stem")
     print(f"{'model':<14}{'params':>14}{'FLOPs':>12}")

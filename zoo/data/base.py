@@ -41,9 +41,9 @@ class DataSpec:
 class ImageDataModule(pl.LightningDataModule):
     """Base for the project's data modules. Subclasses fill `self.spec` in `setup()`.
 
-    Batches hold images either as uint8 (in-memory data sets) or as float in [0, 1] (decoded in
-    workers); normalisation happens on the training device, in the LightningModule, with the
-    mean and std that travel in the checkpoint.
+    Batches hold uint8 images, from memory or decoded in workers: a quarter of float32's bytes to
+    copy to the device. Normalisation happens there, in the LightningModule, with the mean and std
+    that travel in the checkpoint.
     """
 
     def __init__(self) -> None:

@@ -9,6 +9,15 @@ from ._registry import create_model
 # The largest image size the search for the smallest one a network takes will try.
 LARGEST_PROBED_SIZE = 1024
 
+# Inputs at or below this size get the small-input stem: the standard stems would shrink a 32 px
+# image to 1x1 before the network has seen it.
+SMALL_INPUT_MAX_SIZE = 64
+
+
+def wants_small_input(image_size: int) -> bool:
+    """The stem train.py builds when the config leaves model.small_input unset."""
+    return image_size <= SMALL_INPUT_MAX_SIZE
+
 
 def why_not_at(model: dict, image_size: int) -> str | None:
     """None when the network takes images of `image_size` px; else torch's reason. Run on the meta

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models, model_entrypoint
-from ..models._input_size import smallest_image_size, why_not_at
+from ..models._input_size import smallest_image_size, wants_small_input, why_not_at
 from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
@@ -30,9 +30,6 @@ from .profiling import NoProfiler
 from .runlog import say
 from .validation import is_boolean, is_integer, is_number
 
-# Inputs at or below this size get the small-input stem: the standard stems would shrink a 32 px
-# image to 1x1 before the network has seen it.
-SMALL_INPUT_MAX_SIZE = 64
 PROGRESS_REDRAWS_PER_SECOND = 10
 
 
@@ -96,6 +93,8 @@ def check_arguments(func: Any, arguments: dict, key: str) -> None:
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     datamodule = instantiate_section(cfg.data, "data")
+    # Read now, before the trainer prints its lines: a set that is missing or damaged is the one line
+    # the command prints.
     datamodule.setup("fit")
     return datamodule
 
@@ -123,7 +122,7 @@ def model_config(cfg: DictConfig, spec: DataSpec) -> dict:
             "leave model.in_chans unset (the data sets it)"
         )
     if model.get("small_input") is None:
-        model["small_input"] = spec.image_size <= SMALL_INPUT_MAX_SIZE
+        model["small_input"] = wants_small_input(spec.image_size)
     check_arguments(model_entrypoint(model["name"]), {k: v for k, v in model.items() if k != "name"}, "model")
     return model
 

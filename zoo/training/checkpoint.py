@@ -202,14 +202,21 @@ def check_resumable(path: str | Path, module) -> None:
         len(hparams["data"]["class_names"]),
         len(module.hparams["data"]["class_names"]),
     )
-    if saved.get("name") != wanted.get("name") or saved != wanted or saved_classes != wanted_classes:
+    described = ("name", "num_classes", "in_chans")
+    if any(saved.get(key) != wanted.get(key) for key in described) or saved_classes != wanted_classes:
         raise UserError(
             f"{path} holds a {saved.get('name')} with {saved_classes} classes "
             f"({saved.get('in_chans')} channels), but this run builds a {wanted.get('name')} "
             f"with {wanted_classes} classes ({wanted.get('in_chans')} channels); resume with the same "
             "model= and data=, or fine-tune with finetune.py"
         )
-    _refuse_other_data(path, hparams.get("data_config"), module.hparams.get("data_config"))
+    changed = _changed_settings("model", saved, wanted)
+    if changed:
+        raise UserError(
+            f"{path} was trained with {changed}; resume with the model settings the run began with, or "
+            f"train on from its weights with finetune.py ckpt_path={path}"
+        )
+    refuse_other_data(path, hparams, module)
 
 
 # Data settings a resumed run may change: where the files are and how they are loaded, not which
@@ -219,20 +226,26 @@ _DATA_KEYS_FREE_ON_RESUME = frozenset(
 )
 
 
-def _refuse_other_data(path: str | Path, saved: Any, wanted: Any) -> None:
-    """Another data set, batch size or split under a resumed run: a checkpoint saved mid-epoch then
-    resumes into an epoch of other batches (or none), and another split can put test images in
-    training. Keys only one side has (a setting added since the run began) are not compared."""
-    if not isinstance(saved, dict) or not isinstance(wanted, dict):
-        return
-    changed = sorted(
-        key
-        for key in saved.keys() & wanted.keys()
-        if key not in _DATA_KEYS_FREE_ON_RESUME and saved[key] != wanted[key]
+def refuse_other_data(path: str | Path, hparams: dict[str, Any], module) -> None:
+    """Another data set, batch size or split under a resumed run (`hparams` are the checkpoint's): a
+    checkpoint saved mid-epoch then resumes into an epoch of other batches (or none), and another
+    split can put test images in training."""
+    changed = _changed_settings(
+        "data", hparams.get("data_config"), module.hparams.get("data_config"), _DATA_KEYS_FREE_ON_RESUME
     )
     if changed:
-        shown = ", ".join(f"data.{key}={saved[key]!r} (now {wanted[key]!r})" for key in changed[:3])
         raise UserError(
-            f"{path} was trained with {shown}; resume with the data settings the run began with, or "
+            f"{path} was trained with {changed}; resume with the data settings the run began with, or "
             f"train on from its weights with finetune.py ckpt_path={path}"
         )
+
+
+def _changed_settings(section: str, saved: Any, wanted: Any, free: frozenset[str] = frozenset()) -> str:
+    """The first settings of `section` that differ, as "data.batch_size=64 (now 32)"; empty when none
+    do. Keys only one side has (a setting added since the run began) are not compared."""
+    if not isinstance(saved, dict) or not isinstance(wanted, dict):
+        return ""
+    changed = sorted(
+        key for key in saved.keys() & wanted.keys() if key not in free and saved[key] != wanted[key]
+    )
+    return ", ".join(f"{section}.{key}={saved[key]!r} (now {wanted[key]!r})" for key in changed[:3])

@@ -367,7 +367,7 @@ def _with_recorded_overrides(argv: list[str], run_dir: Path, resume_key: str) ->
     return [*recorded, *argv]
 
 
-def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
+def external_launch_overrides(argv: list[str], environ: dict[str, str], task: str = "train") -> list[str]:
     """Processes started by torchrun or SLURM each compose their own config: without one shared
     run directory named on the command line, every rank would time-stamp a folder of its own."""
     world_size = int(environ.get("WORLD_SIZE") or environ.get("SLURM_NTASKS") or 1)
@@ -379,12 +379,12 @@ def external_launch_overrides(argv: list[str], environ: dict[str, str]) -> list[
     if not any(t.lstrip("+~").startswith("hydra.run.dir=") for t in argv):
         raise UserError(
             f"this is one of {world_size} processes started by torchrun or SLURM; give all of them the same "
-            "run directory on a shared file system: hydra.run.dir=runs/train/NAME"
+            f"run directory on a shared file system: hydra.run.dir=runs/{task}/NAME"
         )
     if rank == 0:
         return argv
     no_record = [] if "hydra.output_subdir=null" in argv else ["hydra.output_subdir=null"]
-    return [*argv, *no_record, f"hydra.job.name=train_rank{rank}"]
+    return [*argv, *no_record, f"hydra.job.name={task}_rank{rank}"]
 
 
 class _WithoutAdvertising(logging.Filter):
@@ -430,7 +430,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
         check_overrides(sys.argv[1:], resume_key, config_name)
         if _is_multirun(sys.argv[1:]):
             check_sweep_points(sys.argv[1:], config_name)
-        sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ))
+        sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ), task=config_name)
 
 
 def _is_multirun(argv: list[str]) -> bool:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ..data import DataSpec
 from . import builders
-from .checkpoint import load_run_checkpoint
+from .checkpoint import load_run_checkpoint, refuse_other_data
 from .errors import UserError
 from .freezing import split_parameters
 from .head_surgery import HEAD_MODES, RESETS, rebuild_head, transplant
@@ -163,4 +163,5 @@ def _resumed_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier
         model=hparams["model"],
         source=hparams.get("source"),
     )
+    refuse_other_data(path, hparams, module)
     return module, f"resuming the fine-tune in {path}"

@@ -37,9 +37,6 @@ def start_run(
     builders.build_optimization(cfg)  # its settings checked before the data and trainer are built
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = builders.build_datamodule(cfg)
-    # The data is read now, before the trainer prints its lines: a set that is missing or damaged
-    # is the one line the command prints.
-    datamodule.setup("fit")
     trainer = builders.build_trainer(cfg, resumed_step=saved_step(resume_from) if resume_from else None)
     if trainer.is_global_zero:
         # A killed run's half-written files, in the folder it resumes (or restarts, when it was killed

@@ -1,7 +1,7 @@
 """The LightningModule that trains, validates and tests any zoo classifier.
 
 It builds its network from a model name and plain constructor arguments, so a checkpoint alone is
-enough to rebuild it (`ImageClassifier.load_from_checkpoint`). Normalisation lives here, on the
+enough to rebuild it (`zoo.training.checkpoint.module_from_checkpoint`). Normalisation lives here, on the
 training device, with the data's mean and std saved beside the weights.
 """
 

@@ -25,7 +25,8 @@ import torch
 
 from ..data import DataSpec
 from ..models import ClassifierModel, UnknownModelError, create_model, list_models
-from .builders import SMALL_INPUT_MAX_SIZE, smallest_image_size, to_plain
+from ..models._input_size import smallest_image_size, wants_small_input
+from .builders import to_plain
 from .checkpoint import load_run_checkpoint, load_weights_file
 from .cli import check_weights_path
 from .errors import UserError
@@ -272,7 +273,7 @@ def _state_dict_architecture(
         stems = [bool(requested["small_input"])]
     else:
         # The size the data suggests first (as train.py chooses), then the other stem.
-        small = spec.image_size <= SMALL_INPUT_MAX_SIZE
+        small = wants_small_input(spec.image_size)
         stems = [small, not small]
     reports = []
     for small_input in stems:
