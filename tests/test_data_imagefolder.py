@@ -8,6 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -360,3 +361,28 @@ def test_folders_a_user_gets_wrong_are_one_clear_line(tmp_path: Path, make, need
     with pytest.raises(UserError) as raised:
         ImageFolderDataModule(str(root), num_workers=0).setup()
     assert needle in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_each_process_mixes_with_draws_of_its_own_that_a_checkpoint_keeps(tmp_path: Path) -> None:
+    # Every process of a multi-process run drew the same MixUp weights and pairings, step after step.
+    write_classes(tmp_path, classes=("a", "b"), per_class=5)
+    generator = torch.Generator().manual_seed(0)
+    batch = (torch.randint(0, 256, (8, 3, 8, 8), generator=generator, dtype=torch.uint8), torch.arange(8) % 2)
+
+    def data_of_rank(rank: int) -> ImageFolderDataModule:
+        data = ImageFolderDataModule(
+            str(tmp_path), image_size=8, val_fraction=0.2, mixup_alpha=1.0, num_workers=0
+        )
+        data.setup()
+        data.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=1)
+        return data
+
+    first, second = data_of_rank(0), data_of_rank(1)
+    assert not torch.equal(
+        first.on_after_batch_transfer(batch, 0)[1], second.on_after_batch_transfer(batch, 0)[1]
+    )
+    # A resumed process draws on where its checkpoint left off.
+    resumed = data_of_rank(0)
+    resumed.load_state_dict(first.state_dict())
+    expected, drawn = first.on_after_batch_transfer(batch, 0), resumed.on_after_batch_transfer(batch, 0)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))

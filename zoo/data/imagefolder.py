@@ -32,6 +32,7 @@ from ..training.errors import UserError
 from .augment import check_augmentation, sample_transform
 from .base import DataSpec, ImageDataModule
 from .batches import PADDING, shard
+from .generators import RankGenerators
 from .mixing import BatchMixer
 from .splits import stratified_split
 
@@ -283,7 +284,7 @@ class ImageFolderDataModule(ImageDataModule):
         # Said by evaluate.py when the splits are not folders of their own.
         self.evaluation_note: str | None = None
         self._mixer: BatchMixer | None = None
-        self._mix_generator = torch.Generator().manual_seed(seed)
+        self._generators = RankGenerators(seed)
 
     # --- finding and checking the files ------------------------------------------------------------
     def _scan(self, folder: Path) -> ImageFolder:
@@ -492,12 +493,15 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             return batch
         images, labels = batch
-        return self._mixer(images, labels, self._mix_generator)
+        return self._mixer(images, labels, self._generators.get(torch.device("cpu"), self._rank()))
 
-    # The mixing generator's position travels in checkpoints, so a resumed run mixes like an unbroken one.
     def state_dict(self) -> dict:
-        return {"mix_generator": self._mix_generator.get_state()}
+        return self._generators.state_dict(self.trainer)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if "mix_generator" in state_dict:
-            self._mix_generator.set_state(state_dict["mix_generator"].cpu())
+        if "mix_generator" in state_dict:  # a checkpoint of before the draws were made per process
+            state_dict = {"cpu": state_dict["mix_generator"]}
+        self._generators.load_state_dict(state_dict, self._rank())
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer else 0

@@ -8,6 +8,7 @@ from ..training.errors import UserError
 from .augment import augment_batch, check_augmentation
 from .base import DataSpec, ImageDataModule
 from .batches import InMemoryBatches
+from .generators import RankGenerators
 from .mixing import BatchMixer
 
 ON_DEVICE_CHOICES = "true, false or auto"
@@ -16,10 +17,6 @@ ON_DEVICE_CHOICES = "true, false or auto"
 def is_on_device_choice(value: object) -> bool:
     """Whether `value` is a setting of data.on_device (a bool, not merely equal to one, or "auto")."""
     return isinstance(value, bool) or value == "auto"
-
-
-# The key of the data module's checkpoint state under which each process's generators are kept.
-BY_RANK = "by_rank"
 
 
 class InMemoryDataModule(ImageDataModule):
@@ -59,7 +56,7 @@ class InMemoryDataModule(ImageDataModule):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._augment_generators: dict[torch.device, torch.Generator] = {}
+        self._generators = RankGenerators(seed)
         self._mixer: BatchMixer | None = None
 
     def load_splits(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
@@ -147,29 +144,10 @@ class InMemoryDataModule(ImageDataModule):
         return images, labels
 
     def _generator(self, device: torch.device) -> torch.Generator:
-        # Its own generator, seeded per run and rank, so augmentation draws do not shift other draws.
-        if device not in self._augment_generators:
-            rank = self.trainer.global_rank if self.trainer else 0
-            self._augment_generators[device] = torch.Generator(device).manual_seed(self.seed * 1_000 + rank)
-        return self._augment_generators[device]
+        return self._generators.get(device, self.trainer.global_rank if self.trainer else 0)
 
-    # The generators' positions travel in checkpoints, so a resumed run augments like an unbroken one.
-    # Lightning writes rank 0's state of the data module, so every process's positions go in it, by
-    # rank: the checkpoint is made by all processes together, each calling this.
     def state_dict(self) -> dict:
-        own = {str(device): gen.get_state() for device, gen in self._augment_generators.items()}
-        trainer = self.trainer
-        if trainer is None or trainer.world_size <= 1 or not torch.distributed.is_initialized():
-            return own
-        by_rank: list = [None] * trainer.world_size
-        torch.distributed.all_gather_object(by_rank, own)
-        return {BY_RANK: by_rank}
+        return self._generators.state_dict(self.trainer)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if BY_RANK in state_dict:
-            by_rank, rank = state_dict[BY_RANK], self.trainer.global_rank if self.trainer else 0
-            # Resumed on another number of processes, a process without a saved position takes rank 0's.
-            state_dict = by_rank[rank] if rank < len(by_rank) else by_rank[0]
-        for device, generator_state in state_dict.items():
-            generator = self._generator(torch.device(device))
-            generator.set_state(generator_state.cpu())
+        self._generators.load_state_dict(state_dict, self.trainer.global_rank if self.trainer else 0)
