@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from ..training.errors import UserError
+from ..training.errors import UserError, in_one_line
 from .augment import check_augmentation, sample_transform
 from .base import DataSpec, ImageDataModule
 from .batches import PADDING, shard
@@ -69,7 +69,7 @@ def load_image(path: str, mode: str) -> Image.Image:
             image.load()
     except OSError as error:
         # A file damaged in a way the setup check cannot see without decoding every image.
-        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = in_one_line(error)
         raise UserError(
             f"cannot read image {path}: {reason}; fix or remove it (data.skip_bad_images=true skips "
             "only the files found unreadable at setup)"
@@ -113,7 +113,7 @@ def unreadable(path: str) -> str | None:
             with Image.open(path) as image:
                 image.load()
     except Exception as error:  # PIL raises many types for a bad file; all mean the same here
-        return " ".join(str(error).split()) or type(error).__name__
+        return in_one_line(error)
     return None
 
 

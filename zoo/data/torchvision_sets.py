@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets as tv_datasets
 
-from ..training.errors import UserError
+from ..training.errors import UserError, in_one_line
 from .cifar_files import RefusedGlobal, read_cifar
 from .idx_files import check_idx_pair
 from .memory import InMemoryDataModule
@@ -135,7 +135,7 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 
 def _one_line(error: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = in_one_line(error)
     # MNIST's download error lists every mirror it tried ("Tried URL, got: ERROR"); the last error says why.
     text = text.rpartition(" got: ")[2]
     return text if len(text) <= limit else text[: limit - 3] + "..."

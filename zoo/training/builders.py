@@ -23,7 +23,7 @@ from ..models._input_size import smallest_image_size, wants_small_input, why_not
 from .callbacks import EpochSummary
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
-from .errors import UserError
+from .errors import UserError, in_one_line
 from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
 from .module import ImageClassifier
 from .profiling import NoProfiler
@@ -142,7 +142,7 @@ def check_image_size(model: dict, image_size: int) -> None:
 
 
 def _refusal(what: str, factory: Any, error: Exception) -> UserError:
-    reason = " ".join(str(error).split())
+    reason = in_one_line(error)
     return UserError(
         f"{what}: {factory.func.__name__} refuses these settings ({reason}); fix them on the command line"
     )

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from .cli import check_weights_path
-from .errors import UserError
+from .errors import UserError, in_one_line
 
 # Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
 _MODEL_PACKAGES = ("zoo.models.", "torch.nn.modules.", "torchvision.models.", "timm.models.")
@@ -87,7 +87,7 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's message is a paragraph; the sentence that names the offending object is the one to show.
-        message = " ".join(str(error).split())
+        message = in_one_line(error)
         blocked = _BLOCKED_GLOBAL.search(message)
         if blocked:
             name = blocked.group(1).rstrip(".,;")[:160]

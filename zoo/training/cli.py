@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError, user_errors
+from .errors import UserError, in_one_line, user_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -520,7 +520,7 @@ def describe_override_error(error: Exception) -> str:
     parent = getattr(cause, "parent_node", None)
     full_key, key = getattr(cause, "full_key", None), getattr(cause, "key", None)
     if parent is None or not full_key or not key:
-        return " ".join(str(error).split())
+        return in_one_line(error)
     section = full_key.rpartition(".")[0]
     siblings = [name for name in parent if not str(name).startswith("_")]
     near = [".".join(filter(None, (section, name))) for name in difflib.get_close_matches(key, siblings, n=2)]

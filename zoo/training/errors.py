@@ -17,6 +17,11 @@ class UserError(Exception):
     """A problem with what the user asked for; the message names the problem and the fix."""
 
 
+def in_one_line(error: BaseException) -> str:
+    """An exception's message for a one-line error: torch's, PIL's and Lightning's run over lines."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _user_error_behind(error: BaseException) -> UserError | None:
     """The UserError an exception is, or the one Hydra's instantiate wrapped (a data module or
     callback refusing its arguments is the user's error, not Hydra's), or a ${...} in the config

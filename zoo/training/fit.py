@@ -18,7 +18,7 @@ from . import builders, outputs
 from .checkpoint import peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .cli import check_weights_path, refuse_reused_run_dir
-from .errors import UserError
+from .errors import UserError, in_one_line
 from .runlog import say
 from .validation import validate_config
 
@@ -112,7 +112,7 @@ def fit_test_and_record(
             raise
         if type(error) is RuntimeError and not str(error).startswith("Early stopping conditioned on metric"):
             raise
-        reason = " ".join(str(error).split())
+        reason = in_one_line(error)
         raise UserError(f"Lightning rejects the trainer settings: {reason}") from None
     metrics: dict[str, float] = {}
     if cfg.test:
