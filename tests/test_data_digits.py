@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from zoo.data import DigitsDataModule, InMemoryBatches
@@ -31,6 +32,10 @@ def test_spec_describes_the_images() -> None:
     assert 0.05 < mean[0] < 0.6 and 0.1 < std[0] < 0.6
     images, _ = data._splits["train"]
     assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28)
+    # Mean and std (not swapped) of the training pixels themselves, to the module's 4 places.
+    pixels = images.double() / 255
+    assert mean[0] == pytest.approx(pixels.mean().item(), abs=1e-3)
+    assert std[0] == pytest.approx(pixels.std().item(), abs=1e-3)
 
 
 def test_batches_follow_seed_and_epoch_and_resume_mid_epoch() -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from zoo.data import ImageFolderDataModule
 from zoo.data.imagefolder import load_image
@@ -303,6 +304,15 @@ def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path
     # The classes differ in brightness by 60 grey levels each; the mean must come from the pixels.
     mean, std = data.normalization
     assert 0.2 < mean[0] < 0.6 and std[0] > 0.1
+    # Both equal the statistics of the 21 training images as written, read grey and fitted to 16 x 16
+    # as evaluation sees them (the module rounds to 4 places).
+    fit = v2.Compose([v2.ToImage(), v2.Resize(16, antialias=True), v2.CenterCrop(16), v2.ToPureTensor()])
+    train = data._datasets["train"]
+    pixels = torch.cat([fit(load_image(train.dataset.samples[i][0], "L")).flatten() for i in train.indices])
+    pixels = pixels.double() / 255
+    assert len(train.indices) == 21 and pixels.numel() == 21 * 16 * 16
+    assert mean[0] == pytest.approx(pixels.mean().item(), abs=1e-3)
+    assert std[0] == pytest.approx(pixels.std(unbiased=False).item(), abs=1e-3)
 
 
 def test_every_mode_becomes_the_requested_channels(tmp_path: Path) -> None:

@@ -128,6 +128,16 @@ def test_mnist_splits_are_stratified_uint8_with_the_sets_own_classes(tmp_path: P
     assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28)
     assert (data.num_classes, data.channels, data.image_size) == (10, 1, 28)
     assert data.class_names[0] == "0 - zero"  # torchvision's names, read from its class
+    # Every image keeps the label write_mnist gave it (arange % 10), in each split.
+    written = {}
+    for count, seed in ((200, 0), (50, 1)):
+        labels = np.arange(count) % 10
+        for image, label in zip(_pixels(count, (28, 28), labels, seed), labels, strict=True):
+            written[image.tobytes()] = int(label)
+    assert len(written) == 250
+    for split in ("train", "val", "test"):
+        images, labels = data._splits[split]
+        assert labels.tolist() == [written[image.numpy().tobytes()] for image in images], split
     resized = TorchvisionDataModule("mnist", root=str(tmp_path), download=False, image_size=32)
     assert resized.image_size == 32 and resized._splits["test"][0].shape[1:] == (1, 32, 32)
 

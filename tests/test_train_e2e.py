@@ -25,6 +25,10 @@ def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: 
     assert {"test/acc", "test/loss", "test/acc_top5"} <= set(metrics)
     # Three epochs on digits already learn most of the task; chance is 0.1.
     assert metrics["test/acc"] > 0.6
+    # Top-5 counts every top-1 hit and more: strictly more while top-1 misses some.
+    assert metrics["test/acc"] <= metrics["test/acc_top5"] <= 1
+    if metrics["test/acc"] < 1:
+        assert metrics["test/acc_top5"] > metrics["test/acc"]
 
 
 def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> None:
@@ -64,6 +68,19 @@ def test_evaluate_reproduces_the_test_accuracy(
     assert report["samples"] == 360
     assert sum(map(sum, report["confusion_matrix"])) == 360
     assert set(report["per_class"]) == {str(d) for d in range(10)}
+    # Rows are true classes, columns predictions: row i sums to class i's support, precision j is the
+    # diagonal over column j, recall i the diagonal over row i.
+    matrix = torch.tensor(report["confusion_matrix"])
+    rows = [report["per_class"][str(d)] for d in range(10)]
+    assert matrix.sum(dim=1).tolist() == [row["support"] for row in rows]
+    diagonal = matrix.diagonal().double()
+    assert [row["precision"] for row in rows] == pytest.approx(
+        (diagonal / matrix.sum(dim=0).clamp_min(1)).tolist(), abs=1e-6
+    )
+    assert [row["recall"] for row in rows] == pytest.approx((diagonal / matrix.sum(dim=1)).tolist(), abs=1e-6)
+    # Top-5 is the training run's top-5 (the same best checkpoint), not top-1 again.
+    assert report["test/acc"] <= report["test/acc_top5"]
+    assert abs(report["test/acc_top5"] - trained["test/acc_top5"]) < 1e-6
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "precision" in result.stdout and "run directory:" in result.stdout.strip().splitlines()[-1]
     # The same report in TensorBoard, beside the training runs.
