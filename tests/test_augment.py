@@ -57,12 +57,16 @@ def test_unknown_recipe_is_a_user_error_listing_the_known_ones() -> None:
 
 @pytest.mark.parametrize(("mixup", "cutmix"), [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
 def test_mixing_gives_soft_targets_that_sum_to_one(mixup: float, cutmix: float) -> None:
-    images, labels = _same_image_batch(n=8), torch.arange(8) % 4
+    # Distinct images and neighbouring labels that differ, so blending shows in both images and targets.
+    images = torch.randint(0, 256, (8, 3, 24, 24), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    labels = torch.arange(8) % 4
     before = torch.get_rng_state()
     mixed, targets = BatchMixer(4, mixup, cutmix)(images, labels, torch.Generator().manual_seed(0))
     assert torch.equal(torch.get_rng_state(), before)
     assert mixed.dtype == torch.float32 and targets.shape == (8, 4)
     assert torch.allclose(targets.sum(dim=1), torch.ones(8))
+    assert (targets.max(dim=1).values < 1).any(), "no soft targets: the batch was not mixed"
+    assert not torch.allclose(mixed, images.float() / 255), "mixed images equal the originals"
     assert not BatchMixer(4).enabled
 
 
@@ -75,5 +79,6 @@ def test_in_memory_batches_are_augmented_and_mixed_only_while_training() -> None
     data.trainer = SimpleNamespace(training=True, global_rank=0, world_size=1)
     images, targets = data.on_after_batch_transfer(batch, 0)
     assert images.dtype == torch.float32 and targets.shape == (len(batch[1]), 4)
+    assert (targets.max(dim=1).values < 1).any(), "no soft targets: the batch was not mixed"
     data.trainer = SimpleNamespace(training=False, global_rank=0, world_size=1)
     assert data.on_after_batch_transfer(batch, 0) is batch

@@ -65,11 +65,21 @@ def test_replace_and_extend_give_the_new_width_and_extend_keeps_old_logits(name:
         if not key.startswith(head_prefixes):
             assert torch.equal(target_state[key], value), key
 
+    # replace: every final linear layer (the auxiliary heads' too) starts afresh, none of the old rows kept.
+    source_linears = [source.get_classifier(), *source.aux_classifiers().values()]
+    for old, new in zip(
+        source_linears, [replaced.get_classifier(), *replaced.aux_classifiers().values()], strict=True
+    ):
+        assert not torch.equal(new.weight[: len(OLD)], old.weight), "replace kept the old rows"
+
     # extend: the kept rows are bit for bit the source's, so before any training the extended model
-    # gives the source's logits for "c" and "a" (up to the rounding of a wider matrix product).
-    old, new = source.get_classifier(), extended.get_classifier()
-    assert torch.equal(new.weight[[0, 2]], old.weight[[2, 0]])
-    assert torch.equal(new.bias[[0, 2]], old.bias[[2, 0]])
+    # gives the source's logits for "c" and "a" (up to the rounding of a wider matrix product). The
+    # auxiliary heads (GoogLeNet) keep theirs too.
+    extended_linears = [extended.get_classifier(), *extended.aux_classifiers().values()]
+    assert len(extended_linears) == len(source_linears)
+    for old, new in zip(source_linears, extended_linears, strict=True):
+        assert torch.equal(new.weight[[0, 2]], old.weight[[2, 0]])
+        assert torch.equal(new.bias[[0, 2]], old.bias[[2, 0]])
     with torch.no_grad():
         features = extended.forward_head(extended.forward_features(x), pre_logits=True)
         logits = extended(x)

@@ -14,12 +14,12 @@ trainer.precision=*-true      weights in bfloat16 or float16: a few steps train 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from zoo.data import DataSpec, DigitsDataModule, InMemoryBatches
 from zoo.training import builders
@@ -77,13 +77,21 @@ def _assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, toleran
     )
 
 
-def test_config_options_reach_the_module() -> None:
-    cfg = compose_config("channels_last=true", "compile=true", "trainer.precision=bf16-mixed")
+def test_config_options_reach_the_module(tmp_path: Path) -> None:
+    cfg = compose_config(
+        f"paths.output_dir={tmp_path}",
+        "logger=none",
+        "channels_last=true",
+        "compile=true",
+        "trainer.precision=bf16-mixed",
+    )
     module = builders.build_module(cfg, SPEC)
     assert module.memory_format == torch.channels_last and module.hparams.compile
     # Compiled in place: parameter names, and so checkpoints, are those of the plain network.
     assert set(module.state_dict()) == set(_classifier("lenet5").state_dict())
     assert cfg.trainer.precision == "bf16-mixed"
+    # The precision reaches the Trainer the entry points build, not only the config.
+    assert builders.build_trainer(cfg).precision == "bf16-mixed"
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -194,12 +202,15 @@ def test_true_half_precisions_train_through_the_trainer(precision: str) -> None:
     )
 
 
-def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch() -> None:
+def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch(tmp_path: Path) -> None:
     assert compose_config("trainer=gpu").trainer.benchmark is True
     before = torch.backends.cudnn.benchmark
     try:
-        cfg = compose_config("trainer.benchmark=true", "trainer.accelerator=cpu")
-        instantiate(cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        torch.backends.cudnn.benchmark = False  # so only the Trainer built below can turn it on
+        cfg = compose_config(
+            f"paths.output_dir={tmp_path}", "logger=none", "trainer.benchmark=true", "trainer.accelerator=cpu"
+        )
+        builders.build_trainer(cfg)  # the entry points' path, not the config section on its own
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark = before

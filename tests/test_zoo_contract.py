@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import zoo
 from zoo.models._head import NoClassifier
+from zoo.models._input_size import smallest_image_size
 from zoo.models._registry import _BUILDERS
 
 # The largest variants cost tens of seconds each on two CPU cores; CI still runs them (`-m slow` is
@@ -108,14 +109,20 @@ def test_loss_falls_on_a_fixed_batch_of_digits(name: str) -> None:
     assert best < 0.92 * first, f"{name}: loss went {first:.3f} -> at best {best:.3f}"
 
 
-def test_every_model_takes_a_dropout_rate_that_acts_only_in_training() -> None:
-    assert all("dropout" in inspect.signature(builder).parameters for builder in _BUILDERS.values())
-    model = zoo.create_model("resnet18", num_classes=10, in_chans=1, small_input=True, dropout=0.5)
-    x = torch.randn(2, 1, 16, 16)
-    model.train()
-    assert not torch.equal(model(x), model(x))
-    model.eval()
-    assert torch.equal(model(x), model(x))
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_model_takes_a_dropout_rate_that_acts_only_in_training(name: str) -> None:
+    assert "dropout" in inspect.signature(_BUILDERS[name]).parameters
+    options = {"num_classes": 3, "in_chans": 1, "small_input": True}
+    # The smallest image the network takes (found on the meta device) keeps even the deepest ones fast.
+    size = smallest_image_size({"name": name, **options}, 1) or 1
+    torch.manual_seed(0)
+    model = zoo.create_model(name, dropout=0.5, **options)
+    x = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(x), model(x)), f"{name}: dropout=0.5 changes nothing in training"
+        model.eval()
+        assert torch.equal(model(x), model(x)), f"{name}: dropout acts in evaluation"
 
 
 def test_unknown_model_lists_known_ones() -> None:
