@@ -182,6 +182,23 @@ def test_links_that_loop_are_neither_classes_nor_images(tmp_path: Path) -> None:
         ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0).setup()
 
 
+def test_a_link_back_up_from_a_class_folder_is_refused(tmp_path: Path) -> None:
+    # ImageFolder walked round it until the path grew too long: the other class's images were taken
+    # dozens of times over as this class, and the run trained on them.
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=5)
+    (tmp_path / "cat" / "more").mkdir()
+    (tmp_path / "cat" / "more" / "all").symlink_to(tmp_path)
+    message = f"{tmp_path / 'cat' / 'more' / 'all'} links back to {tmp_path}, a folder above it"
+    with pytest.raises(UserError, match=re.escape(message)):
+        ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0).setup()
+    # A link to a folder elsewhere is followed, as ImageFolder does.
+    write_classes(tmp_path.parent / f"{tmp_path.name}-extra", classes=("cat",), per_class=3)
+    (tmp_path / "cat" / "more" / "all").unlink()
+    (tmp_path / "cat" / "more" / "extra").symlink_to(tmp_path.parent / f"{tmp_path.name}-extra" / "cat")
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0)
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 13
+
+
 def test_images_of_formats_imagefolder_does_not_read_are_named(tmp_path: Path) -> None:
     # A folder of GIFs (or phone HEICs) beside JPEGs trained on the JPEGs alone, without a word.
     write_classes(tmp_path, classes=("cat", "dog"), per_class=5)

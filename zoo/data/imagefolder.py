@@ -166,6 +166,26 @@ class _ClassFolders(ImageFolder):
             raise FileNotFoundError(directory)
         return classes, {name: index for index, name in enumerate(classes)}
 
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        for name in class_to_idx:
+            _refuse_a_link_back_up(Path(directory) / name)
+        return ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+
+
+def _refuse_a_link_back_up(class_folder: Path) -> None:
+    """ImageFolder follows links to folders. One that leads back up (`ln -s .. all`) is walked round
+    and round until the path grows too long, and every image above it, other classes' included, is
+    taken many times over as this class."""
+    for folder, subfolders, _ in os.walk(class_folder):  # links are listed here, not entered
+        for name in subfolders:
+            link = Path(folder) / name
+            if link.is_symlink() and Path(folder).resolve().is_relative_to(target := link.resolve()):
+                raise UserError(
+                    f"{link} links back to {target}, a folder above it: the images under {target} would "
+                    f"be taken again and again as class {class_folder.name!r}; remove the link"
+                )
+
 
 # Image formats people keep beside their JPEGs that torchvision's ImageFolder does not take.
 _OTHER_IMAGE_SUFFIXES = frozenset(
