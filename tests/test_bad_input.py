@@ -14,9 +14,15 @@ from omegaconf import OmegaConf
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
-from zoo.training.cli import check_overrides, describe_override_error
+from zoo.training.cli import (
+    check_overrides,
+    check_sweep_points,
+    describe_override_error,
+    run_dir_of_output_dir,
+)
 from zoo.training.errors import UserError, user_errors
 from zoo.training.fit import fit_test_and_record, start_run
+from zoo.training.outputs import save_resolved_config
 from zoo.training.validation import validate_config
 
 from .conftest import compose_config, run_script
@@ -768,6 +774,25 @@ def test_a_logger_that_refuses_its_settings_stops_before_the_run(tmp_path: Path)
     # Good settings: the writer is open, its event file there, before the trainer exists.
     builders.build_loggers(compose_config(f"paths.output_dir={tmp_path / 'good'}"))
     assert list((tmp_path / "good" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_paths_output_dir_names_the_whole_run_folder(tmp_path: Path) -> None:
+    # Given alone, it took the checkpoints, while train.log and .hydra/ went to runs/train/<time>/.
+    run = tmp_path / "run"
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", "logger=none")
+    run_script("train.py", f"paths.output_dir={run}", *short, cwd=tmp_path)
+    assert {"train.log", ".hydra", "checkpoints", "config.yaml"} <= {path.name for path in run.iterdir()}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+    # From Python, with no logger to make the folder first, the config's write ended in a traceback.
+    cfg = compose_config("logger=none", f"paths.output_dir={tmp_path / 'new' / 'run'}")
+    save_resolved_config(cfg, Path(cfg.paths.output_dir))
+    assert f"output_dir: {tmp_path / 'new' / 'run'}" in (tmp_path / "new" / "run" / "config.yaml").read_text()
+    with pytest.raises(UserError, match=re.escape("hydra.run.dir=a and paths.output_dir=b name two folders")):
+        run_dir_of_output_dir(["hydra.run.dir=a", "paths.output_dir=b"])
+    with pytest.raises(
+        UserError, match=re.escape("name the sweep's folder instead, hydra.sweep.dir=s (each")
+    ):
+        check_sweep_points(["-m", "paths.output_dir=s", "optimizer.lr=0.1,0.2"], "train")
 
 
 # Both went through: evaluate.py replaced a training run's metrics.json (paths.output_dir), and a

@@ -428,9 +428,28 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)
         check_overrides(sys.argv[1:], resume_key, config_name)
+        sys.argv[1:] = run_dir_of_output_dir(sys.argv[1:])
         if _is_multirun(sys.argv[1:]):
             check_sweep_points(sys.argv[1:], config_name)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ), task=config_name)
+
+
+def run_dir_of_output_dir(argv: list[str]) -> list[str]:
+    """paths.output_dir follows hydra.run.dir in the configs. Set alone on the command line, it took
+    the checkpoints, while train.log and the .hydra record went to a new time-stamped folder: it now
+    names the run's one folder."""
+    given = _overrides(argv)
+    output_dir, run_dir = given.get("paths.output_dir"), given.get("hydra.run.dir")
+    if output_dir is None or _is_multirun(argv):
+        return argv
+    if run_dir is None:
+        return [*argv, f"hydra.run.dir={output_dir}"]
+    if run_dir != output_dir:
+        raise UserError(
+            f"hydra.run.dir={run_dir} and paths.output_dir={output_dir} name two folders for one run; "
+            "give one of them"
+        )
+    return argv
 
 
 def _is_multirun(argv: list[str]) -> bool:
@@ -467,6 +486,14 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
             raise UserError(
                 f"hydra.sweep.subdir={subdir} puts all {len(points)} points of the sweep in one folder; "
                 "name each its own, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)"
+            )
+        output_dir = _overrides(argv).get("paths.output_dir")
+        if output_dir is not None and len(points) > 1:
+            # It follows each point's folder in the configs; set, it took every point's checkpoints.
+            raise UserError(
+                f"paths.output_dir={output_dir} puts the checkpoints of all {len(points)} points of the "
+                f"sweep in one folder; name the sweep's folder instead, hydra.sweep.dir={output_dir} "
+                "(each point gets a folder in it)"
             )
         swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
         for number, point in enumerate(points):

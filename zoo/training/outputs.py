@@ -21,6 +21,9 @@ def write_json_atomically(path: Path, payload: Mapping) -> None:
 
 
 def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    # The first file of a run written outside Hydra's own folder (a paths.output_dir of its own, from
+    # Python) or without a logger that would have made it.
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
