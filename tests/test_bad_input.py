@@ -817,6 +817,31 @@ def test_run_folders_given_any_way_are_never_reused(tmp_path: Path) -> None:
     check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={tmp_path / 'fresh'}"], "ckpt_path")
 
 
+def test_a_sweep_folder_named_through_an_interpolation_is_never_reused(tmp_path: Path) -> None:
+    # hydra.sweep.dir=.../${task_name} names an earlier sweep's folder only once resolved: it must be
+    # refused as the folder named outright is, before any point's .hydra record is rewritten.
+    old = tmp_path / "done"
+    (old / "0" / "checkpoints").mkdir(parents=True)
+    (old / "0" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (old / "0" / ".hydra").mkdir()
+    (old / "0" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.1\n")
+    result = run_script(
+        "train.py",
+        "-m",
+        "optimizer.lr=0.1,0.2",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "task_name=done",
+        f"hydra.sweep.dir={tmp_path}/${{task_name}}",
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"hydra.sweep.dir={old} already holds the runs of another sweep" in result.stderr
+    assert (old / "0" / ".hydra" / "overrides.yaml").read_text() == "- optimizer.lr=0.1\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["done"]
+
+
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
 def test_a_run_folder_named_through_an_interpolation_is_refused_before_hydra_writes_there(
     tmp_path: Path, script: str

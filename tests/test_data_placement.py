@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from zoo.data import DigitsDataModule, InMemoryBatches
+from zoo.data.imagefolder import _MarkedPaddingSampler
 from zoo.training.errors import UserError
 from zoo.training.state import NonFiniteLossGuard
 from zoo.training.validation import validate_config
@@ -169,3 +170,15 @@ def test_evaluation_shards_mark_their_padding_so_every_image_counts_once() -> No
         steps.add(len(shard))
         counted += [label for label in shard if label != PADDING]
     assert sorted(counted) == list(range(10)) and steps == {4}
+
+
+def test_a_padded_share_counts_every_batch_it_gives() -> None:
+    # len() must count a padded share whole: 10 images over 3 processes are 4 each (not 10 // 3), two
+    # batches of 3 (not 4 // 3), in memory, whose iteration stops at len(), and from image folders alike.
+    images, labels = torch.zeros(10, 1, 1, 1), torch.arange(10)
+    for rank in range(3):
+        share = InMemoryBatches(images, labels, 3, shuffle=False, rank=rank, world_size=3, mark_padding=True)
+        assert len(share) == len(list(share)) == 2
+        assert sum(len(batch_labels) for _, batch_labels in share) == 4
+        sampler = _MarkedPaddingSampler(10, rank, 3)
+        assert len(sampler) == len(list(sampler)) == 4

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from zoo.data import InMemoryDataModule
 from zoo.training.finetuning import FineTuneClassifier
-from zoo.training.freezing import BackboneFreeze, backbone_batch_norms, split_parameters
+from zoo.training.freezing import BackboneFreeze, backbone_batch_norms, set_backbone_frozen, split_parameters
 
 CLASSES = ["a", "b", "c"]
 
@@ -137,6 +137,30 @@ def test_freeze_backbone_alone_keeps_it_frozen_for_the_whole_run(tmp_path: Path)
     seen, _ = _fit(tmp_path, epochs=2, freeze=BackboneFreeze(freeze=True))
     assert _same(seen.backbone[1], seen.start)
     assert seen.trainable == {0: False, 1: False}
+
+
+def test_freezing_puts_the_backbone_batch_norms_in_eval_mode_and_unfreezing_back_in_train() -> None:
+    # Frozen BatchNorm must normalise with the source's running statistics, and not update them.
+    net = _module().net.train()
+    set_backbone_frozen(net, True)
+    assert not any(norm.training for norm in backbone_batch_norms(net))
+    set_backbone_frozen(net, False)
+    assert all(norm.training for norm in backbone_batch_norms(net))
+
+
+class _BackToTrainMode(pl.Callback):
+    """User code that puts the whole module back in train mode after each batch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pl_module.train()
+
+
+def test_frozen_batch_norm_stays_in_eval_mode_whatever_puts_the_module_back_in_train(tmp_path: Path) -> None:
+    # A .train() between batches put frozen BatchNorm back in train mode for the rest of the epoch,
+    # and its running statistics drifted; the freeze must re-assert eval mode before each batch.
+    seen, _ = _fit(tmp_path, epochs=1, freeze=BackboneFreeze(freeze=True), extra=(_BackToTrainMode(),))
+    assert seen.norms_training == {0: False}
+    assert _same(seen.backbone[0], seen.start)
 
 
 def test_a_resumed_run_does_not_freeze_again_what_was_unfrozen(tmp_path: Path) -> None:

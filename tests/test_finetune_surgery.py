@@ -173,6 +173,20 @@ def test_a_torchvision_state_dict_keeps_its_standard_stem(torchvision_resnet18: 
     assert all(torch.equal(net.state_dict()[key], value) for key, value in saved.items())
 
 
+def test_a_state_dict_without_batch_norm_step_counters_loads(
+    torchvision_resnet18: Path, tmp_path: Path
+) -> None:
+    # Older files have no num_batches_tracked: BatchNorm fills it in, so it must not count as missing.
+    saved = torch.load(torchvision_resnet18, weights_only=True)
+    weights = {key: value for key, value in saved.items() if not key.endswith("num_batches_tracked")}
+    torch.save(weights, tmp_path / "old.pth")
+    source = weight_sources.load_source(_cfg(f"ckpt_path={tmp_path / 'old.pth'}", "model=resnet18"), DIGITS)
+    assert source.model["small_input"] is False
+    net, absent = source.build_net()
+    assert absent == []
+    assert all(torch.equal(net.state_dict()[key], value) for key, value in weights.items())
+
+
 def test_a_source_of_another_architecture_is_refused(torchvision_resnet18: Path) -> None:
     with pytest.raises(UserError, match="does not hold vgg11 weights"):
         weight_sources.load_source(_cfg(f"ckpt_path={torchvision_resnet18}", "model=vgg11"), DIGITS)
@@ -324,6 +338,15 @@ def test_model_settings_given_with_a_run_checkpoint_are_honoured(tmp_path: Path)
         weight_sources.load_source(
             _cfg(f"ckpt_path={source}", "model=lenet5", "model.small_input=false"), DIGITS
         )
+
+
+def test_shape_settings_given_with_a_run_checkpoint_are_the_checkpoints(tmp_path: Path) -> None:
+    # The weights fix the channel and class counts: model.in_chans and model.num_classes given with a
+    # run checkpoint must not replace the checkpoint's.
+    source = _run_checkpoint(tmp_path / "best.ckpt")
+    cfg = _cfg(f"ckpt_path={source}", "model=lenet5", "model.in_chans=3", "model.num_classes=5")
+    model = weight_sources.load_source(cfg, DIGITS).model
+    assert model["in_chans"] == 1 and model["num_classes"] == 10
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pytorch_lightning.profilers import SimpleProfiler
 from torch import nn
 
 from zoo.data import DataSpec
-from zoo.training import builders
+from zoo.training import builders, host
 from zoo.training.module import ImageClassifier
 from zoo.training.profiling import NoProfiler
 
@@ -58,6 +58,36 @@ def test_keeping_freed_memory_stops_the_page_faults_of_repeated_steps(tmp_path: 
     # By default each freed block over the mmap threshold goes back to the OS and faults in again.
     assert default > 10_000
     assert cached < default / 4
+
+
+def test_keeping_freed_memory_sets_glibcs_mmap_and_trim_thresholds(monkeypatch) -> None:
+    # Both thresholds must be set, each to its own value: mmap at glibc's 32 MiB ceiling, trim at 1 GiB.
+    calls = []
+
+    class FakeMallopt:
+        argtypes = restype = None
+
+        def __call__(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    class FakeLibc:
+        mallopt = FakeMallopt()
+
+    monkeypatch.setattr(host.sys, "platform", "linux")
+    monkeypatch.setattr(host.ctypes, "CDLL", lambda name: FakeLibc())
+    assert host.keep_freed_cpu_memory()
+    assert calls == [(-3, 32 * 1024 * 1024), (-1, 1024**3)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+
+def test_the_memory_setting_is_applied_only_when_asked_for(monkeypatch) -> None:
+    # cpu_memory_cache (on by default) must decide whether the trainer's host is prepared with it.
+    calls = []
+    monkeypatch.setattr(builders, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    builders.prepare_host(compose_config("cpu_memory_cache=false"))
+    assert calls == []
+    builders.prepare_host(compose_config())
+    assert calls == [1]
 
 
 def test_the_nvml_probe_lightning_turns_on_is_dropped_only_without_a_gpu() -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -28,6 +29,7 @@ from zoo.training.errors import UserError
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
 from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
+from zoo.training.state import RNGState
 
 from .conftest import ROOT, checkpoint_weights, compose_config, run_script
 
@@ -191,6 +193,15 @@ def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_config(tmp_path
         find_interrupted_run(["model=vgg11"], runs)
     with pytest.raises(UserError, match="already finished"):
         resolve_resume([f"resume={runs / 'train' / '3'}"], runs_dir=runs)
+
+
+def test_a_finished_run_is_never_picked_to_resume_even_when_newest(tmp_path: Path) -> None:
+    # resume=auto must skip a finished run even when its last.ckpt is the newest of the config's.
+    runs = tmp_path / "runs"
+    unfinished = _fake_run(runs, "1", ["model=resnet18"])
+    _fake_run(runs, "2", ["model=resnet18"], finished=True)
+    os.utime(unfinished / "checkpoints" / "last.ckpt", (1, 1))
+    assert find_interrupted_run(["model=resnet18"], runs) == unfinished
 
 
 def test_ckpt_path_inside_an_unfinished_run_resumes_in_that_run_directory(tmp_path: Path) -> None:
@@ -381,6 +392,32 @@ def test_a_crash_after_an_epochs_last_step_resumes_without_losing_the_epoch(tmp_
         assert torch.equal(resumed.state_dict()[name], value), f"{name} differs after resume"
 
 
+class _DiesAtFirstEpochEnd(pl.Callback):
+    """A crash at an epoch's end, before the checkpoint callbacks' epoch-end save."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        raise _Crash
+
+
+def test_an_epochs_last_step_is_left_to_the_epoch_end_save_when_no_validation_follows(tmp_path: Path) -> None:
+    # The step save at an epoch's last batch must wait for the epoch-end save in an epoch without
+    # validation too: saved there, a resume counts the epoch again and ends one epoch short.
+    overrides = (
+        *EXACT,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "trainer.check_val_every_n_epoch=2",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    )
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _DiesAtFirstEpochEnd())
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2
+
+
 class _ValidationSteps(pl.Callback):
     """The global steps at which validations ran; with `die_at`, a crash as the validation of that
     step starts, where a kill can land."""
@@ -474,7 +511,9 @@ class _SigtermAt(pl.Callback):
 
 
 def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_from_it(tmp_path: Path) -> None:
-    overrides = (*EXACT, "trainer.max_epochs=2", "trainer.limit_train_batches=6")
+    # Dropout draws from the global torch generator: without it, a resume that did not restore that
+    # generator (zoo.training.state.RNGState) still matched the unbroken run.
+    overrides = (*EXACT, "trainer.max_epochs=2", "trainer.limit_train_batches=6", "model.dropout=0.5")
     reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
     cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'stopped'}")
     _, datamodule, trainer = start_run(cfg)
@@ -488,6 +527,16 @@ def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_from_it(tmp_path: P
     assert resumed.global_step == reference.global_step == 12
     for name, value in reference_module.state_dict().items():
         assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+
+
+def test_the_rng_state_callback_restores_the_torch_python_and_numpy_generators() -> None:
+    # Each of the three global generators must come back as saved, or a resumed run draws anew.
+    callback = RNGState()
+    saved = callback.state_dict()
+    first = (torch.rand(3), random.random(), np.random.rand())
+    callback.load_state_dict(saved)
+    again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
 
 
 def test_sigterm_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp_path: Path) -> None:
@@ -638,6 +687,9 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
         check_resumable(last, module("data.batch_size=32"))
     with pytest.raises(UserError, match=re.escape("data.augment='digits' (now 'none')")):
         check_resumable(last, module("data.augment=none"))
+    # The data's shuffling seed sets the batches' order: another one must be refused too.
+    with pytest.raises(UserError, match=re.escape(f"{last} was trained with data.seed=42 (now 8); resume")):
+        check_resumable(last, module("data.seed=8"))
     check_resumable(last, module("data.on_device=false", "data.eval_batch_size=100"))
     # Another model setting was refused with a message naming none: "holds a lenet5 with 10 classes
     # (1 channels), but this run builds a lenet5 with 10 classes (1 channels)".
@@ -648,6 +700,10 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
         UserError, match=re.escape(f"{last} holds a lenet5 with 10 classes (1 channels), but")
     ):
         check_resumable(last, module("model=resnet18"))
+    # Images of another channel count are named as such, the two counts side by side.
+    message = f"{last} holds a lenet5 with 10 classes (1 channels), but this run builds a lenet5 with 10 "
+    with pytest.raises(UserError, match=re.escape(message + "classes (3 channels)")):
+        check_resumable(last, module("data=synthetic", "data.channels=3"))
 
 
 def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_is_taken_over(

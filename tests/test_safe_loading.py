@@ -120,6 +120,14 @@ def test_a_data_section_that_could_build_more_than_a_data_module_is_refused(extr
         assert "\n" not in str(raised.value) and "will not be used" in str(raised.value)
 
 
+def test_a_checkpoint_without_its_data_description_is_refused() -> None:
+    # A model description alone is not enough: rebuilding the run needs its data section too.
+    checkpoint = {"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}}}
+    with patch("zoo.training.checkpoint.load_weights_file", return_value=checkpoint):
+        with pytest.raises(UserError, match=re.escape("crafted.ckpt is not a cnn-zoo checkpoint")):
+            load_run_checkpoint("crafted.ckpt")
+
+
 # torch's message reads "Unsupported global: GLOBAL zoo.models.lenet.LeNet5 was not ...": the
 # pattern once took "GLOBAL" for the name, and the way out (save the state dict) went unsaid.
 def test_a_whole_pickled_model_is_refused_naming_its_class_and_the_fix(tmp_path: Path) -> None:

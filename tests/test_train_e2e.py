@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from zoo.data import DataSpec
+from zoo.training.callbacks import confusion_rates
+from zoo.training.module import ImageClassifier
 
 from .conftest import QUICK, run_script
+from .test_resume import _fit_in_process
 
 
 def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: Path) -> None:
@@ -21,8 +27,12 @@ def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: 
     # The log file holds what the console showed: Lightning's lines and the run's own.
     log = (trained_run / "train.log").read_text()
     assert "GPU available" in log and "epoch 1/" in log and f"run directory: {trained_run}" in log
+    # An epoch's line shows its validation figures beside the training ones.
+    epoch_line = next(line for line in log.splitlines() if "epoch 1/3" in line)
+    assert "train/loss=" in epoch_line and "val/loss=" in epoch_line and "val/acc=" in epoch_line
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert {"test/acc", "test/loss", "test/acc_top5"} <= set(metrics)
+    # The test figures alone: none of the last epoch's train/ or val/ figures beside them.
+    assert set(metrics) == {"test/acc", "test/loss", "test/acc_top5"}
     # Three epochs on digits already learn most of the task; chance is 0.1.
     assert metrics["test/acc"] > 0.6
     # Top-5 counts every top-1 hit and more: strictly more while top-1 misses some.
@@ -50,7 +60,30 @@ def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> 
     hparams = events.PluginTagToContent("hparams")
     assert b"model.name" in hparams["_hparams_/session_start_info"]
     assert b"lenet5" in hparams["_hparams_/session_start_info"]
+    # Nested settings too, under their dotted names.
+    assert b"callbacks.model_checkpoint.monitor" in hparams["_hparams_/session_start_info"]
     assert b"test/acc" in hparams["_hparams_/experiment"]
+
+
+def test_the_sanity_check_logs_no_confusion_matrix(tmp_path: Path) -> None:
+    # The sanity check's few batches must not log a confusion matrix: the first one is the first epoch's.
+    overrides = (
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=4",
+        "trainer.num_sanity_val_steps=1",
+    )
+    _fit_in_process(tmp_path / "run", overrides)
+    (event_dir,) = {p.parent for p in (tmp_path / "run").rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(event_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert [event.step for event in events.Images("val/confusion_matrix")] == [3]
+
+
+def test_confusion_rates_divide_each_row_by_its_true_class_count() -> None:
+    # Rows are true classes: each row is divided by its own count, not a column's or the total.
+    rates = confusion_rates(torch.tensor([[3, 1], [0, 2]]))
+    assert torch.allclose(rates, torch.tensor([[0.75, 0.25], [0.0, 1.0]]))
 
 
 # The data the checkpoint records, or the same data named on the command line (which once failed
@@ -174,3 +207,22 @@ def test_validation_and_test_losses_are_plain_cross_entropy_under_label_smoothin
     nan_logits[0, 0] = float("nan")
     module._update_mean_loss(module.val_loss, nan_logits, targets)
     assert torch.isnan(module.val_loss.compute())
+
+
+def test_each_validations_confusion_matrix_counts_that_validation_alone() -> None:
+    # The matrix must start afresh at each validation and count each image's prediction once: two
+    # validations of the same batch give the matrix of one.
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    module = ImageClassifier(model={"name": "lenet5", "num_classes": 10, "in_chans": 1}, data=spec.to_dict())
+    module.eval()
+    module.log = lambda *args, **kwargs: None
+    images = torch.randint(
+        0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    targets = torch.arange(8)
+    with torch.no_grad():
+        expected = multiclass_confusion_matrix(module(images), targets, num_classes=10)
+        for _ in range(2):
+            module.on_validation_epoch_start()
+            module.validation_step((images, targets), 0)
+    assert torch.equal(module.val_confusion.compute(), expected)
