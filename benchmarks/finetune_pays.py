@@ -32,8 +32,8 @@ from hydra import compose, initialize_config_dir
 from zoo.data import DigitsDataModule
 from zoo.training import builders
 from zoo.training.callbacks import EpochSummary
-from zoo.training.cli import CONFIG_DIR
 from zoo.training.finetuning import build_finetune_module
+from zoo.training.overrides import CONFIG_DIR
 
 
 class DigitSubset(DigitsDataModule):

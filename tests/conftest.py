@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from zoo.training.cli import CONFIG_DIR
+from zoo.training.overrides import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,15 +14,15 @@ from omegaconf import OmegaConf
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import load_weights_file
-from zoo.training.cli import (
+from zoo.training.errors import UserError, user_errors
+from zoo.training.fit import fit_test_and_record, start_run
+from zoo.training.outputs import save_resolved_config
+from zoo.training.overrides import (
     check_overrides,
     check_sweep_points,
     describe_override_error,
     run_dir_of_output_dir,
 )
-from zoo.training.errors import UserError, user_errors
-from zoo.training.fit import fit_test_and_record, start_run
-from zoo.training.outputs import save_resolved_config
 from zoo.training.validation import validate_config
 
 from .conftest import compose_config, run_script

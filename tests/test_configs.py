@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from zoo.training import evaluation
 from zoo.training.builders import to_plain
-from zoo.training.cli import options
+from zoo.training.overrides import options
 
 from .conftest import compose_config
 

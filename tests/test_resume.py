@@ -24,10 +24,11 @@ from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.checkpoint import check_resumable
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
-from zoo.training.cli import check_overrides, find_interrupted_run, resolve_resume
 from zoo.training.errors import UserError
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
+from zoo.training.overrides import check_overrides
+from zoo.training.resume import find_interrupted_run, resolve_resume
 from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
 from zoo.training.state import RNGState
 

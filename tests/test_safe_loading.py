@@ -13,8 +13,8 @@ import torch
 from zoo import create_model
 from zoo.training.builders import to_plain
 from zoo.training.checkpoint import load_run_checkpoint, load_weights_file
-from zoo.training.cli import options
 from zoo.training.errors import UserError
+from zoo.training.overrides import options
 
 from .conftest import Payload, compose_config, run_script
 

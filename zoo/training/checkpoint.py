@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import yaml
 
-from .cli import check_weights_path
 from .errors import UserError, in_one_line
+from .run_dirs import check_weights_path
 
 # Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
 _MODEL_PACKAGES = ("zoo.models.", "torch.nn.modules.", "torchvision.models.", "timm.models.")
@@ -25,7 +25,7 @@ def allowed_data_targets() -> frozenset[str]:
     """The data modules configs/data/*.yaml build: the only classes a checkpoint's data section may
     name. evaluate.py instantiates that section, and a prefix check let a crafted file reach any
     callable through a zoo.data module (zoo.data.torchvision_sets.Path.write_text)."""
-    from .cli import CONFIG_DIR
+    from .overrides import CONFIG_DIR
 
     targets = (
         (yaml.safe_load(path.read_text()) or {}).get("_target_")

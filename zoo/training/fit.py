@@ -17,8 +17,8 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException, SI
 from . import builders, outputs
 from .checkpoint import peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
-from .cli import check_weights_path, refuse_reused_run_dir
 from .errors import UserError, in_one_line
+from .run_dirs import check_weights_path, refuse_reused_run_dir
 from .runlog import say
 from .validation import validate_config
 

@@ -11,8 +11,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from .cli import refuse_reused_run_dir, refuse_reused_sweep_dir
 from .errors import EXIT_USER_ERROR, UserError
+from .run_dirs import refuse_reused_run_dir, refuse_reused_sweep_dir
 
 
 def _resolved(config: Any, key: str) -> Path | None:
@@ -89,7 +89,7 @@ def _release(lock: Path, pid: int) -> None:
 
 class RunDirGuard(Callback):
     """Configured in each entry point's hydra.callbacks. A directory given literally was checked
-    before Hydra started (cli.check_overrides); one named through an interpolation
+    before Hydra started (overrides.check_overrides); one named through an interpolation
     (hydra.run.dir=runs/${model.name}) is known only once Hydra has composed the config, which is
     when this runs, before Hydra writes .hydra/ into it. The run then holds the folder (hold_run_dir)
     until it exits. `resume_key`: the key that resumes a run in its own directory (none for

@@ -28,8 +28,8 @@ from ..models import ClassifierModel, UnknownModelError, create_model, list_mode
 from ..models._input_size import smallest_image_size, wants_small_input
 from .builders import to_plain
 from .checkpoint import load_run_checkpoint, load_weights_file
-from .cli import check_weights_path
 from .errors import UserError
+from .run_dirs import check_weights_path
 
 TORCHVISION = "torchvision"
 USAGE = (

@@ -1,0 +1,274 @@
+"""The command line's overrides, checked before Hydra runs: where Hydra would answer a typo or a
+missing option with a multi-line report, or write into a folder it should not touch."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError, in_one_line
+from .run_dirs import (
+    check_weights_path,
+    refuse_reused_run_dir,
+    refuse_reused_sweep_dir,
+    refuse_unwritable_dir,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "configs"
+# Groups a user picks by name on the command line, with the word used in the error line.
+_NAMED_GROUPS = {
+    "paths": "paths setting",
+    "model": "model",
+    "data": "data set",
+    "optimizer": "optimizer",
+    "scheduler": "scheduler",
+    "trainer": "trainer",
+    "callbacks": "callbacks",
+    "logger": "logger",
+    "experiment": "experiment",
+    "debug": "debug mode",
+}
+# Folders a run writes in, when the command line names them.
+_RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "paths.output_dir")
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def given_overrides(argv: list[str]) -> dict[str, str]:
+    return {key: value for key, sep, value in (token.partition("=") for token in argv) if sep}
+
+
+def is_multirun(argv: list[str]) -> bool:
+    return any(token in ("-m", "--multirun", "hydra.mode=MULTIRUN") for token in argv)
+
+
+def _group_defaults(config_name: str) -> dict[str, Any]:
+    """The option each config group of an entry point's config takes when the command line names none."""
+    tree = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
+    return {k: v for entry in tree.get("defaults", []) if isinstance(entry, dict) for k, v in entry.items()}
+
+
+def _no_option_named(group: str, value: str, config_name: str) -> str:
+    """`group=null` or `group=`: Hydra answers with a traceback (null) or a multi-line report (empty);
+    say instead how to get what was most likely meant."""
+    known = options(group)
+    given = f"{group}={value}: a config group takes the name of one of its options"
+    if "none" in known:
+        return (
+            f"{given}; {group}=none is the one without a {_NAMED_GROUPS[group]} (known: {', '.join(known)})"
+        )
+    if _group_defaults(config_name).get(group) is None:
+        return f"{given}; null is its default already, so leave {group}= out (known: {', '.join(known)})"
+    return f"{given} (known: {', '.join(known)})"
+
+
+# Groups whose section the code reads only when present (cfg.get): removing them is allowed.
+_REMOVABLE_GROUPS = ("logger",)
+
+
+_NEEDS_FINETUNE_SECTION = (
+    "{given}: finetune.py needs its finetune section; set its keys one by one instead "
+    "(finetune.head=..., finetune.freeze_backbone=...; see configs/finetune.yaml)"
+)
+
+
+def _check_removable(group: str, config_name: str) -> None:
+    """`~group` deletes a config section; a section the entry point reads ended in OmegaConf's
+    ConfigAttributeError traceback ('Key 'data' is not in struct')."""
+    if group == "finetune" and config_name == "finetune":
+        raise UserError(_NEEDS_FINETUNE_SECTION.format(given="~finetune"))
+    if group not in (*_NAMED_GROUPS, "paths") or group in _REMOVABLE_GROUPS:
+        return
+    if group in _NAMED_GROUPS and _group_defaults(config_name).get(group) is None:
+        return  # off by default (experiment, debug, evaluate's data): removing it changes nothing
+    known = options(group)
+    instead = f"{group}=none turns it off" if "none" in known else f"choose another with {group}=NAME"
+    raise UserError(
+        f"~{group}: {config_name}.py needs its {group} section; {instead} (known: {', '.join(known)})"
+    )
+
+
+# The keys that name a checkpoint file on the command line (resume_ckpt is resume=, rewritten).
+_CHECKPOINT_KEYS = ("ckpt_path", "resume_ckpt")
+
+
+def check_overrides(argv: list[str], resume_key: str | None = None, config_name: str = "train") -> None:
+    """Unknown or missing group options, and a new run into a finished or unfinished run's directory
+    (anything but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
+    overrides = given_overrides(argv)
+    resuming = resume_key is not None and overrides.get(resume_key, "null") not in ("", "null")
+    for token in argv:
+        if token.startswith("~"):
+            _check_removable(token[1:].partition("=")[0], config_name)
+    if config_name == "finetune" and overrides.get("finetune", overrides.get("+finetune")) in ("null", ""):
+        raise UserError(_NEEDS_FINETUNE_SECTION.format(given=f"finetune={overrides.get('finetune', '')}"))
+    for key, value in overrides.items():
+        key = key.lstrip("+~")
+        if config_name == "evaluate" and key.split(".")[0] == "model":
+            # Hydra would suggest +model=..., which evaluate.py would then ignore.
+            raise UserError(
+                f"{key}=: evaluate.py takes the model (its architecture and settings) from the checkpoint; "
+                "drop it, or fine-tune the checkpoint into another model with finetune.py"
+            )
+        if key in _NAMED_GROUPS:
+            if "(" in value:  # a sweep function, choice(a,b) or glob(res*): Hydra expands and checks it
+                continue
+            known = options(key)
+            for choice in (c.strip() for c in value.split(",")):  # a -m sweep lists several
+                if choice in ("null", ""):
+                    raise UserError(_no_option_named(key, choice, config_name))
+                if choice not in known:
+                    raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
+        if key in _CHECKPOINT_KEYS and value not in ("", "null") and not any(c in value for c in ",($"):
+            check_weights_path(value.strip("\"'"))  # before Hydra makes a run folder for the refusal
+        if key in _RUN_DIR_KEYS:
+            folder = Path(value.strip("\"'"))
+            refuse_unwritable_dir(key, folder)
+            if key == "hydra.sweep.dir":
+                refuse_reused_sweep_dir(folder)
+            else:
+                refuse_reused_run_dir(folder, resuming, key=key, can_resume=resume_key is not None)
+
+
+def run_dir_of_output_dir(argv: list[str]) -> list[str]:
+    """paths.output_dir follows hydra.run.dir in the configs. Set alone on the command line, it took
+    the checkpoints, while train.log and the .hydra record went to a new time-stamped folder: it now
+    names the run's one folder."""
+    given = given_overrides(argv)
+    output_dir, run_dir = given.get("paths.output_dir"), given.get("hydra.run.dir")
+    if output_dir is None or is_multirun(argv):
+        return argv
+    if run_dir is None:
+        return [*argv, f"hydra.run.dir={output_dir}"]
+    if run_dir != output_dir:
+        raise UserError(
+            f"hydra.run.dir={run_dir} and paths.output_dir={output_dir} name two folders for one run; "
+            "give one of them"
+        )
+    return argv
+
+
+def check_sweep_points(argv: list[str], config_name: str) -> None:
+    """Every point of a -m sweep, composed and checked against the config rules before the first
+    one trains: a bad value in the last point was found only once the points before it had run."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's default sweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+
+    from .validation import validate_config
+
+    # Hydra's own settings (run and sweep folders, launcher) are not the job's config.
+    overrides = [
+        t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            if not any(override.is_sweep_override() for override in parsed):
+                return
+            batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        except OverrideParseException as error:
+            raise UserError(describe_override_error(error)) from None
+        except HydraException:
+            return  # a sweep Hydra expands only once it runs (glob() of a group's options)
+        points = [point for batch in batches for point in batch]
+        subdir = given_overrides(argv).get("hydra.sweep.subdir")
+        if subdir is not None and "${" not in subdir and len(points) > 1:
+            raise UserError(
+                f"hydra.sweep.subdir={subdir} puts all {len(points)} points of the sweep in one folder; "
+                "name each its own, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)"
+            )
+        output_dir = given_overrides(argv).get("paths.output_dir")
+        if output_dir is not None and len(points) > 1:
+            # It follows each point's folder in the configs; set, it took every point's checkpoints.
+            raise UserError(
+                f"paths.output_dir={output_dir} puts the checkpoints of all {len(points)} points of the "
+                f"sweep in one folder; name the sweep's folder instead, hydra.sweep.dir={output_dir} "
+                "(each point gets a folder in it)"
+            )
+        swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
+        for number, point in enumerate(points):
+            try:
+                validate_config(compose(config_name=config_name, overrides=list(point)))
+            except (ConfigCompositionException, OverrideParseException) as error:
+                raise UserError(describe_override_error(error)) from None
+            except UserError as error:
+                shown = " ".join(o for o in point if o.partition("=")[0] in swept)
+                raise UserError(f"sweep point #{number} ({shown}) of {len(points)}: {error}") from None
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain config tree, Hydra's own settings left out."""
+    keys = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if dotted != "hydra":
+            keys += _leaf_keys(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
+    return keys
+
+
+def _unparsable_character(override: str, position: int) -> str:
+    character = override[position]
+    where = (
+        f"cannot parse the override {override!r}: Hydra's grammar stops at {character!r} "
+        f"(character {position + 1})"
+    )
+    if character == "~":
+        return f"{where}; a ~ is not your home folder here: write it out ($HOME/..., which the shell expands)"
+    key, _, value = override.partition("=")
+    # Quoted for Hydra, and the whole for the shell, which would otherwise take the inner quotes.
+    hydra_quoted = f'{key}="{value}"' if "'" in value else f"{key}='{value}'"
+    return f"{where}; quote the value: {shlex.quote(hydra_quoted)}"
+
+
+def describe_override_error(error: Exception) -> str:
+    """Hydra's multi-line report of a bad override as one line. A key the config lacks is most often
+    a typo, so the nearest existing key comes first, and Hydra's "+key=value" (add it) second."""
+    override = getattr(error, "override", None)  # OverrideParseException: not key=value at all
+    if override is not None:
+        lines = str(error).split("\nSee ")[0].splitlines()
+        reason = lines[-1]
+        if reason.strip() == "^" and len(lines) >= 2 and override in lines[-2]:
+            # ANTLR's report is the override with a caret under the character it stopped at.
+            position = len(reason) - 1 - lines[-2].index(override)
+            if 0 <= position < len(override):
+                return _unparsable_character(override, position)
+        return f"cannot parse the override {override!r} ({reason}); write key=value, e.g. optimizer.lr=0.01"
+    cause = error.__cause__
+    parent = getattr(cause, "parent_node", None)
+    full_key, key = getattr(cause, "full_key", None), getattr(cause, "key", None)
+    if parent is None or not full_key or not key:
+        return in_one_line(error)
+    section = full_key.rpartition(".")[0]
+    siblings = [name for name in parent if not str(name).startswith("_")]
+    near = [".".join(filter(None, (section, name))) for name in difflib.get_close_matches(key, siblings, n=2)]
+    if not near:  # the key may exist elsewhere: lr=0.1 for optimizer.lr
+        from omegaconf import OmegaConf
+
+        root = parent._get_root()  # OmegaConf has no public way up from a node
+        everywhere = _leaf_keys(OmegaConf.to_container(root, resolve=False))
+        near = [k for k in everywhere if k.rpartition(".")[2] == key][:2]
+        if not section:  # a misspelt top-level key (max_epoch=3); in a section, a near key elsewhere
+            # is a different setting (data.num_workers is not trainer.num_nodes)
+            near = near or difflib.get_close_matches(full_key, everywhere, n=2)
+    where = f"{section} has" if section else "the config has"
+    if near:
+        hint = f"did you mean {' or '.join(near)}? "
+    elif section:
+        hint = f"its keys: {', '.join(str(name) for name in siblings)}; "
+    else:
+        hint = ""
+    # Hydra's own suggestion names the whole override (+data.image_size=64 where only `data` is
+    # missing); +data=... would replace the section rather than set one key of it.
+    append = re.search(r"To append to your config use (\+\S+)", str(error))
+    addition = append.group(1) if append else f"+{full_key}=..."
+    return f"{where} no key {key!r}; {hint}({addition} adds it as a new key)"

@@ -1,0 +1,100 @@
+"""What a command may read and write, checked before anything is built: a checkpoint path that names
+a file, and a run folder that can be written and holds no other run."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+
+def check_weights_path(path: str | Path) -> None:
+    """A checkpoint path that names no file (a typo, a folder), refused before anything is built."""
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted([*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
+        listed = f": {', '.join(map(str, inside[:3]))}" if inside else " (it holds no .ckpt file)"
+        raise UserError(f"checkpoint {path} is a folder; pass ckpt_path=PATH to a checkpoint file{listed}")
+    if not path.is_file():
+        kind = "state dict file" if path.suffix in (".pt", ".pth", ".bin") else ".ckpt file of a run"
+        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to an existing {kind}")
+
+
+def refuse_unwritable_dir(key: str, folder: Path) -> None:
+    """A folder the run cannot create or write in fails here, not as Hydra's or our own traceback
+    once the run has started. The probe is a temporary folder in the nearest existing ancestor,
+    removed at once: nothing is left behind by a command that is refused later."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{key}={folder}: that is a file, not a folder; choose another {key}")
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor))
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=ancestor))
+    except OSError as error:
+        raise UserError(
+            f"{key}={folder}: cannot create it, as {ancestor} takes no new folders ({error.strerror}); "
+            f"choose another {key}"
+        ) from None
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists()
+
+
+def holds_a_run(folder: Path) -> bool:
+    return is_finished(folder) or any((folder / "checkpoints").glob("*.ckpt"))
+
+
+def refuse_reused_run_dir(
+    run_dir: Path, resuming: bool, key: str = "hydra.run.dir", can_resume: bool = True
+) -> None:
+    """A run never goes into a folder holding another: a finished one, or an unfinished one's
+    checkpoints unless it resumes that run. It would replace that run's best.ckpt and Hydra's record
+    of its overrides (which resume=auto matches on), and mark it finished. `can_resume`: whether
+    the entry point resumes at all (evaluate.py does not), for the advice."""
+    if is_finished(run_dir):
+        also = ", or resume an unfinished one" if can_resume else ""
+        raise UserError(
+            f"run directory {run_dir} already holds a finished run (metrics.json); choose another {key}{also}"
+        )
+    if not resuming and any((run_dir / "checkpoints").glob("*.ckpt")):
+        resume = f"resume it with resume={run_dir}, or " if can_resume else ""
+        raise UserError(
+            f"run directory {run_dir} holds the checkpoints of an unfinished run; "
+            f"{resume}choose another {key}"
+        )
+
+
+def refuse_reused_sweep_dir(sweep_dir: Path) -> None:
+    """A sweep into a folder that holds an earlier sweep's runs: each job would be refused only after
+    Hydra had rewritten that run's record (.hydra/) and the sweep's multirun.yaml."""
+    runs = (
+        sorted(p.name for p in sweep_dir.glob("*") if p.is_dir() and holds_a_run(p))
+        if sweep_dir.is_dir()
+        else []
+    )
+    if runs:
+        raise UserError(
+            f"hydra.sweep.dir={sweep_dir} already holds the runs of another sweep ({', '.join(runs[:3])}); "
+            "choose another hydra.sweep.dir"
+        )
+
+
+def run_task(run_dir: Path) -> str | None:
+    """Which entry point made a run (its task_name: train, finetune), from the config it recorded."""
+    for record in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        try:
+            task = (yaml.safe_load(record.read_text()) or {}).get("task_name")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if task:
+            return str(task)
+    return None
