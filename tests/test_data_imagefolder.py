@@ -413,3 +413,8 @@ def test_each_process_mixes_with_draws_of_its_own_that_a_checkpoint_keeps(tmp_pa
     resumed.load_state_dict(first.state_dict())
     expected, drawn = first.on_after_batch_transfer(batch, 0), resumed.on_after_batch_transfer(batch, 0)
     assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+    # A checkpoint written before the draws were made per process holds one generator's state.
+    old_style = data_of_rank(0)
+    old_style.load_state_dict({"mix_generator": first._generators.get(torch.device("cpu"), 0).get_state()})
+    expected, drawn = first.on_after_batch_transfer(batch, 0), old_style.on_after_batch_transfer(batch, 0)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
