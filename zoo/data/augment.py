@@ -17,6 +17,21 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+# The recipes' numbers, read by both forms: the batch form here and the v2 form in sample_transform.
+# Handwriting varies in position, slant and size; a mirrored digit is another symbol, so no flips.
+DIGITS_MAX_DEGREES, DIGITS_MAX_SHIFT, DIGITS_SCALE = 10.0, 0.08, (0.9, 1.1)
+# Brightness, contrast and saturation of the AlexNet-style recipe, as torchvision's references use.
+JITTER = 0.4
+
+
+def standard_padding(image_size: int) -> int:
+    """The pad-and-crop margin of the standard recipe: 4 px at CIFAR's 32 px."""
+    return max(1, image_size // 8)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device) * (high - low) + low
+
 
 def random_affine(
     images: torch.Tensor,
@@ -28,10 +43,9 @@ def random_affine(
 ) -> torch.Tensor:
     """Rotate, shift (a fraction of the image size) and scale each image by its own random amount."""
     n = images.shape[0]
-    device = images.device
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator, device=device) * (high - low) + low
+        return _uniform(n, low, high, generator, images.device)
 
     angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
     zoom = uniform(*scale)
@@ -76,7 +90,7 @@ def random_resized_crop_flip(
     device = images.device
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator, device=device) * (high - low) + low
+        return _uniform(n, low, high, generator, device)
 
     fraction = uniform(*area)
     ratio = torch.exp(uniform(math.log(aspect[0]), math.log(aspect[1])))
@@ -96,9 +110,9 @@ def random_resized_crop_flip(
 def color_jitter(
     images: torch.Tensor,
     *,
-    brightness: float = 0.4,
-    contrast: float = 0.4,
-    saturation: float = 0.4,
+    brightness: float = JITTER,
+    contrast: float = JITTER,
+    saturation: float = JITTER,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Scale brightness, contrast and saturation of each float image by its own random factor."""
@@ -163,10 +177,15 @@ def augment_batch(images: torch.Tensor, name: str, generator: torch.Generator | 
     if name == "none":
         return images
     if name == "digits":
-        # Handwriting varies in position, slant and size; a mirrored digit is another symbol, so no flips.
-        return random_affine(images, max_degrees=10, max_shift=0.08, scale=(0.9, 1.1), generator=generator)
+        return random_affine(
+            images,
+            max_degrees=DIGITS_MAX_DEGREES,
+            max_shift=DIGITS_MAX_SHIFT,
+            scale=DIGITS_SCALE,
+            generator=generator,
+        )
     if name == "standard":
-        return random_crop_flip(images, padding=max(1, images.shape[-1] // 8), generator=generator)
+        return random_crop_flip(images, padding=standard_padding(images.shape[-1]), generator=generator)
     cropped = random_resized_crop_flip(images, generator=generator)
     return color_jitter(cropped, generator=generator)
 
@@ -185,18 +204,21 @@ def sample_transform(name: str, image_size: int, *, train: bool) -> v2.Compose:
         return v2.Compose(fit + finish)
     if name == "alexnet":
         crop = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
-        return v2.Compose(crop + [v2.ColorJitter(0.4, 0.4, 0.4)] + finish)
+        return v2.Compose(crop + [v2.ColorJitter(JITTER, JITTER, JITTER)] + finish)
     recipe = {
         # Bilinear, as augment_batch warps a batch (v2's default is nearest).
         "digits": [
             v2.RandomAffine(
-                degrees=10,
-                translate=(0.08, 0.08),
-                scale=(0.9, 1.1),
+                degrees=DIGITS_MAX_DEGREES,
+                translate=(DIGITS_MAX_SHIFT, DIGITS_MAX_SHIFT),
+                scale=DIGITS_SCALE,
                 interpolation=v2.InterpolationMode.BILINEAR,
             )
         ],
-        "standard": [v2.RandomCrop(image_size, padding=max(1, image_size // 8)), v2.RandomHorizontalFlip()],
+        "standard": [
+            v2.RandomCrop(image_size, padding=standard_padding(image_size)),
+            v2.RandomHorizontalFlip(),
+        ],
         "randaugment": [v2.RandAugment()],
     }[name]
     return v2.Compose(fit + recipe + finish)
