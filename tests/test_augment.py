@@ -3,14 +3,16 @@ RNG alone, the per-sample v2 forms, and MixUp/CutMix soft targets on the in-memo
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from zoo.data import BatchMixer, SyntheticDataModule
+from zoo.data import BatchMixer, DataSpec, SyntheticDataModule
 from zoo.data.augment import AUGMENTATIONS, augment_batch, sample_transform
 from zoo.training.errors import UserError
+from zoo.training.module import ImageClassifier
 
 
 def _same_image_batch(channels: int = 3, n: int = 16) -> torch.Tensor:
@@ -82,3 +84,60 @@ def test_in_memory_batches_are_augmented_and_mixed_only_while_training() -> None
     assert (targets.max(dim=1).values < 1).any(), "no soft targets: the batch was not mixed"
     data.trainer = SimpleNamespace(training=False, global_rank=0, world_size=1)
     assert data.on_after_batch_transfer(batch, 0) is batch
+
+
+# Guards the standard recipe's crop: every offset from 0 to 2 x padding, and half the images mirrored.
+def test_the_standard_crop_reaches_every_offset_and_mirrors_half_the_images() -> None:
+    size, n = 16, 400  # padding 16 // 8 = 2: shifts of -2..2 pixels each way
+    codes = torch.arange(1, size * size + 1, dtype=torch.float32).view(1, 1, size, size) / (size * size)
+    out = augment_batch(codes.expand(n, -1, -1, -1), "standard", torch.Generator().manual_seed(0))
+    shifts, mirrored = set(), 0
+    for image in (out[:, 0] * size * size).round().long():  # each pixel's code back; 0 is padding
+        rows, cols = (image > 0).nonzero(as_tuple=True)
+        row, col = int(rows[0]), int(cols[0])
+        flipped = bool(image[row, col + 1] < image[row, col])
+        source_row, source_col = divmod(int(image[row, col]) - 1, size)
+        shifts.add((source_row - row, source_col - (size - 1 - col if flipped else col)))
+        mirrored += flipped
+    assert shifts == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert 0.4 < mirrored / n < 0.6
+
+
+# Guards the digits recipe's shift: up to 8% of the image size each way, not half of it.
+def test_the_digits_shift_reaches_its_full_range() -> None:
+    size, n = 32, 300
+    blob = torch.zeros(1, 1, size, size)
+    blob[..., 13:19, 13:19] = 1  # centred at 15.5: rotation and scaling about the centre leave it there
+    out = augment_batch(blob.expand(n, -1, -1, -1), "digits", torch.Generator().manual_seed(0))[:, 0]
+    grid = torch.arange(size, dtype=torch.float32)
+    mass = out.sum(dim=(1, 2))
+    centres = torch.cat(
+        [(out.sum(dim=1) * grid).sum(dim=1) / mass, (out.sum(dim=2) * grid).sum(dim=1) / mass]
+    )
+    largest = (centres - 15.5).abs().max()
+    # The shift is drawn before rotation (up to 10 degrees) and zoom (up to 1.1) act on it.
+    reach = 0.08 * size * 1.1 * (math.cos(math.radians(10)) + math.sin(math.radians(10)))
+    assert 0.8 * 0.08 * size < largest <= reach + 0.1
+
+
+# Guards the per-sample standard recipe's padded crop: images shift, not only mirror.
+def test_the_per_sample_standard_recipe_shifts_images() -> None:
+    from PIL import Image
+
+    image = Image.fromarray(torch.arange(256, dtype=torch.uint8).view(16, 16).numpy())
+    transform = sample_transform("standard", 16, train=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        outputs = {transform(image).numpy().tobytes() for _ in range(20)}
+    assert len(outputs) > 2, "only the image and its mirror: no crop offset"
+
+
+# Guards normalize: float batches (augmented or mixed) are taken as [0, 1], not divided by 255 again.
+def test_float_batches_are_normalised_as_the_uint8_batches_they_came_from() -> None:
+    spec = DataSpec(class_names=("a", "b"), channels=3, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = {"name": "lenet5", "num_classes": 2, "in_chans": 3, "small_input": True}
+    module = ImageClassifier(model=model, data=spec.to_dict())
+    images = torch.randint(
+        0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    assert torch.allclose(module.normalize(images.float() / 255), module.normalize(images))

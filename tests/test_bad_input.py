@@ -145,6 +145,11 @@ def test_held_out_fractions_leave_images_to_train_on() -> None:
         UserError, match="data.val_fraction \\+ data.test_fraction = 1.1 leaves no training images"
     ):
         validate_config(OmegaConf.create({"data": {"val_fraction": 0.5, "test_fraction": 0.6}}))
+    # Exactly all of them held out leaves none either.
+    with pytest.raises(
+        UserError, match="data.val_fraction \\+ data.test_fraction = 1 leaves no training images"
+    ):
+        validate_config(OmegaConf.create({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}))
 
 
 @pytest.mark.parametrize("key", ["data.val_fraction", "data.test_fraction"])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from zoo.training import evaluation
+from zoo.data import DataSpec
+from zoo.training import builders, evaluation
 from zoo.training.builders import to_plain
+from zoo.training.module import ImageClassifier
 from zoo.training.overrides import options
 
 from .conftest import compose_config
@@ -138,3 +142,32 @@ def test_scale_lr_multiplies_the_rate_by_the_global_batch_and_says_so(
         "scale_lr: optimizer.lr 0.003 x 1 processes x 4 accumulated batches = 0.012"
         in capsys.readouterr().out
     )
+
+
+# Guards the linear scaling rule's process count: the rate grows with the processes too.
+def test_scale_lr_counts_every_process(tmp_path) -> None:
+    cfg = compose_config(f"paths.output_dir={tmp_path}", "logger=none", "scale_lr=true")
+    trainer = SimpleNamespace(world_size=4, accumulate_grad_batches=2, is_global_zero=False)
+    builders.scale_learning_rate(cfg, trainer)
+    assert cfg.optimizer.lr == pytest.approx(0.003 * 8)
+
+
+# Guards model_config: the data's image size picks the stem only where model.small_input is null.
+def test_a_stem_given_in_the_config_is_kept_whatever_the_image_size(tmp_path) -> None:
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    chosen = builders.model_config(compose_config(f"paths.output_dir={tmp_path}", "model=resnet18"), spec)
+    given = compose_config(f"paths.output_dir={tmp_path}", "model=resnet18", "model.small_input=false")
+    assert chosen["small_input"] is True and builders.model_config(given, spec)["small_input"] is False
+
+
+# Guards configure_optimizers: the schedule steps at the interval the config names (onecycle: each step).
+def test_the_schedule_steps_at_the_configured_interval() -> None:
+    spec = DataSpec(class_names=("a", "b"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    module = ImageClassifier(
+        model={"name": "lenet5", "num_classes": 2, "in_chans": 1},
+        data=spec.to_dict(),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1),
+        scheduler_interval="step",
+    )
+    assert module.configure_optimizers()["lr_scheduler"]["interval"] == "step"

@@ -7,6 +7,7 @@ import torch
 
 from zoo.data import DigitsDataModule, InMemoryBatches
 from zoo.data.augment import augment_batch
+from zoo.data.digits import load_digit_images
 
 
 def test_split_is_fixed_stratified_and_disjoint() -> None:
@@ -78,3 +79,13 @@ def test_digit_augmentation_moves_pixels_but_keeps_shape_and_range() -> None:
     assert 0 <= augmented.min() and augmented.max() <= 1
     assert not torch.allclose(augmented, images.float() / 255)
     assert torch.equal(augment_batch(images, "none"), images.float() / 255)
+
+
+# Guards the scaling of the digits' grey levels 0..16 to 0..255: 16 is white and none is clipped.
+def test_digit_pixels_keep_their_grey_levels() -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = load_digit_images(8)  # their own size: no resampling
+    expected = (torch.from_numpy(digits.images).float() * 255 / 16).round().to(torch.uint8)
+    assert torch.equal(images[:, 0], expected) and labels.tolist() == digits.target.tolist()

@@ -84,6 +84,17 @@ def test_on_device_takes_true_false_or_auto_only() -> None:
         ("trainer.max_epochs", 0, False),
         ("trainer.precision", "bf16-mixed", True),
         ("trainer.precision", "fp8", False),
+        # Each rule's edges: the last value taken and the first refused.
+        ("optimizer.momentum", 0.99, True),
+        ("optimizer.momentum", 1, False),
+        ("data.image_size", 8, True),
+        ("data.image_size", 7, False),
+        ("trainer.limit_val_batches", 1.0, True),
+        ("trainer.limit_val_batches", 1.5, False),
+        ("logger.tensorboard.flush_secs", 0.5, True),
+        ("logger.tensorboard.flush_secs", 0, False),
+        ("data.num_classes", 2, True),
+        ("data.num_classes", 1, False),
     ],
 )
 def test_config_values_are_checked_before_any_work(key: str, value, accepted: bool) -> None:

@@ -19,11 +19,12 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
-from zoo.data import TorchvisionDataModule
+from zoo.data import SyntheticDataModule, TorchvisionDataModule
 from zoo.data.cifar_files import read_cifar
-from zoo.data.torchvision_sets import describe_files
+from zoo.data.torchvision_sets import _resized, describe_files
 from zoo.training.errors import UserError
 
 from .conftest import Payload, run_script
@@ -155,6 +156,8 @@ def _damage(raw: Path, name: str, how: str) -> None:
         path.write_bytes(struct.pack(">II", 0x801, 100) + content[8:108])
     elif how == "label 10":
         path.write_bytes(content[:8] + bytes([10]) + content[9:])
+    elif how == "one-dimensional":  # a labels file where the images belong
+        path.write_bytes(struct.pack(">II", 0x801, 120) + bytes(120))
 
 
 # torchvision's reader said "AssertionError", "invalid literal for int() with base 16: b''" or
@@ -172,6 +175,11 @@ def _damage(raw: Path, name: str, how: str) -> None:
             "train-images-idx3-ubyte holds 120 images but train-labels-idx1",
         ),
         ("train-labels-idx1-ubyte", "label 10", "the training labels of MNIST in {raw} include 10, outside"),
+        (
+            "train-images-idx3-ubyte",
+            "one-dimensional",
+            "train-images-idx3-ubyte holds 1-dimensional data, but a file of images holds 3",
+        ),
     ],
 )
 def test_damaged_idx_files_are_named_with_what_is_wrong(
@@ -182,6 +190,31 @@ def test_damaged_idx_files_are_named_with_what_is_wrong(
     _damage(raw, name, how)
     with pytest.raises(UserError, match=re.escape(message.format(raw=raw))):
         TorchvisionDataModule("mnist", root=str(tmp_path), download=False).setup()
+
+
+# Guards the check that training and test images are of one size, in height as well as width.
+def test_training_and_test_images_of_other_heights_are_refused(tmp_path: Path) -> None:
+    write_mnist(tmp_path, "MNIST", gz=False)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "t10k-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 0x803, 40, 20, 28) + bytes(40 * 20 * 28)
+    )
+    message = f"the training images in {raw} are 28 x 28 pixels, the test images 20 x 28"
+    with pytest.raises(UserError, match=re.escape(message)):
+        TorchvisionDataModule("mnist", root=str(tmp_path), download=False).setup()
+
+
+# Guards the load-time resize: pixels rounded to the nearest level, and the same in chunks as whole.
+def test_resized_images_are_rounded_and_the_same_in_chunks() -> None:
+    images = torch.randint(
+        0, 256, (7, 3, 10, 10), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    resized = F.interpolate(
+        images.float(), size=(16, 16), mode="bilinear", antialias=True, align_corners=False
+    )
+    expected = resized.clamp(0, 255).round().to(torch.uint8)
+    assert torch.equal(_resized(images, 16), expected)
+    assert torch.equal(_resized(images, 16, chunk=3), expected)
 
 
 def test_a_new_gz_replaces_the_damaged_file_unpacked_from_the_old(tmp_path: Path) -> None:
@@ -374,3 +407,20 @@ def test_unverified_cifar_files_of_another_layout_name_the_file(
     (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(content)
     with pytest.raises(UserError, match=f"cannot read CIFAR-10 from .*: .*{reason}"):
         TorchvisionDataModule("cifar10", root=str(tmp_path), download=False, verify_checksums=False).setup()
+
+
+# Guards the synthetic set's seeds: each split is drawn apart, so no validation or test image is a
+# training image, and every class is as frequent as the next.
+def test_synthetic_splits_share_no_image() -> None:
+    data = SyntheticDataModule(num_samples=64, image_size=4, num_classes=4, eval_fraction=0.25)
+    data.setup()
+    images = {split: {image.numpy().tobytes() for image in data._splits[split][0]} for split in data._splits}
+    assert not images["train"] & images["val"] and not images["train"] & images["test"]
+    assert not images["val"] & images["test"]
+    assert torch.bincount(data._splits["train"][1]).tolist() == [16] * 4
+
+
+# Guards the synthetic set's own check: fewer samples than classes would leave a class out.
+def test_synthetic_data_needs_a_sample_of_every_class() -> None:
+    with pytest.raises(UserError, match=re.escape("num_samples >= num_classes") + r".*\(got 4, 3, 3, 32\)"):
+        SyntheticDataModule(num_samples=3, num_classes=4)

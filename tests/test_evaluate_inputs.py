@@ -3,9 +3,11 @@ with some of its settings changed."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
+import torch
 
 from zoo.data import DigitsDataModule
 from zoo.training import builders, evaluation
@@ -60,3 +62,22 @@ def test_a_checkpoint_without_its_data_section_asks_for_data() -> None:
     # A full data= needs nothing from the checkpoint.
     named = compose_config("ckpt_path=x.ckpt", "data=digits", "data.image_size=64", config_name="evaluate")
     assert evaluation.data_config(named, None).image_size == 64
+
+
+# Guards evaluation.predict: batch norm and dropout in evaluation mode, and nothing in the network moved.
+def test_predictions_come_from_the_network_in_evaluation_mode() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(64, 3),
+    ).train()
+    before = copy.deepcopy(net.state_dict())
+    images, labels = torch.rand(8, 1, 6, 6), torch.arange(8) % 3
+    batches = [(images[:4], labels[:4]), (images[4:], labels[4:])]
+    logits, targets = evaluation.predict(net, batches, torch.device("cpu"))
+    assert all(torch.equal(value, before[key]) for key, value in net.state_dict().items())
+    with torch.no_grad():
+        assert torch.allclose(logits, net.eval()(images)) and torch.equal(targets, labels)

@@ -107,6 +107,18 @@ def test_reset_classifier_reinitialises_the_whole_fully_connected_head() -> None
     assert torch.equal(whole.features[0].weight, source.features[0].weight)
 
 
+# Guards reset_head over every head a network names: GoogLeNet's auxiliary heads start afresh too.
+def test_reset_head_reinitialises_the_auxiliary_heads_too() -> None:
+    torch.manual_seed(0)
+    net = zoo.create_model("googlenet", num_classes=3, in_chans=3, small_input=True)
+    before = copy.deepcopy(net.state_dict())
+    net.reset_head(2)
+    after = net.state_dict()
+    for name in ("aux1.conv.conv.weight", "aux1.fc1.weight", "aux2.fc1.weight"):
+        assert not torch.equal(after[name], before[name]), f"{name} kept its trained values"
+    assert torch.equal(after["conv1.conv.weight"], before["conv1.conv.weight"])
+
+
 def test_extend_refuses_a_source_without_class_names_and_a_full_reset() -> None:
     net = zoo.create_model("lenet5", num_classes=3)
     with pytest.raises(UserError, match="no class names"):
@@ -311,6 +323,15 @@ def test_parameter_groups_split_head_and_backbone_with_the_scaled_rate(torchvisi
 def test_backbone_lr_scale_must_be_a_finite_number_at_least_zero(scale: str) -> None:
     with pytest.raises(UserError, match=r"finetune.backbone_lr_scale must be a finite number >= 0"):
         check_finetune_options(_cfg("ckpt_path=x.ckpt", f"finetune.backbone_lr_scale={scale}"))
+
+
+# Guards the unfreeze_at_epoch rule's edge: epoch 0 (no head-only epoch) is taken, -1 is not.
+def test_unfreeze_at_epoch_takes_zero_and_refuses_a_negative_epoch() -> None:
+    check_finetune_options(_cfg("ckpt_path=x.ckpt", "finetune.unfreeze_at_epoch=0"))
+    with pytest.raises(
+        UserError, match=re.escape("finetune.unfreeze_at_epoch must be an integer >= 0 or null")
+    ):
+        check_finetune_options(_cfg("ckpt_path=x.ckpt", "finetune.unfreeze_at_epoch=-1"))
 
 
 def _run_checkpoint(path: Path, **model) -> Path:

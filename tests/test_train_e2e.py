@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -226,3 +227,57 @@ def test_each_validations_confusion_matrix_counts_that_validation_alone() -> Non
             module.on_validation_epoch_start()
             module.validation_step((images, targets), 0)
     assert torch.equal(module.val_confusion.compute(), expected)
+
+
+# Guards the training tally: each batch's loss weighed by its size, soft (mixed) targets counted by
+# their largest share, and a fresh tally each epoch.
+def test_the_training_tally_weighs_batches_by_size_and_starts_afresh_each_epoch() -> None:
+    spec = DataSpec(class_names=tuple("abc"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    torch.manual_seed(0)
+    model = {"name": "lenet5", "num_classes": 3, "in_chans": 1, "small_input": True}
+    module = ImageClassifier(model=model, data=spec.to_dict())
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 3, (8,), generator=generator)
+    soft = F.one_hot(labels[2:], 3).float() * 0.7 + 0.1  # rows sum to 1, the label the largest share
+    losses = [module.training_step((images[:2], labels[:2]), 0), module.training_step((images[2:], soft), 1)]
+    with torch.no_grad():
+        correct = int((module(images).argmax(dim=1) == labels).sum())
+    assert module.train_seen == 8
+    assert torch.allclose(module.train_sums[0], 2 * losses[0].detach() + 6 * losses[1].detach())
+    assert int(module.train_sums[1]) == correct
+    module.on_train_epoch_start()
+    assert module.train_seen == 0 and not module.train_sums.any()
+
+
+# Guards the training loss of a network with auxiliary heads: each joins at its aux_loss_weight.
+def test_auxiliary_losses_join_the_training_loss_at_their_weight() -> None:
+    spec = DataSpec(class_names=tuple("0123456789"), channels=1, image_size=32, mean=(0.5,), std=(0.25,))
+    torch.manual_seed(0)
+    model = {
+        "name": "googlenet",
+        "num_classes": 10,
+        "in_chans": 1,
+        "small_input": True,
+        "dropout": 0.0,
+        "aux_dropout": 0.0,
+    }
+    module = ImageClassifier(model=model, data=spec.to_dict())
+    images = torch.randint(
+        0, 256, (4, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    labels = torch.arange(4)
+    loss = module.training_step((images, labels), 0)
+    logits, aux = module.net.forward_train(module.normalize(images))  # batch statistics: the same logits
+    expected = F.cross_entropy(logits, labels) + 0.3 * sum(F.cross_entropy(a, labels) for a in aux)
+    assert len(aux) == 2 and torch.allclose(loss, expected)
+
+
+# Guards evaluate.py's split=val: it evaluates the validation images, not the test images again.
+def test_evaluate_on_the_validation_split(trained_run: Path, tmp_path: Path) -> None:
+    best = trained_run / "checkpoints" / "best.ckpt"
+    run_script(
+        "evaluate.py", f"ckpt_path={best}", "split=val", "tensorboard=false", f"hydra.run.dir={tmp_path}"
+    )
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["split"] == "val" and report["samples"] == 180 and "val/acc" in report

@@ -14,6 +14,7 @@ import zoo
 from zoo.models._head import NoClassifier
 from zoo.models._input_size import smallest_image_size
 from zoo.models._registry import _BUILDERS
+from zoo.models.densenet import DenseLayer
 
 # The largest variants cost tens of seconds each on two CPU cores; CI still runs them (`-m slow` is
 # not deselected there), a developer can skip them with `-m "not slow"`.
@@ -187,3 +188,21 @@ def test_none_options_are_dropped() -> None:
 def test_lenet5_has_the_published_parameter_count() -> None:
     model = zoo.create_model("lenet5", num_classes=10, in_chans=1)
     assert sum(p.numel() for p in model.parameters()) == 61_706
+
+
+# Guards the small-input stems: no stride or pool before the first stage, so 32 px ends at 4 x 4.
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_the_small_input_stem_keeps_the_full_resolution_into_the_first_stage(name: str) -> None:
+    with torch.device("meta"):
+        model = zoo.create_model(name, num_classes=10, in_chans=3, small_input=True).eval()
+        features = model.forward_features(torch.empty(1, 3, 32, 32))
+    assert features.shape[-2:] == (4, 4)
+
+
+# Guards memory_efficient reaching every dense layer of each DenseNet variant.
+@pytest.mark.parametrize("name", zoo.list_models("densenet*"))
+def test_memory_efficient_reaches_every_dense_layer(name: str) -> None:
+    with torch.device("meta"):
+        model = zoo.create_model(name, memory_efficient=True)
+    layers = [module for module in model.modules() if isinstance(module, DenseLayer)]
+    assert layers and all(layer.memory_efficient for layer in layers)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from zoo import __main__ as zoo_main
 from zoo.__main__ import measure
 from zoo.models import list_models
 
@@ -67,3 +68,21 @@ def test_list_refuses_sizes_that_are_not_positive(capsys) -> None:
     assert exited.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: python -m zoo: argument command: invalid choice: 'bogus'")
+
+
+# Guards the README table's columns: the 224 px standard stem, then the 32 px small stem at 10 classes,
+# FLOPs in the largest unit that fits.
+def test_table_rows_give_both_stems_in_readable_units(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(zoo_main, "list_models", lambda: ["resnet18"])
+    zoo_main.print_table()
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row == "| resnet18 | 11,689,512 | 3.63G | 11,173,962 | 1.11G |"
+
+
+# Guards list --stem: a stem asked for by name is used whatever the input size.
+def test_list_uses_the_stem_asked_for(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(zoo_main, "list_models", lambda: ["resnet18"])
+    zoo_main.main(["list", "--input-size", "32", "--stem", "standard"])
+    header, _, row = capsys.readouterr().out.splitlines()
+    assert header == "input 3x32x32, 1000 classes, standard stem"
+    assert row.split()[:2] == ["resnet18", "11,689,512"]  # the 7x7 stem's parameter count
