@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -691,7 +692,11 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
     # The data's shuffling seed sets the batches' order: another one must be refused too.
     with pytest.raises(UserError, match=re.escape(f"{last} was trained with data.seed=42 (now 8); resume")):
         check_resumable(last, module("data.seed=8"))
-    check_resumable(last, module("data.on_device=false", "data.eval_batch_size=100"))
+    free_changes = module("data.on_device=false", "data.eval_batch_size=100")
+    with mock.patch("torch.load", wraps=torch.load) as load:
+        check_resumable(last, free_changes)
+    # The checkpoint's description is read with its tensors mapped: Lightning reads them itself.
+    assert load.call_count == 1 and load.call_args.kwargs["mmap"] is True
     # Another model setting was refused with a message naming none: "holds a lenet5 with 10 classes
     # (1 channels), but this run builds a lenet5 with 10 classes (1 channels)".
     message = f"{last} was trained with model.dropout=0.0 (now 0.3); resume with the model settings"

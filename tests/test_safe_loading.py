@@ -167,3 +167,21 @@ def test_weights_that_do_not_fit_name_the_tensors() -> None:
     checkpoint = {"hyper_parameters": dict(module.hparams), "state_dict": weights}
     with pytest.raises(UserError, match=re.escape(f'Missing key(s) in state_dict: "{dropped}"')):
         module_from_checkpoint(checkpoint)
+
+
+def test_a_checkpoint_read_for_its_description_alone_maps_its_tensors(tmp_path: Path, monkeypatch) -> None:
+    # A resume read the whole checkpoint (weights, optimizer state) to compare its description, and
+    # Lightning then read it again; torch maps only its zip format, so an older file is read whole.
+    zipped, legacy = tmp_path / "zip.pt", tmp_path / "legacy.pt"
+    torch.save({"w": torch.arange(3.0)}, zipped)
+    torch.save({"w": torch.arange(3.0)}, legacy, _use_new_zipfile_serialization=False)
+    real_load, mapped = torch.load, []
+
+    def load(*args, **kwargs):
+        mapped.append(kwargs.get("mmap", False))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    assert torch.equal(load_weights_file(zipped, mmap=True)["w"], torch.arange(3.0)) and mapped == [True]
+    assert torch.equal(load_weights_file(legacy, mmap=True)["w"], torch.arange(3.0))
+    assert mapped == [True, True, False]

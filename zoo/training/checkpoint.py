@@ -79,12 +79,13 @@ def _is_model_class(name: str) -> bool:
     return name.startswith(_MODEL_PACKAGES)
 
 
-def load_weights_file(path: str | Path) -> dict[str, Any]:
-    """torch.load with weights_only=True, turning every way a file can be wrong into one clear line."""
+def load_weights_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """torch.load with weights_only=True, turning every way a file can be wrong into one clear line.
+    With `mmap`, the tensors are mapped, not read, for a caller that needs the file's other entries."""
     path = Path(path)
     check_weights_path(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = _load(path, mmap)
     except pickle.UnpicklingError as error:
         # torch's message is a paragraph; the sentence that names the offending object is the one to show.
         message = in_one_line(error)
@@ -128,6 +129,16 @@ def load_weights_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def _load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):  # torch maps only its zip format: an older file is read whole
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _first_bytes(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.read(64)
@@ -150,9 +161,10 @@ def saved_step(path: str | Path) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
-def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by train.py or finetune.py, checked to hold what rebuilding the model needs."""
-    checkpoint = load_weights_file(path)
+def load_run_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint written by train.py or finetune.py, checked to hold what rebuilding the model needs;
+    `mmap` as for load_weights_file."""
+    checkpoint = load_weights_file(path, mmap=mmap)
     hparams = checkpoint.get("hyper_parameters")
     if (
         "state_dict" not in checkpoint
@@ -196,7 +208,8 @@ def module_from_checkpoint(checkpoint: dict[str, Any]):
 def check_resumable(path: str | Path, module) -> None:
     """A checkpoint to resume from must describe the model this run builds, or loading it would
     fail half-way with a wall of shape mismatches."""
-    hparams = load_run_checkpoint(path)["hyper_parameters"]
+    # The description alone: Lightning reads the weights and optimizer state itself.
+    hparams = load_run_checkpoint(path, mmap=True)["hyper_parameters"]
     saved, wanted = hparams["model"], module.hparams["model"]
     saved_classes, wanted_classes = (
         len(hparams["data"]["class_names"]),

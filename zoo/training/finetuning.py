@@ -140,7 +140,7 @@ def _resumed_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier
     # Rebuilt from the checkpoint it resumes; Lightning then restores its weights, optimizer, epoch
     # and the freezing schedule. The source is not read again.
     path = Path(cfg.resume_ckpt)
-    hparams = load_run_checkpoint(path)["hyper_parameters"]
+    hparams = load_run_checkpoint(path, mmap=True)["hyper_parameters"]  # Lightning reads the weights
     saved = list(hparams["data"]["class_names"])
     if saved != list(spec.class_names):
         raise UserError(
