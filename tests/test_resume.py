@@ -671,6 +671,18 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path: Path) -> Non
         assert result.returncode == 2, result.stderr
         assert "a resumed run keeps its checkpoint's" in result.stderr.splitlines()[-1]
         assert contents() == before
+    # A setting a resume may change is recorded, even when no training is left to do.
+    run_script("train.py", f"resume={run}", "data.eval_batch_size=100")
+    assert "eval_batch_size: 100" in (run / "config.yaml").read_text()
+    # A one-cycle horizon comes from the data and is checked only inside fit; config.yaml was
+    # rewritten with the refused settings by then.
+    cycled = tmp_path / "cycled"
+    run_script("train.py", *EXACT, *short, "scheduler=onecycle", f"hydra.run.dir={cycled}")
+    (cycled / "metrics.json").unlink()
+    config = (cycled / "config.yaml").read_text()
+    result = run_script("train.py", f"resume={cycled}", "trainer.max_epochs=3", check=False)
+    assert result.returncode == 2 and "total_steps=" in result.stderr.splitlines()[-1], result.stderr
+    assert (cycled / "config.yaml").read_text() == config
 
 
 def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> None:

@@ -76,6 +76,26 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
         sys.exit(128 + signal.SIGTERM)
 
 
+class _ConfigSavedAtTrainStart(pl.Callback):
+    """Saves a resumed run's config once fit has accepted it: as training starts, or at the end of a
+    fit that had no training left to do (its checkpoint was at the last epoch's end)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir, self.saved = cfg, run_dir, False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.saved:
+            self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.is_global_zero:
+            outputs.save_resolved_config(self.cfg, self.run_dir)
+        self.saved = True
+
+
 def fit_test_and_record(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -89,7 +109,10 @@ def fit_test_and_record(
     if resume_from:
         # Before fit: Lightning writes to the run's folder (its logger) before any hook could refuse.
         module.refuse_a_changed_optimization(resume_from, peek_checkpoint(resume_from))
-    if trainer.is_global_zero:
+        # A one-cycle horizon is known, and checked, only inside fit: the run's recorded settings are
+        # replaced once it has started.
+        trainer.callbacks.append(_ConfigSavedAtTrainStart(cfg, run_dir))
+    elif trainer.is_global_zero:
         outputs.save_resolved_config(cfg, run_dir)
     try:
         with warnings.catch_warnings(), stopped_by_sigterm(cfg, trainer, run_dir):
