@@ -1,4 +1,5 @@
-"""Callbacks for what a person watches: plain epoch lines for logs, and TensorBoard images."""
+"""Callbacks for what a person watches (plain epoch lines for logs, TensorBoard images) and for the
+run's record of its settings."""
 
 from __future__ import annotations
 
@@ -7,13 +8,36 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
+from .outputs import save_resolved_config
 from .runlog import say
+
+
+class RecordResolvedConfig(pl.Callback):
+    """A resumed run's config.yaml, written once fit has accepted the resume (a one-cycle horizon is
+    checked only inside fit): as training starts, or at the end of a fit with no training left to do
+    (its checkpoint was at the last epoch's end)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir, self.saved = cfg, run_dir, False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.saved:
+            self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.is_global_zero:
+            save_resolved_config(self.cfg, self.run_dir)
+        self.saved = True
 
 
 class EpochSummary(pl.Callback):

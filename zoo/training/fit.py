@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import builders, outputs
+from .callbacks import RecordResolvedConfig
 from .checkpoint import peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .errors import UserError, in_one_line
@@ -76,26 +77,6 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
         sys.exit(128 + signal.SIGTERM)
 
 
-class _ConfigSavedAtTrainStart(pl.Callback):
-    """Saves a resumed run's config once fit has accepted it: as training starts, or at the end of a
-    fit that had no training left to do (its checkpoint was at the last epoch's end)."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
-        self.cfg, self.run_dir, self.saved = cfg, run_dir, False
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.saved:
-            self._save(trainer)
-
-    def _save(self, trainer: pl.Trainer) -> None:
-        if trainer.is_global_zero:
-            outputs.save_resolved_config(self.cfg, self.run_dir)
-        self.saved = True
-
-
 def fit_test_and_record(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -111,7 +92,7 @@ def fit_test_and_record(
         module.refuse_a_changed_optimization(resume_from, peek_checkpoint(resume_from))
         # A one-cycle horizon is known, and checked, only inside fit: the run's recorded settings are
         # replaced once it has started.
-        trainer.callbacks.append(_ConfigSavedAtTrainStart(cfg, run_dir))
+        trainer.callbacks.append(RecordResolvedConfig(cfg, run_dir))
     elif trainer.is_global_zero:
         outputs.save_resolved_config(cfg, run_dir)
     try:
