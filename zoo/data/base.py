@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import pytorch_lightning as pl
+import torch
+
+from .generators import RankGenerators
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,23 @@ class ImageDataModule(pl.LightningDataModule):
     that travel in the checkpoint.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         super().__init__()
         self._spec: DataSpec | None = None
+        # The module's own random draws (batch augmentation, MixUp/CutMix): a stream per process.
+        self._generators = RankGenerators(seed)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        return self._generators.get(device, self._rank())
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer else 0
+
+    def state_dict(self) -> dict:
+        return self._generators.state_dict(self.trainer)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._generators.load_state_dict(state_dict, self._rank())
 
     @property
     def spec(self) -> DataSpec:

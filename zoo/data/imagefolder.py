@@ -32,7 +32,6 @@ from ..training.errors import UserError, in_one_line
 from .augment import check_augmentation, sample_transform
 from .base import DataSpec, ImageDataModule
 from .batches import PADDING, shard
-from .generators import RankGenerators
 from .mixing import BatchMixer
 from .splits import stratified_split
 
@@ -284,7 +283,7 @@ class ImageFolderDataModule(ImageDataModule):
         skip_bad_images: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         if channels not in (1, 3):
             raise UserError(f"data.channels must be 1 or 3, not {channels}")
         if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std) == channels):
@@ -304,7 +303,6 @@ class ImageFolderDataModule(ImageDataModule):
         # Said by evaluate.py when the splits are not folders of their own.
         self.evaluation_note: str | None = None
         self._mixer: BatchMixer | None = None
-        self._generators = RankGenerators(seed)
 
     # --- finding and checking the files ------------------------------------------------------------
     def _scan(self, folder: Path) -> ImageFolder:
@@ -513,15 +511,9 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             return batch
         images, labels = batch
-        return self._mixer(images, labels, self._generators.get(torch.device("cpu"), self._rank()))
-
-    def state_dict(self) -> dict:
-        return self._generators.state_dict(self.trainer)
+        return self._mixer(images, labels, self._generator(torch.device("cpu")))
 
     def load_state_dict(self, state_dict: dict) -> None:
         if "mix_generator" in state_dict:  # a checkpoint of before the draws were made per process
             state_dict = {"cpu": state_dict["mix_generator"]}
-        self._generators.load_state_dict(state_dict, self._rank())
-
-    def _rank(self) -> int:
-        return self.trainer.global_rank if self.trainer else 0
+        super().load_state_dict(state_dict)

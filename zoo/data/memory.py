@@ -8,7 +8,6 @@ from ..training.errors import UserError
 from .augment import augment_batch, check_augmentation
 from .base import DataSpec, ImageDataModule
 from .batches import InMemoryBatches
-from .generators import RankGenerators
 from .mixing import BatchMixer
 
 ON_DEVICE_CHOICES = "true, false or auto"
@@ -44,7 +43,7 @@ class InMemoryDataModule(ImageDataModule):
         cutmix_alpha: float = 0.0,
         on_device: bool | str = "auto",
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         if not is_on_device_choice(on_device):
             raise UserError(f"data.on_device must be {ON_DEVICE_CHOICES}, not {on_device!r}")
         self.on_device = on_device
@@ -56,7 +55,6 @@ class InMemoryDataModule(ImageDataModule):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._generators = RankGenerators(seed)
         self._mixer: BatchMixer | None = None
 
     def load_splits(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
@@ -142,12 +140,3 @@ class InMemoryDataModule(ImageDataModule):
             # The mixing draws are a handful of scalars: a CPU generator keeps them off the device queue.
             images, labels = self._mixer(images, labels, self._generator(torch.device("cpu")))
         return images, labels
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        return self._generators.get(device, self.trainer.global_rank if self.trainer else 0)
-
-    def state_dict(self) -> dict:
-        return self._generators.state_dict(self.trainer)
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._generators.load_state_dict(state_dict, self.trainer.global_rank if self.trainer else 0)
