@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import socket
 import struct
 import time
 import urllib.error
@@ -25,6 +26,7 @@ import torchvision
 from zoo.data import SyntheticDataModule, TorchvisionDataModule
 from zoo.data.cifar_files import read_cifar
 from zoo.data.torchvision_sets import _resized, describe_files
+from zoo.downloads import STALL_TIMEOUT_S
 from zoo.training.errors import UserError
 
 from .conftest import Payload, run_script
@@ -311,6 +313,21 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path: Path, monkeypa
     with pytest.raises(UserError, match="could not be downloaded.*no network"):
         TorchvisionDataModule(dataset, root=str(root), download=True).setup()
     assert sorted(p.name for p in root.iterdir()) == ["keep.txt"]
+
+
+def test_a_stalled_download_gives_up_and_the_default_timeout_comes_back(tmp_path: Path, monkeypatch) -> None:
+    waited = []
+
+    def stalled(*args, **kwargs):
+        waited.append(socket.getdefaulttimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(urllib.request, "urlopen", stalled)
+    socket.setdefaulttimeout(None)
+    with pytest.raises(UserError, match="could not be downloaded.*timed out"):
+        TorchvisionDataModule("mnist", root=str(tmp_path), download=True).setup()
+    assert waited and set(waited) == {STALL_TIMEOUT_S}
+    assert socket.getdefaulttimeout() is None
 
 
 def test_offline_cifar10_prints_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:

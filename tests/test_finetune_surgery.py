@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import socket
 import urllib.error
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 
 import zoo
 from zoo.data import DataSpec
+from zoo.downloads import STALL_TIMEOUT_S
 from zoo.training import weight_sources
 from zoo.training.errors import UserError
 from zoo.training.finetuning import (
@@ -250,6 +252,24 @@ def test_torchvision_weights_offline_name_the_file_to_place(tmp_path: Path, monk
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in str(error.value)
     with pytest.raises(UserError, match="publishes no weights for lenet5"):
         weight_sources.load_source(_cfg("pretrained=torchvision", "model=lenet5"), DIGITS)
+
+
+def test_a_stalled_weights_download_gives_up_and_the_default_timeout_comes_back(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    waited = []
+
+    def stalled(url, dst, *args, **kwargs):
+        waited.append(socket.getdefaulttimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", stalled)
+    socket.setdefaulttimeout(None)
+    with pytest.raises(UserError, match=r"could not download .* \(timed out\)"):
+        weight_sources.load_source(_cfg("pretrained=torchvision", "model=resnet18"), DIGITS)
+    assert waited == [STALL_TIMEOUT_S]
+    assert socket.getdefaulttimeout() is None
 
 
 def test_torchvision_weights_in_the_hub_cache_are_used(

@@ -17,7 +17,6 @@ import errno
 import gzip
 import os
 import shutil
-import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,14 +28,12 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets as tv_datasets
 
+from ..downloads import stall_timeout
 from ..training.errors import UserError, in_one_line
 from .cifar_files import RefusedGlobal, read_cifar
 from .idx_files import check_idx_pair
 from .memory import InMemoryDataModule
 from .splits import stratified_split
-
-# A stalled connection would otherwise wait for the OS's TCP timeout, minutes on some networks.
-DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -122,16 +119,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _one_line(error: BaseException, limit: int = 160) -> str:
@@ -226,7 +213,7 @@ class TorchvisionDataModule(InMemoryDataModule):
         try:
             with (
                 _removed_on_failure(self.root, info.home(self.root)),
-                _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S),
+                stall_timeout(),
             ):
                 info.dataset_class(str(self.root), train=True, download=True)
         except (URLError, OSError, RuntimeError) as error:

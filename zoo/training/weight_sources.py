@@ -15,7 +15,6 @@ Every file is read with `weights_only=True`, so a file can hold tensors but no c
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..data import DataSpec
+from ..downloads import stall_timeout
 from ..models import ClassifierModel, UnknownModelError, create_model, list_models
 from ..models._input_size import smallest_image_size, wants_small_input
 from .builders import to_plain
@@ -36,9 +36,6 @@ USAGE = (
     "finetune.py needs a source: ckpt_path=RUN/checkpoints/FILE.ckpt (a run of train.py or finetune.py), "
     "ckpt_path=WEIGHTS.pth model=NAME (a plain state dict), or pretrained=torchvision model=NAME"
 )
-# A download that stalls this long (no bytes at all) is given up, so an offline machine whose
-# network drops packets instead of refusing them still gets its answer in seconds, not minutes.
-DOWNLOAD_STALL_TIMEOUT_S = 20
 
 
 @dataclass
@@ -337,20 +334,17 @@ def _download(weights, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # torchvision's file names end in the first hex digits of the file's SHA-256: check them.
     match = re.search(r"-([a-f0-9]+)\.", path.name)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_STALL_TIMEOUT_S)
     try:
-        torch.hub.download_url_to_file(
-            weights.url, str(path), match.group(1) if match else None, progress=sys.stderr.isatty()
-        )
+        with stall_timeout():
+            torch.hub.download_url_to_file(
+                weights.url, str(path), match.group(1) if match else None, progress=sys.stderr.isatty()
+            )
     except (OSError, RuntimeError) as error:  # URLError and timeouts are OSErrors; a bad hash a RuntimeError
         reason = str(getattr(error, "reason", error)).strip().splitlines()[0][:120] or type(error).__name__
         raise UserError(
             f"could not download torchvision's {weights} weights ({reason}); offline, fetch {weights.url} "
             f"elsewhere and place the file at {path}"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 # Architectures whose torchvision builder re-normalises the input when it loads published weights.
