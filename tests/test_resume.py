@@ -6,17 +6,20 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -26,7 +29,7 @@ from zoo.training import builders
 from zoo.training.checkpoint import check_resumable
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.errors import UserError
-from zoo.training.fit import start_run
+from zoo.training.fit import start_run, stopped_by_sigterm
 from zoo.training.module import ImageClassifier
 from zoo.training.overrides import check_overrides
 from zoo.training.resume import find_interrupted_run, resolve_resume
@@ -261,6 +264,37 @@ def test_ckpt_path_with_its_own_run_directory_named_resumes_as_ckpt_path_alone(t
         "scheduler=none",
         f"ckpt_path={last}",
     ]
+
+
+def test_quoted_paths_resume_their_run_and_the_rewritten_overrides_stay_quoted(tmp_path: Path) -> None:
+    # A path with a comma (or a bracket, or é) must be quoted for Hydra; the quotes were taken as part
+    # of the path, so a finished run was "resumed" in its own folder (refused: it holds a finished run)
+    # and an unfinished one lost its recorded overrides, and resume= handed Hydra an unquoted comma.
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    run = _fake_run(tmp_path / "a,b", "1", ["trainer.max_epochs=4"])
+    last = run / "checkpoints" / "last.ckpt"
+    tail = [f"hydra.run.dir='{run}'", "hydra.output_subdir=null"]
+    assert resolve_resume([f"ckpt_path='{last}'"]) == ["trainer.max_epochs=4", f"ckpt_path='{last}'", *tail]
+    assert resolve_resume([f"resume={run}"]) == ["trainer.max_epochs=4", f"ckpt_path='{last}'", *tail]
+    assert resolve_resume([f'resume="{run}"']) == ["trainer.max_epochs=4", f"ckpt_path='{last}'", *tail]
+    parsed = OverridesParser.create().parse_overrides(resolve_resume([f"resume={run}"]))
+    assert {o.key_or_group: o.value() for o in parsed}["hydra.run.dir"] == str(run)
+    (run / "metrics.json").write_text("{}")
+    assert resolve_resume([f"ckpt_path='{last}'"]) == ["trainer.max_epochs=4", f"ckpt_path='{last}'"]
+
+
+def test_the_sigterm_line_gives_a_resume_command_the_shell_takes_whole(tmp_path: Path, capsys) -> None:
+    # "python train.py resume=/data/my run" ran train.py with resume=/data/my and a stray "run".
+    run_dir = tmp_path / "my run"
+    trainer = SimpleNamespace(is_global_zero=True, global_step=3)
+    with (
+        pytest.raises(SystemExit),
+        stopped_by_sigterm(OmegaConf.create({"task_name": "train"}), trainer, run_dir),
+    ):
+        raise SIGTERMException
+    command = capsys.readouterr().err.partition("resume with: ")[2]
+    assert shlex.split(command) == ["python", "train.py", f"resume={run_dir}"]
 
 
 def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
@@ -501,6 +535,19 @@ def test_a_moved_run_folder_resumes_with_its_best_checkpoint_and_score(tmp_path:
     trainer.test(module, datamodule=datamodule, ckpt_path=trainer.checkpoint_callback.best_model_path)
 
 
+def test_a_copied_checkpoint_continued_without_validating_tests_its_own_weights(tmp_path: Path) -> None:
+    # Lightning kept the source run's best.ckpt path: the test read another run's file, and with that
+    # run's folder gone (a last.ckpt copied elsewhere) it ended in FileNotFoundError's traceback.
+    overrides = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    run_script("train.py", *overrides, "logger=none", f"hydra.run.dir={tmp_path / 'source'}")
+    copied = tmp_path / "copied.ckpt"
+    (tmp_path / "source" / "checkpoints" / "last.ckpt").rename(copied)
+    (tmp_path / "source" / "checkpoints" / "best.ckpt").unlink()
+    result = run_script("train.py", *overrides, f"ckpt_path={copied}", f"hydra.run.dir={tmp_path / 'new'}")
+    assert "testing the final weights" in result.stdout
+    assert (tmp_path / "new" / "metrics.json").exists()
+
+
 class _SigtermAt(pl.Callback):
     """What Lightning's SIGTERM handler does, at a chosen step: the loop stops once that step ends."""
 
@@ -553,6 +600,24 @@ def test_sigterm_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp
     assert "stopped by SIGTERM at step " in stderr and "Traceback" not in stderr
     assert not (run_dir / "metrics.json").exists()
     assert checkpoint_weights(last)
+
+
+def test_a_run_whose_experiment_sets_task_name_is_still_resumed_by_train_py(tmp_path: Path) -> None:
+    # An experiment file's task_name names its runs' folder; it was taken for the script's name, so
+    # SIGTERM advised `python resnet18_digits.py` and resume= refused the run as another script's.
+    run_dir = tmp_path / "run"
+    process = _start(run_dir, "task_name=my_experiment")
+    assert _wait_for((run_dir / "checkpoints" / "last.ckpt").exists, process), "ended before its checkpoint"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert f"resume with: python train.py resume={run_dir}" in stderr, stderr[-2000:]
+    assert resolve_resume([f"resume={run_dir}"], task="train")[-2:] == [
+        f"hydra.run.dir={run_dir}",
+        "hydra.output_subdir=null",
+    ]
+    assert find_interrupted_run([*EXACT, "task_name=my_experiment"], tmp_path, task="train") == run_dir
+    with pytest.raises(UserError, match="is a run of train.py, not finetune.py"):
+        resolve_resume([f"resume={run_dir}"], "resume_ckpt", task="finetune")
 
 
 class _DiesAtSecondValidation(pl.Callback):
@@ -793,6 +858,22 @@ def test_a_run_is_resumed_only_by_the_entry_point_that_made_it(tmp_path: Path) -
         f"hydra.run.dir={trained}",
         "hydra.output_subdir=null",
     ]
+
+
+def test_train_py_refuses_to_train_on_from_a_finished_fine_tune(tmp_path: Path) -> None:
+    # Rebuilt from the fine-tune's overrides with train.py's config, it ended in Lightning's traceback
+    # (the fine-tune's optimizer has two parameter groups) or in an unknown key (finetune.head).
+    tuned = _fake_run(
+        tmp_path / "runs", "f", ["ckpt_path=/a/best.ckpt", "finetune.head=extend"], finished=True
+    )
+    (tuned / "config.yaml").write_text("task_name: finetune\n")
+    last = tuned / "checkpoints" / "last.ckpt"
+    with pytest.raises(
+        UserError,
+        match=f"{tuned} is a finished run of finetune.py, not train.py; .*"
+        f"python finetune.py ckpt_path={last} finetune.head=extend",
+    ):
+        resolve_resume([f"ckpt_path={last}"], task="train")
 
 
 def test_resume_auto_matches_a_fine_tune_on_its_source(tmp_path: Path) -> None:

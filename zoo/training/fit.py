@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import signal
 import sys
 import warnings
@@ -57,7 +58,23 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
     first validation), or callbacks.model_checkpoint=null. None tests the weights in memory."""
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    folder = getattr(callback, "dirpath", None)
+    if path and folder and not Path(path).resolve().is_relative_to(Path(folder).resolve()):
+        # Continued from another run's checkpoint into a new folder, Lightning keeps that run's best
+        # path until this one validates: another run's file, or one gone (a copied last.ckpt), which
+        # the test then read or failed on with a traceback. This run never validated.
+        return None
     return path or None
+
+
+def _entry_point(cfg: DictConfig) -> str:
+    # The config Hydra composed (train, finetune), not task_name, which an experiment file may set to
+    # name its runs' folder.
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().job.config_name
+    return cfg.get("task_name", "train")
 
 
 @contextlib.contextmanager
@@ -70,7 +87,7 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
         if trainer.is_global_zero:
             say(
                 f"stopped by SIGTERM at step {trainer.global_step}; resume with: "
-                f"python {cfg.get('task_name', 'train')}.py resume={run_dir}",
+                f"python {_entry_point(cfg)}.py {shlex.quote(f'resume={run_dir}')}",
                 stream=sys.stderr,
                 level=logging.WARNING,
             )

@@ -3,6 +3,7 @@ that run's folder, its checkpoint and the overrides it was started with."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -67,7 +68,9 @@ def resolve_resume(
     and checkpoint overrides, so a resumed run continues in its own folder, TensorBoard files included.
     Hydra writes no new record (.hydra/) into it: the run keeps the overrides it was started with,
     which resume=auto matches on, even when this command is refused later."""
-    overrides = given_overrides(argv)
+    # As Hydra reads them: a path with a comma, a bracket or a non-ASCII letter must be quoted on the
+    # command line (ckpt_path='runs/a,b/checkpoints/last.ckpt'), and was taken with its quotes.
+    overrides = {key: _unquoted(value) for key, value in given_overrides(argv).items()}
     named_dirs = [value for key, value in overrides.items() if key.lstrip("+~") == "hydra.run.dir"]
     if named_dirs and "resume" not in overrides:
         return _resume_in_named_dir(argv, Path(named_dirs[-1]), overrides.get(resume_key), resume_key, task)
@@ -98,7 +101,7 @@ def resolve_resume(
         _refuse_other_task(run_dir, task)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
         argv = _with_recorded_overrides(argv, run_dir, resume_key)
-        return [*argv, f"{resume_key}={last}", f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
+        return [*argv, _override(resume_key, last), _override("hydra.run.dir", run_dir), *_KEEP_RECORD]
     checkpoint = overrides.get(resume_key)
     if resume_key == "ckpt_path" and checkpoint and checkpoint != "null":
         run_dir = Path(checkpoint).parent.parent
@@ -106,7 +109,15 @@ def resolve_resume(
             if not is_finished(run_dir):
                 _refuse_other_task(run_dir, task)
                 argv = _with_recorded_overrides(argv, run_dir, resume_key)
-                return [*argv, f"hydra.run.dir={run_dir}", *_KEEP_RECORD]
+                return [*argv, _override("hydra.run.dir", run_dir), *_KEEP_RECORD]
+            made_by = run_task(run_dir)
+            if task is not None and made_by is not None and made_by != task:
+                # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
+                # finetune.* overrides) ended in a traceback or an unknown key.
+                raise UserError(
+                    f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
+                    f"weights with python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+                )
             # Said, because the README's "continues that run in its folder" is about unfinished runs.
             print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
             return _with_recorded_overrides(argv, run_dir, resume_key)
@@ -114,6 +125,24 @@ def resolve_resume(
 
 
 _KEEP_RECORD = ("hydra.output_subdir=null",)
+
+# What Hydra's grammar reads unquoted in a value (a comma would make a list, é stops it).
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_/.\-+%*@?:| ]+")
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _override(key: str, value: str | Path) -> str:
+    """key=value, the value quoted where Hydra would not read it as written."""
+    value = str(value)
+    if _PLAIN_VALUE.fullmatch(value) and value == value.strip():
+        return f"{key}={value}"
+    quote = "'" if "'" not in value else '"'
+    return f"{key}={quote}{value}{quote}"
 
 
 def _resume_in_named_dir(

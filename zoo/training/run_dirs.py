@@ -89,7 +89,16 @@ def refuse_reused_sweep_dir(sweep_dir: Path) -> None:
 
 
 def run_task(run_dir: Path) -> str | None:
-    """Which entry point made a run (its task_name: train, finetune), from the config it recorded."""
+    """Which entry point made a run (train, finetune), from the records it left. Hydra's record of
+    the config it was composed from comes first: an experiment file may set task_name to name its
+    runs' folder (runs/resnet18_digits/), and its runs were taken for another script's."""
+    try:
+        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
+        config_name = hydra["hydra"]["job"]["config_name"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        config_name = None
+    if config_name:
+        return str(config_name)
     for record in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         try:
             task = (yaml.safe_load(record.read_text()) or {}).get("task_name")
