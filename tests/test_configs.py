@@ -9,13 +9,15 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from zoo.data import DataSpec
 from zoo.training import builders, evaluation
 from zoo.training.builders import to_plain
 from zoo.training.module import ImageClassifier
-from zoo.training.overrides import options
+from zoo.training.overrides import CONFIG_DIR, options
 
 from .conftest import compose_config
 
@@ -34,6 +36,20 @@ def test_defaults_are_lenet5_on_digits_with_tensorboard() -> None:
 def test_every_group_option_composes(group: str, option: str) -> None:
     cfg = compose_config(f"{group}={option}")
     assert cfg.model.name and cfg.trainer._target_
+
+
+@pytest.mark.parametrize("config_name", ["train", "finetune", "evaluate"])
+def test_every_entry_points_sweeps_land_under_runs_beside_its_single_runs(config_name: str) -> None:
+    # evaluate.py -m wrote its reports to Hydra's default ./multirun/DATE/TIME/, outside the runs/ that
+    # `tensorboard --logdir runs` shows.
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, return_hydra_config=True)
+    hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert hydra["run"]["dir"] == "runs/${task_name}/${now:%Y-%m-%d_%H-%M-%S-%f}"
+    assert hydra["sweep"] == {
+        "dir": "runs/${task_name}/multirun/${now:%Y-%m-%d_%H-%M-%S-%f}",
+        "subdir": "${hydra.job.num}",
+    }
 
 
 def test_required_group_options_exist() -> None:

@@ -301,6 +301,18 @@ def test_photos_are_turned_upright_and_deep_images_scaled_to_eight_bits(tmp_path
     assert np.asarray(load_image(str(floats), "RGB"))[0, :, 0].tolist() == [0, 128, 255]
 
 
+def test_a_train_val_folder_without_test_says_its_test_split_is_val(tmp_path: Path) -> None:
+    # evaluate.py printed test/acc for val/'s images without a word; with test/ there is nothing to say.
+    write_classes(tmp_path / "train", per_class=4)
+    write_classes(tmp_path / "val", per_class=2, seed=100)
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, num_workers=0)
+    assert data.split_sizes() == {"train": 12, "val": 6, "test": 6}
+    assert data.evaluation_note == f"{tmp_path} has no test/: its test split is val/, 6 images"
+    write_classes(tmp_path / "test", per_class=1, seed=200)
+    data = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, num_workers=0)
+    assert data.split_sizes()["test"] == 3 and data.evaluation_note is None
+
+
 def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path) -> None:
     write_classes(tmp_path, per_class=10)
     data = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, val_fraction=0.3, num_workers=0)

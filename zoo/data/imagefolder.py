@@ -393,6 +393,9 @@ class ImageFolderDataModule(ImageDataModule):
             train = self._scan(self.root / "train")
             val = self._scan(self.root / "val")
             test = self._scan(self.root / "test") if (self.root / "test").is_dir() else val
+            if test is val:
+                # evaluate.py's test/acc is then val/'s, which it says, as for class folders alone.
+                self.evaluation_note = f"{self.root} has no test/: its test split is val/, {len(val)} images"
             for name, other in (("val", val), ("test", test)):
                 if other.classes != train.classes:
                     differ = ", ".join(sorted(set(other.classes) ^ set(train.classes))[:5])
