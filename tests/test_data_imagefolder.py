@@ -73,12 +73,40 @@ def test_train_runs_end_to_end_on_a_train_val_folder_with_workers_and_mixing(tmp
     evaluated = run_script(
         "evaluate.py",
         f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
-        f"+data.root={root / 'train'}",
+        # data.KEY= as in training: without data=NAME it is laid over the checkpoint's data.
+        f"data.root={root / 'train'}",
         f"hydra.run.dir={tmp_path / 'evaluated'}",
     )
     assert f"{root / 'train'} holds class folders only: its val and test splits are the 4 of its 36" in (
         evaluated.stdout
     )
+
+
+def test_a_run_on_a_relative_folder_is_evaluated_from_anywhere(tmp_path: Path) -> None:
+    # data.root is relative to where the run started; evaluate.py started elsewhere, where a folder
+    # of the same name holds other images, must still read the run's own.
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    write_classes(started / "images", per_class=10)
+    write_classes(elsewhere / "images", classes=("ant", "bee", "cow"), per_class=10)
+    run_dir = tmp_path / "run"
+    run_script(
+        "train.py",
+        "data=imagefolder",
+        "data.root=images",
+        "data.image_size=16",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=started,
+    )
+    evaluated = run_script(
+        "evaluate.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "tensorboard=false",
+        f"hydra.run.dir={tmp_path / 'evaluated'}",
+        cwd=elsewhere,
+    )
+    assert f"{started / 'images'} holds class folders only" in evaluated.stdout
 
 
 def test_a_corrupt_image_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:

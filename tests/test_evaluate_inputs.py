@@ -12,6 +12,7 @@ import torch
 from zoo.data import DigitsDataModule
 from zoo.training import builders, evaluation
 from zoo.training.errors import UserError
+from zoo.training.overrides import data_settings_over_the_checkpoints
 from zoo.training.validation import validate_config
 
 from .conftest import compose_config
@@ -39,6 +40,22 @@ def test_a_partial_data_override_changes_only_those_settings_of_the_trained_data
     assert datamodule.spec.image_size == 64
     images, _ = next(iter(datamodule.test_dataloader()))
     assert images.shape[-2:] == (64, 64) and len(images) == 100
+
+
+# The data modules' messages advise data.root=DIR; without data=NAME evaluate.py's config has no data
+# section, and Hydra refused the key and asked for +data.root=DIR.
+def test_data_keys_are_laid_over_the_checkpoints_data_as_in_training() -> None:
+    argv = data_settings_over_the_checkpoints(
+        ["ckpt_path=x.ckpt", "data.root=/d", "+data.image_size=64", "split=val"], "evaluate"
+    )
+    assert argv == ["ckpt_path=x.ckpt", "++data.root=/d", "+data.image_size=64", "split=val"]
+    cfg = compose_config(*argv, config_name="evaluate")
+    assert dict(cfg.data) == {"root": "/d", "image_size": 64}
+    # With data=NAME the section exists and its keys are set as they are; train.py is left alone.
+    named = ["ckpt_path=x.ckpt", "data=mnist", "data.root=/d"]
+    assert data_settings_over_the_checkpoints(named, "evaluate") == named
+    assert compose_config(*named, config_name="evaluate").data.root == "/d"
+    assert data_settings_over_the_checkpoints(["data.root=/d"], "train") == ["data.root=/d"]
 
 
 # The merged data meets the same checks a full data= does: the rules up front, and the data

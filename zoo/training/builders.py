@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import typing
 from pathlib import Path
@@ -177,6 +178,16 @@ def build_optimization(cfg: DictConfig) -> tuple[Any, Any | None]:
     return optimizer, scheduler
 
 
+def _recorded_data_config(data: DictConfig) -> dict:
+    """The data section a checkpoint keeps, for evaluate.py and resumes to rebuild the data from. A
+    relative data.root is relative to where the run started: evaluate.py started elsewhere found no
+    folder there, or another folder of that name."""
+    config = to_plain(data)
+    if isinstance(config.get("root"), str):
+        config["root"] = os.path.abspath(config["root"])
+    return config
+
+
 def build_module(
     cfg: DictConfig,
     spec: DataSpec,
@@ -193,7 +204,7 @@ def build_module(
         return module_class(
             model=model,
             data=spec.to_dict(),
-            data_config=to_plain(cfg.data),
+            data_config=_recorded_data_config(cfg.data),
             optimizer=optimizer,
             scheduler=scheduler,
             scheduler_interval=cfg.scheduler.interval,

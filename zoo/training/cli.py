@@ -17,6 +17,7 @@ from .errors import UserError, user_errors
 from .overrides import (
     check_overrides,
     check_sweep_points,
+    data_settings_over_the_checkpoints,
     describe_override_error,
     is_multirun,
     run_dir_of_output_dir,
@@ -84,6 +85,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
     with user_errors():
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)
+        sys.argv[1:] = data_settings_over_the_checkpoints(sys.argv[1:], config_name)
         check_overrides(sys.argv[1:], resume_key, config_name)
         sys.argv[1:] = run_dir_of_output_dir(sys.argv[1:])
         if is_multirun(sys.argv[1:]):

@@ -24,7 +24,7 @@ def data_config(cfg: DictConfig, trained_on: dict | None) -> DictConfig:
     """The data to evaluate on: `data=` when named, else the data the checkpoint was trained on;
     evaluate.py's `batch_size`, when set, replaces that data's eval_batch_size.
 
-    A `data` with no _target_ (+data.image_size=64 with no data=) only changes some settings of the
+    A `data` with no _target_ (data.image_size=64 with no data=) only changes some settings of the
     training data, so it is laid over the checkpoint's data config; instantiated alone it was a
     DictConfig standing in for a data module."""
     given = cfg.get("data")

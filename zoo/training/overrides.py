@@ -156,6 +156,15 @@ def run_dir_of_output_dir(argv: list[str]) -> list[str]:
     return argv
 
 
+def data_settings_over_the_checkpoints(argv: list[str], config_name: str) -> list[str]:
+    """evaluate.py without data=NAME reads the checkpoint's data, so its config has no data section
+    for data.root=DIR (the fix the data modules' messages give) to set a key of: Hydra refused it and
+    asked for +data.root=DIR. Such a key is added, and laid over the checkpoint's data."""
+    if config_name != "evaluate" or "data" in {key.lstrip("+~") for key in given_overrides(argv)}:
+        return argv
+    return [f"++{token}" if token.startswith("data.") and "=" in token else token for token in argv]
+
+
 def check_sweep_points(argv: list[str], config_name: str) -> None:
     """Every point of a -m sweep, composed and checked against the config rules before the first
     one trains: a bad value in the last point was found only once the points before it had run."""
