@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-fast lint bench zoo-table tensorboard clean-runs
+.PHONY: train test test-fast lint bench zoo-table zoo-list tensorboard clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
 
+## the README's table of every model; `make zoo-list ARGS="--input-size 32 --in-chans 1"` for one size
 zoo-table: $(STAMP)
+	$(PY) -m zoo table
+
+zoo-list: $(STAMP)
 	$(PY) -m zoo list $(ARGS)
 
 tensorboard: $(STAMP)
