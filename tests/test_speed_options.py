@@ -200,6 +200,25 @@ def test_true_half_precisions_train_through_the_trainer(precision: str) -> None:
         next(module.net.parameters()).dtype
         == {"bf16-true": torch.bfloat16, "16-true": torch.float16}[precision]
     )
+    assert module.train_sums.dtype == torch.float32  # the epoch's tally, not cast with the weights
+
+
+# The epoch's training tally summed in float16 passed 65504 on an epoch of CIFAR-10 (an infinite
+# "loss" that stopped the run), and in bfloat16 rounded the correct count past 256.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_training_tally_keeps_float32_when_the_module_is_cast(dtype: torch.dtype) -> None:
+    module = _classifier("lenet5")
+    tally = [2.3 * 45_000, 4_501.0]  # loss x samples and correct predictions of a CIFAR-10 epoch
+    module.train_sums.copy_(torch.tensor(tally))
+    module.to(dtype)  # what Lightning's 16-true and bf16-true do to the module
+    assert next(module.net.parameters()).dtype == dtype and module.mean.dtype == dtype
+    assert module.train_sums.dtype == torch.float32
+    assert module.train_sums.tolist() == pytest.approx(tally)
+    assert not module.nonfinite_loss_seen()
+    # Steps on half-precision weights add to it in float32.
+    images = _images(8).to(dtype).div_(255)
+    module.training_step((images, torch.arange(8)), 0)
+    assert module.train_sums.dtype == torch.float32 and module.train_seen == 8
 
 
 def test_cudnn_benchmark_is_on_in_the_gpu_config_and_reaches_torch(tmp_path: Path) -> None:

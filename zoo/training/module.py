@@ -120,6 +120,15 @@ class ImageClassifier(pl.LightningModule):
         else:
             super().__setattr__(name, value)
 
+    def _apply(self, fn: Callable, recurse: bool = True) -> ImageClassifier:
+        # Moved with the module, but never cast: trainer.precision=16-true and bf16-true cast every
+        # floating buffer, and an epoch's sums in float16 passed 65504 (an "infinite loss" that
+        # NonFiniteLossGuard stopped the run for) or in bfloat16 kept 8 bits (counts past 256 rounded).
+        sums = self.train_sums
+        super()._apply(fn, recurse)
+        self.train_sums = sums.to(self.train_sums.device)
+        return self
+
     # --- inputs -------------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         # The network's own dtype: float32, or half or bfloat16 under trainer.precision=16-true or
