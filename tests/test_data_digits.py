@@ -60,6 +60,24 @@ def test_batches_follow_seed_and_epoch_and_resume_mid_epoch() -> None:
     assert [y.tolist() for _, y in loader] != full
 
 
+def test_a_loader_restored_from_an_epochs_end_gives_the_next_epoch_whole() -> None:
+    # Lightning stops after len(loader) batches without running the iterator out, and restores a
+    # checkpoint from an epoch's end (under trainer.max_steps) before it sets the next epoch: that
+    # epoch had no batches.
+    images, labels = torch.arange(100).view(100, 1, 1, 1).to(torch.uint8), torch.arange(100)
+    finished = InMemoryBatches(images, labels, batch_size=16, shuffle=True, seed=5)
+    finished.set_epoch(3)
+    iterator = iter(finished)
+    for _ in range(len(finished)):
+        next(iterator)
+    resumed = InMemoryBatches(images, labels, batch_size=16, shuffle=True, seed=5)
+    resumed.load_state_dict(finished.state_dict())
+    resumed.set_epoch(4)
+    uninterrupted = InMemoryBatches(images, labels, batch_size=16, shuffle=True, seed=5)
+    uninterrupted.set_epoch(4)
+    assert [y.tolist() for _, y in resumed] == [y.tolist() for _, y in uninterrupted]
+
+
 def test_shards_are_disjoint_and_equal_in_length() -> None:
     images, labels = torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.arange(10)
     shards = [

@@ -70,6 +70,12 @@ class InMemoryBatches:
         self._batches_done = 0
 
     def set_epoch(self, epoch: int) -> None:
+        # A restored position belongs to the epoch it was saved in. Lightning stops at len(self)
+        # without running the iterator out, so a checkpoint from an epoch's end holds every batch
+        # done; restored where the next epoch follows (trainer.max_steps set, a save in the epoch-end
+        # validation), it emptied that epoch.
+        if epoch != self.epoch:
+            self._resume_at = 0
         self.epoch = epoch
 
     def _indices(self) -> torch.Tensor:
