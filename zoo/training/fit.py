@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -94,6 +95,20 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
         sys.exit(128 + signal.SIGTERM)
 
 
+def _resumed_into_an_ended_epoch(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> bool:
+    """Whether `checkpoint` was written in an epoch's end hooks (epoch processed, not yet completed)
+    and this run is step-based, the case Lightning restarts by running the epoch's end once more."""
+    loops = checkpoint.get("loops") or {}
+    progress = ((loops.get("fit_loop") or {}).get("epoch_progress") or {}).get("total") or {}
+    processed, completed = progress.get("processed"), progress.get("completed")
+    return (
+        trainer.max_steps != -1
+        and isinstance(processed, int)
+        and isinstance(completed, int)
+        and completed == processed - 1
+    )
+
+
 def fit_test_and_record(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -105,8 +120,15 @@ def fit_test_and_record(
     """Fit (resuming from `resume_from` when given), test the best checkpoint, write metrics.json and
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
     if resume_from:
+        saved = peek_checkpoint(resume_from)
         # Before fit: Lightning writes to the run's folder (its logger) before any hook could refuse.
-        module.refuse_a_changed_optimization(resume_from, peek_checkpoint(resume_from))
+        module.refuse_a_changed_optimization(resume_from, saved)
+        if trainer.is_global_zero and _resumed_into_an_ended_epoch(trainer, saved):
+            say(
+                "note: Lightning 2.6 resumes a run with trainer.max_steps from a checkpoint written at an "
+                "epoch's end by ending that epoch again: the run goes on, but its later epochs take the "
+                "data order of the epoch after theirs, so it will not match an uninterrupted run exactly"
+            )
         # A one-cycle horizon is known, and checked, only inside fit: the run's recorded settings are
         # replaced once it has started.
         trainer.callbacks.append(RecordResolvedConfig(cfg, run_dir))
