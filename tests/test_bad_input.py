@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,12 @@ def test_a_batch_norm_layer_given_one_value_per_channel_is_one_user_error(tmp_pa
         ("max_epochs=3", "train", "the config has no key 'max_epochs'; did you mean trainer.max_epochs?"),
         ("finetune.hed=extend", "finetune", "finetune has no key 'hed'; did you mean finetune.head?"),
         ("splt=val", "evaluate", "the config has no key 'splt'; did you mean split?"),
+        # Hydra's own settings are not the job's: hydra.runtime.output_dir is Hydra's to set.
+        (
+            "output_dir=x",
+            "train",
+            "the config has no key 'output_dir'; did you mean paths.output_dir? (+output_dir=x adds",
+        ),
         # evaluate.py has no data section unless data= names one; +data=... would replace it whole.
         ("data.image_size=64", "evaluate", "the config has no key 'data'; (+data.image_size=64 adds it as"),
         ("foo", "train", "cannot parse the override 'foo' (missing EQUAL at '<EOF>'); write key=value"),
@@ -286,6 +293,16 @@ def test_a_bad_override_is_described_in_one_line(override: str, config_name: str
         compose_config(override, config_name=config_name)
     described = describe_override_error(raised.value)
     assert described.startswith(message) and "\n" not in described
+
+
+@pytest.mark.parametrize("root", ["/photos/it's here", '/photos/a"b'])
+def test_the_quoting_advised_for_an_unparsable_value_gives_that_value(root: str) -> None:
+    # The advice is pasted into a shell: the override the shell hands on must compose, to the value meant.
+    with pytest.raises(OverrideParseException) as raised:
+        compose_config("data=imagefolder", f"data.root={root}")
+    advice = describe_override_error(raised.value).rpartition("; quote the value: ")[2]
+    (override,) = shlex.split(advice)
+    assert compose_config("data=imagefolder", override).data.root == root
 
 
 def test_a_bad_override_on_the_command_line_is_one_error_line(tmp_path: Path) -> None:
@@ -528,6 +545,9 @@ def test_a_run_folder_that_cannot_be_created_is_one_line(tmp_path: Path, where: 
     }[where]
     with pytest.raises(UserError, match=f"{re.escape(f'{key}={folder}')}: .*choose another {key}"):
         check_overrides([f"{key}={folder}"])
+    if where == "file":
+        with pytest.raises(UserError, match=re.escape(f"{key}={folder}: that is a file, not a folder")):
+            check_overrides([f"{key}={folder}"])
     assert a_file.read_text() == "kept" and sorted(tmp_path.iterdir()) == [a_file]
     # A new folder below one that exists is fine, and the check creates nothing.
     check_overrides([f"hydra.run.dir={tmp_path / 'new' / 'run'}"])
@@ -820,6 +840,14 @@ def test_run_folders_given_any_way_are_never_reused(tmp_path: Path) -> None:
     ):
         check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={sweep}"], "ckpt_path")
     check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={tmp_path / 'fresh'}"], "ckpt_path")
+    # A finished run is a run even once its checkpoints are deleted to save space.
+    finished_sweep = tmp_path / "finished-sweep"
+    (finished_sweep / "0").mkdir(parents=True)
+    (finished_sweep / "0" / "metrics.json").write_text("{}")
+    with pytest.raises(
+        UserError, match=re.escape(f"hydra.sweep.dir={finished_sweep} already holds the runs")
+    ):
+        check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={finished_sweep}"], "ckpt_path")
 
 
 def test_a_sweep_folder_named_through_an_interpolation_is_never_reused(tmp_path: Path) -> None:
@@ -888,6 +916,28 @@ def test_a_checkpoint_path_that_names_no_file_is_refused_before_hydra_starts(
         check_overrides([f"{key}={tmp_path}"], config_name=config_name)
     (tmp_path / "a.ckpt").write_bytes(b"")
     check_overrides([f"{key}={tmp_path / 'a.ckpt'}"], config_name=config_name)  # read, and judged, later
+    # A -m sweep over checkpoints names each file only once Hydra has expanded it.
+    (tmp_path / "b.ckpt").write_bytes(b"")
+    check_overrides(["-m", f"{key}={tmp_path / 'a.ckpt'},{tmp_path / 'b.ckpt'}"], config_name=config_name)
+    # A missing state dict (torchvision's .pth, a fine-tune's source) is named as one.
+    missing = tmp_path / "resnet18.pth"
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            f"checkpoint {missing} does not exist; pass ckpt_path=PATH to an existing state dict file"
+        ),
+    ):
+        check_overrides([f"{key}={missing}"], config_name=config_name)
+
+
+def test_sweep_points_are_checked_beside_fixed_settings_and_may_each_name_a_folder() -> None:
+    # A setting every point shares is no reason to leave the swept one unchecked.
+    with pytest.raises(
+        UserError, match=re.escape("sweep point #1 (optimizer.lr=abc) of 2: optimizer.lr must be a number")
+    ):
+        check_sweep_points(["-m", "trainer.max_epochs=1", "optimizer.lr=0.01,abc"], "train")
+    # Only a fixed subfolder puts every point in one: Hydra's own ${hydra.job.num} names one per point.
+    check_sweep_points(["-m", "optimizer.lr=0.1,0.2", "hydra.sweep.subdir=${hydra.job.num}_lr"], "train")
 
 
 def test_sweep_functions_and_spaced_lists_of_group_options_pass_to_hydra() -> None:
@@ -898,9 +948,10 @@ def test_sweep_functions_and_spaced_lists_of_group_options_pass_to_hydra() -> No
         check_overrides(["-m", "model=lenet5, nope"])
 
 
-@pytest.mark.parametrize("override", ["~finetune", "finetune=null"])
+@pytest.mark.parametrize("override", ["~finetune", "finetune=null", "finetune="])
 def test_finetune_section_cannot_be_removed(override: str) -> None:
-    # Both ended in "cannot resolve None: ... node 'finetune' is not a container".
+    # ~finetune and finetune=null ended in "cannot resolve None: ... node 'finetune' is not a container";
+    # finetune= (empty) asks the same.
     with pytest.raises(UserError, match=re.escape(f"{override}: finetune.py needs its finetune section")):
         check_overrides([override], "resume_ckpt", "finetune")
 
@@ -1007,6 +1058,24 @@ def test_the_packages_own_warnings_print_as_one_line() -> None:
     assert formatted("deprecated", FutureWarning, theirs, 3) == library_format(
         "deprecated", FutureWarning, theirs, 3
     )
+
+
+def test_ctrl_c_ends_a_run_with_one_word_and_the_shells_status(capsys, monkeypatch) -> None:
+    # 130, as a shell reports a command stopped by SIGINT: a script or scheduler can tell it from a failure.
+    import signal
+
+    from zoo.training import cli
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # run_hydra_main sets it; given back afterwards
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # this process's handler is left as it is
+
+    def stopped() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as raised:
+        cli.run_hydra_main(stopped)
+    assert raised.value.code == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "interrupted\n"
 
 
 @pytest.mark.parametrize(

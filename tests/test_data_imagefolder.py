@@ -227,6 +227,29 @@ def test_a_link_back_up_from_a_class_folder_is_refused(tmp_path: Path) -> None:
     assert sum(data.split_sizes()[split] for split in ("train", "val")) == 13
 
 
+def test_class_folders_that_are_links_are_classes(tmp_path: Path) -> None:
+    # A data set put together from links to class folders kept elsewhere, as ImageFolder takes it.
+    write_classes(tmp_path / "store", classes=("cat", "dog"), per_class=5)
+    root = tmp_path / "images"
+    root.mkdir()
+    for name in ("cat", "dog"):
+        (root / name).symlink_to(tmp_path / "store" / name)
+    data = ImageFolderDataModule(str(root), image_size=16, val_fraction=0.2, num_workers=0)
+    assert data.class_names == ("cat", "dog")
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
+
+
+def test_a_link_back_up_is_refused_when_data_root_is_given_through_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    write_classes(real, classes=("cat", "dog"), per_class=3)
+    (real / "cat" / "all").symlink_to(real)
+    (tmp_path / "via").symlink_to(real)
+    with pytest.raises(
+        UserError, match=re.escape(f"{tmp_path / 'via' / 'cat' / 'all'} links back to {real}")
+    ):
+        ImageFolderDataModule(str(tmp_path / "via"), image_size=16, val_fraction=0.2, num_workers=0).setup()
+
+
 def test_images_of_formats_imagefolder_does_not_read_are_named(tmp_path: Path) -> None:
     # A folder of GIFs (or phone HEICs) beside JPEGs trained on the JPEGs alone, without a word.
     write_classes(tmp_path, classes=("cat", "dog"), per_class=5)
@@ -356,6 +379,13 @@ def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path
     again = ImageFolderDataModule(str(tmp_path), image_size=16, channels=1, val_fraction=0.3, num_workers=0)
     again.setup()
     assert data._datasets["val"].indices == again._datasets["val"].indices
+    # data.split_seed picks another split, as stratified.
+    other = ImageFolderDataModule(
+        str(tmp_path), image_size=16, channels=1, val_fraction=0.3, split_seed=1, num_workers=0
+    )
+    other.setup()
+    assert other._datasets["val"].indices != data._datasets["val"].indices
+    assert sorted(label for _, label in other._datasets["val"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     images, labels = next(iter(data.val_dataloader()))
     assert images.dtype == torch.uint8 and images.shape[1:] == (1, 16, 16)
     # The classes differ in brightness by 60 grey levels each; the mean must come from the pixels.
@@ -458,3 +488,35 @@ def test_each_process_mixes_with_draws_of_its_own_that_a_checkpoint_keeps(tmp_pa
     old_style.load_state_dict({"mix_generator": first._generators.get(torch.device("cpu"), 0).get_state()})
     expected, drawn = first.on_after_batch_transfer(batch, 0), old_style.on_after_batch_transfer(batch, 0)
     assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+    # Each batch gets draws of its own: the next one is not mixed as this one was.
+    assert not torch.equal(first.on_after_batch_transfer(batch, 0)[1], expected[1])
+    # Validation and test batches are scored as they come: never mixed.
+    first.trainer = SimpleNamespace(training=False, global_rank=0, world_size=1)
+    assert first.on_after_batch_transfer(batch, 0) is batch
+
+
+def test_a_resumed_process_draws_on_from_its_own_ranks_saved_position(tmp_path: Path) -> None:
+    # A multi-process checkpoint keeps each process's position by rank; a run resumed on more processes
+    # than it was saved from gives the processes without one rank 0's.
+    write_classes(tmp_path, classes=("a", "b"), per_class=5)
+    generator = torch.Generator().manual_seed(0)
+    batch = (torch.randint(0, 256, (8, 3, 8, 8), generator=generator, dtype=torch.uint8), torch.arange(8) % 2)
+
+    def data_of_rank(rank: int) -> ImageFolderDataModule:
+        data = ImageFolderDataModule(
+            str(tmp_path), image_size=8, val_fraction=0.2, mixup_alpha=1.0, num_workers=0
+        )
+        data.setup()
+        data.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=1)
+        return data
+
+    saved_processes = [data_of_rank(rank) for rank in (0, 1)]
+    for data in saved_processes:
+        data.on_after_batch_transfer(batch, 0)  # each moves on from where its seed put it
+    saved = {"by_rank": [data.state_dict() for data in saved_processes]}
+    expected = [data.on_after_batch_transfer(batch, 0) for data in saved_processes]
+    for rank, saved_rank in ((0, 0), (1, 1), (2, 0)):
+        resumed = data_of_rank(rank)
+        resumed.load_state_dict(saved)
+        drawn = resumed.on_after_batch_transfer(batch, 0)
+        assert all(torch.equal(a, b) for a, b in zip(drawn, expected[saved_rank], strict=True)), rank

@@ -26,7 +26,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from zoo.data import DataSpec
 from zoo.training import builders
-from zoo.training.checkpoint import check_resumable
+from zoo.training.callbacks import RecordResolvedConfig
+from zoo.training.checkpoint import check_resumable, refuse_other_data
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.errors import UserError
 from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_sigterm
@@ -239,6 +240,17 @@ def test_a_resumed_run_takes_the_overrides_it_was_started_with(tmp_path: Path, c
     ]
 
 
+def test_the_starting_command_repeated_with_resume_auto_adds_each_new_key_once(tmp_path: Path) -> None:
+    # The README's +trainer.NAME=... adds a key; given again as the run's record gives it too, Hydra
+    # refused to add it twice ("An item is already at 'trainer.detect_anomaly'").
+    started = ["+trainer.detect_anomaly=true", "trainer.max_epochs=4"]
+    run = _fake_run(tmp_path / "runs", "1", started)
+    argv = resolve_resume([*started, "resume=auto"], runs_dir=tmp_path / "runs")
+    assert argv[:2] == started and argv[-2:] == [f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+    cfg = compose_config(*(token for token in argv if not token.startswith("hydra.")))
+    assert cfg.trainer.detect_anomaly is True and cfg.ckpt_path == str(run / "checkpoints" / "last.ckpt")
+
+
 def test_ckpt_path_with_its_own_run_directory_named_resumes_as_ckpt_path_alone(tmp_path: Path) -> None:
     # Naming the folder beside the checkpoint dropped the recorded overrides, and Hydra then replaced
     # the run's record with this command's.
@@ -297,6 +309,16 @@ def test_the_sigterm_line_gives_a_resume_command_the_shell_takes_whole(tmp_path:
     assert shlex.split(command) == ["python", "train.py", f"resume={run_dir}"]
 
 
+def test_a_run_directory_named_otherwise_than_its_checkpoint_is_still_that_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checkpoint relative to the working folder, the folder absolute: one run, resumed as such.
+    run = _fake_run(tmp_path / "runs", "1", ["trainer.max_epochs=4"])
+    monkeypatch.chdir(tmp_path)
+    given = ["ckpt_path=runs/train/1/checkpoints/last.ckpt", f"hydra.run.dir={run}"]
+    assert resolve_resume(given) == ["trainer.max_epochs=4", *given, "hydra.output_subdir=null"]
+
+
 def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
     # Both were "cannot resume <a parent folder>": resume= resolved to ".", a stray file to /tmp.
     with pytest.raises(UserError, match="resume= needs a value: auto, a run directory, or"):
@@ -320,6 +342,11 @@ def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match=re.escape(message + str(run / "checkpoints" / "best.ckpt"))):
         resolve_resume([f"resume={run}"], runs_dir=tmp_path)
+    # Without a best checkpoint either, none is offered.
+    (run / "checkpoints" / "best.ckpt").unlink()
+    with pytest.raises(UserError) as raised:
+        resolve_resume([f"resume={run}"], runs_dir=tmp_path)
+    assert str(raised.value) == f"cannot resume {run}: it has no checkpoints/last.ckpt"
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
@@ -789,6 +816,37 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
         check_resumable(last, module("data=synthetic", "data.channels=3"))
 
 
+def test_a_resume_compares_the_data_settings_both_sides_have_and_names_each_change(tmp_path: Path) -> None:
+    last = tmp_path / "last.ckpt"
+    saved = {"root": "/old/photos", "batch_size": 64, "augment": "standard", "image_size": 224}
+
+    def now(**changes) -> SimpleNamespace:
+        return SimpleNamespace(hparams={"data_config": {**saved, **changes}})
+
+    # The images moved: the same set, read from another folder.
+    refuse_other_data(last, {"data_config": saved}, now(root="/new/photos"))
+    # A setting added since the run began is not a change; nor is anything, for a checkpoint that
+    # predates the data section.
+    refuse_other_data(last, {"data_config": saved}, now(cutmix_alpha=0.0))
+    refuse_other_data(last, {}, now())
+    # Every setting changed at once is named, so that one resume attempt finds them all.
+    message = (
+        f"{last} was trained with data.augment='standard' (now 'none'), data.batch_size=64 (now 32), "
+        "data.image_size=224 (now 112); resume with the data settings the run began with"
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        refuse_other_data(last, {"data_config": saved}, now(augment="none", batch_size=32, image_size=112))
+
+
+def test_a_resumed_runs_settings_are_recorded_as_its_training_starts(tmp_path: Path) -> None:
+    # Not only at the end of fit: a resumed run stopped part-way still names the settings it ran with.
+    cfg = compose_config("logger=none", "data.eval_batch_size=100", f"paths.output_dir={tmp_path}")
+    RecordResolvedConfig(cfg, tmp_path).on_train_start(SimpleNamespace(is_global_zero=False), None)
+    assert not (tmp_path / "config.yaml").exists()  # rank 0's to write
+    RecordResolvedConfig(cfg, tmp_path).on_train_start(SimpleNamespace(is_global_zero=True), None)
+    assert "eval_batch_size: 100" in (tmp_path / "config.yaml").read_text()
+
+
 def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_is_taken_over(
     tmp_path: Path,
 ) -> None:
@@ -858,6 +916,23 @@ def test_a_run_is_resumed_only_by_the_entry_point_that_made_it(tmp_path: Path) -
         f"hydra.run.dir={trained}",
         "hydra.output_subdir=null",
     ]
+    # Hydra's own record names the entry point too, where the run's config.yaml is gone.
+    tuned = _fake_run(runs, "f", [])
+    (tuned / ".hydra" / "config.yaml").write_text("task_name: finetune\n")
+    with pytest.raises(UserError, match=f"{tuned} is a run of finetune.py, not train.py"):
+        resolve_resume([f"resume={tuned}"], runs_dir=runs, task="train")
+
+
+def test_a_run_whose_records_name_no_entry_point_is_resumed(tmp_path: Path) -> None:
+    # Records that do not say which entry point made a run (from before task_name was kept) are no
+    # reason to refuse it: resume=RUN continues it, and resume=auto finds it.
+    runs = tmp_path / "runs"
+    run = _fake_run(runs, "old", ["trainer.max_epochs=5"])
+    assert resolve_resume([f"resume={run}"], runs_dir=runs, task="train")[-2:] == [
+        f"hydra.run.dir={run}",
+        "hydra.output_subdir=null",
+    ]
+    assert find_interrupted_run(["trainer.max_epochs=5"], runs, task="train") == run
 
 
 def test_train_py_refuses_to_train_on_from_a_finished_fine_tune(tmp_path: Path) -> None:

@@ -120,9 +120,23 @@ def test_a_data_section_that_could_build_more_than_a_data_module_is_refused(extr
         assert "\n" not in str(raised.value) and "will not be used" in str(raised.value)
 
 
+def test_a_data_section_that_is_not_a_mapping_is_refused() -> None:
+    # Only a mapping naming one of the project's data modules is built; anything else is not looked into.
+    for data_config in (["zoo.data.DigitsDataModule"], "${oc.decode:'{_target_: os.getcwd}'}"):
+        with pytest.raises(
+            UserError, match=re.escape(f"names a data section of type {type(data_config).__name__}")
+        ):
+            _load_with_data_config(data_config)
+
+
 def test_a_checkpoint_without_its_data_description_is_refused() -> None:
     # A model description alone is not enough: rebuilding the run needs its data section too.
     checkpoint = {"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}}}
+    with patch("zoo.training.checkpoint.load_weights_file", return_value=checkpoint):
+        with pytest.raises(UserError, match=re.escape("crafted.ckpt is not a cnn-zoo checkpoint")):
+            load_run_checkpoint("crafted.ckpt")
+    # Nor is a description without the weights it describes.
+    checkpoint = {"hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}
     with patch("zoo.training.checkpoint.load_weights_file", return_value=checkpoint):
         with pytest.raises(UserError, match=re.escape("crafted.ckpt is not a cnn-zoo checkpoint")):
             load_run_checkpoint("crafted.ckpt")
