@@ -3,6 +3,7 @@ normalization from the data, and one-line errors for folders a user gets wrong."
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -460,19 +461,24 @@ def test_folders_a_user_gets_wrong_are_one_clear_line(tmp_path: Path, make, need
     assert needle in str(raised.value) and "\n" not in str(raised.value)
 
 
+def _mixable_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (8, 3, 8, 8), generator=generator, dtype=torch.uint8), torch.arange(8) % 2
+
+
+def _mixing_data_of_rank(root: Path, rank: int) -> ImageFolderDataModule:
+    """A MixUp image-folder module as the process of `rank` in a training run sees it."""
+    data = ImageFolderDataModule(str(root), image_size=8, val_fraction=0.2, mixup_alpha=1.0, num_workers=0)
+    data.setup()
+    data.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=1)
+    return data
+
+
 def test_each_process_mixes_with_draws_of_its_own_that_a_checkpoint_keeps(tmp_path: Path) -> None:
     # Every process of a multi-process run drew the same MixUp weights and pairings, step after step.
     write_classes(tmp_path, classes=("a", "b"), per_class=5)
-    generator = torch.Generator().manual_seed(0)
-    batch = (torch.randint(0, 256, (8, 3, 8, 8), generator=generator, dtype=torch.uint8), torch.arange(8) % 2)
-
-    def data_of_rank(rank: int) -> ImageFolderDataModule:
-        data = ImageFolderDataModule(
-            str(tmp_path), image_size=8, val_fraction=0.2, mixup_alpha=1.0, num_workers=0
-        )
-        data.setup()
-        data.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=1)
-        return data
+    batch = _mixable_batch()
+    data_of_rank = functools.partial(_mixing_data_of_rank, tmp_path)
 
     first, second = data_of_rank(0), data_of_rank(1)
     assert not torch.equal(
@@ -499,16 +505,8 @@ def test_a_resumed_process_draws_on_from_its_own_ranks_saved_position(tmp_path: 
     # A multi-process checkpoint keeps each process's position by rank; a run resumed on more processes
     # than it was saved from gives the processes without one rank 0's.
     write_classes(tmp_path, classes=("a", "b"), per_class=5)
-    generator = torch.Generator().manual_seed(0)
-    batch = (torch.randint(0, 256, (8, 3, 8, 8), generator=generator, dtype=torch.uint8), torch.arange(8) % 2)
-
-    def data_of_rank(rank: int) -> ImageFolderDataModule:
-        data = ImageFolderDataModule(
-            str(tmp_path), image_size=8, val_fraction=0.2, mixup_alpha=1.0, num_workers=0
-        )
-        data.setup()
-        data.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=1)
-        return data
+    batch = _mixable_batch()
+    data_of_rank = functools.partial(_mixing_data_of_rank, tmp_path)
 
     saved_processes = [data_of_rank(rank) for rank in (0, 1)]
     for data in saved_processes:
