@@ -21,9 +21,15 @@ _RUN_LOCATION_KEYS = {
 }
 
 
-def _refuse_other_task(run_dir: Path, task: str | None) -> None:
+def _made_by_another(run_dir: Path, task: str | None) -> str | None:
+    """The entry point that made `run_dir`, when it is known and not `task`."""
     made_by = run_task(run_dir)
-    if task is not None and made_by is not None and made_by != task:
+    return made_by if task is not None and made_by is not None and made_by != task else None
+
+
+def _refuse_other_task(run_dir: Path, task: str | None) -> None:
+    made_by = _made_by_another(run_dir, task)
+    if made_by is not None:
         raise UserError(
             f"{run_dir} is a run of {made_by}.py, not {task}.py; resume it with "
             f"python {made_by}.py ... resume={run_dir}"
@@ -110,8 +116,8 @@ def resolve_resume(
                 _refuse_other_task(run_dir, task)
                 argv = _with_recorded_overrides(argv, run_dir, resume_key)
                 return [*argv, _override("hydra.run.dir", run_dir), *_KEEP_RECORD]
-            made_by = run_task(run_dir)
-            if task is not None and made_by is not None and made_by != task:
+            made_by = _made_by_another(run_dir, task)
+            if made_by is not None:
                 # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
                 # finetune.* overrides) ended in a traceback or an unknown key.
                 raise UserError(
