@@ -193,3 +193,21 @@ def test_a_padded_share_counts_every_batch_it_gives() -> None:
         assert sum(len(batch_labels) for _, batch_labels in share) == 4
         sampler = _MarkedPaddingSampler(10, rank, 3)
         assert len(sampler) == len(list(sampler)) == 4
+
+
+def test_fewer_images_than_processes_still_give_every_process_a_share() -> None:
+    # Two images over five processes: every process needs its one step, or the others wait for it at
+    # their first sync; the padding repeats the images as often as it takes, and is marked as such.
+    from zoo.data.batches import PADDING
+    from zoo.data.imagefolder import _MarkedPaddingSampler
+
+    images, labels = torch.zeros(2, 1, 1, 1), torch.arange(2)
+    counted = []
+    for rank in range(5):
+        share = InMemoryBatches(images, labels, 4, shuffle=True, rank=rank, world_size=5, mark_padding=True)
+        batches = [batch_labels for _, batch_labels in share]
+        assert len(share) == len(batches) == 1 and len(batches[0]) == 1
+        counted += [int(label) for label in batches[0] if label != PADDING]
+        sampler = list(_MarkedPaddingSampler(2, rank, 5))
+        assert len(sampler) == 1 and (sampler[0] >= 0) == (rank < 2)
+    assert sorted(counted) == [0, 1]

@@ -27,7 +27,10 @@ def shard(order: torch.Tensor, rank: int, world_size: int, mark_padding: bool = 
     there only as padding is -1 - index."""
     if world_size <= 1:
         return order
-    padding = order[: math.ceil(len(order) / world_size) * world_size - len(order)]
+    missing = math.ceil(len(order) / world_size) * world_size - len(order)
+    # Repeated as often as it takes: with fewer images than processes, one repeat leaves some process
+    # an empty share, whose loop runs no step while the others wait for it at their first sync.
+    padding = order.repeat(math.ceil(missing / len(order)))[:missing] if missing else order[:0]
     return torch.cat([order, -1 - padding if mark_padding else padding])[rank::world_size]
 
 
