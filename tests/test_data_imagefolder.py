@@ -518,3 +518,30 @@ def test_a_resumed_process_draws_on_from_its_own_ranks_saved_position(tmp_path: 
         resumed.load_state_dict(saved)
         drawn = resumed.on_after_batch_transfer(batch, 0)
         assert all(torch.equal(a, b) for a, b in zip(drawn, expected[saved_rank], strict=True)), rank
+
+
+def test_a_run_on_a_relative_folder_is_resumed_from_anywhere_on_its_own_images(tmp_path: Path) -> None:
+    # Its recorded data.root=images was re-applied in the resuming command's folder, and a folder of
+    # the same name there, with other classes, was trained on without a word.
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    write_classes(started / "images", per_class=10)
+    write_classes(elsewhere / "images", classes=("ant", "bee", "cow"), per_class=10)
+    run_dir = tmp_path / "run"
+    short = ("data.image_size=16", "data.num_workers=0", "scheduler=none", "logger=none", "test=false")
+    run_script(
+        "train.py",
+        "data=imagefolder",
+        "data.root=images",
+        *short,
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=started,
+    )
+    (run_dir / "metrics.json").unlink()  # as if killed after its last checkpoint
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed = run_script("train.py", f"ckpt_path={last}", "trainer.max_epochs=2", cwd=elsewhere)
+    assert f"data.root={started / 'images'} " in resumed.stdout
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["hyper_parameters"]["data"]["class_names"] == ["cat", "dog", "fox"]
+    assert f"root: {started / 'images'}\n" in (run_dir / "config.yaml").read_text()

@@ -125,11 +125,14 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: 
             process.wait()
     assert kills >= 3, "the run finished before it could be killed three times"
 
-    final = _start(run_dir)
-    _, stderr = final.communicate(timeout=600)
-    assert final.returncode == 0, stderr[-3000:]
-    # The resumed run's own checkpoints are why its folder holds files: no warning about them.
-    assert "exists and is not empty" not in stderr
+    # The last kill can land after the run wrote metrics.json, in its exit: then it has finished,
+    # and a resume would be refused, with nothing left to train.
+    if not (run_dir / "metrics.json").exists():
+        final = _start(run_dir)
+        _, stderr = final.communicate(timeout=600)
+        assert final.returncode == 0, stderr[-3000:]
+        # The resumed run's own checkpoints are why its folder holds files: no warning about them.
+        assert "exists and is not empty" not in stderr
 
     expected, actual = (
         checkpoint_weights(reference / "checkpoints" / "last.ckpt"),
@@ -752,7 +755,7 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path: Path) -> Non
     run_script("train.py", *EXACT, *short, "logger=tensorboard", f"hydra.run.dir={run}")
     (run / "metrics.json").unlink()  # as if killed after its last checkpoint
 
-    def contents() -> dict[str, bytes]:
+    def contents(run: Path = run) -> dict[str, bytes]:
         files = (path for path in sorted(run.rglob("*")) if path.is_file() and path.name != "train.log")
         return {str(path.relative_to(run)): path.read_bytes() for path in files}
 
@@ -767,14 +770,23 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path: Path) -> Non
     run_script("train.py", f"resume={run}", "data.eval_batch_size=100")
     assert "eval_batch_size: 100" in (run / "config.yaml").read_text()
     # A one-cycle horizon comes from the data and is checked only inside fit; config.yaml was
-    # rewritten with the refused settings by then.
+    # rewritten with the refused settings by then, and Lightning had opened a new TensorBoard event
+    # file (its purge mark hid what the run logged after its checkpoint).
     cycled = tmp_path / "cycled"
-    run_script("train.py", *EXACT, *short, "scheduler=onecycle", f"hydra.run.dir={cycled}")
+    run_script(
+        "train.py", *EXACT, *short, "scheduler=onecycle", "logger=tensorboard", f"hydra.run.dir={cycled}"
+    )
     (cycled / "metrics.json").unlink()
-    config = (cycled / "config.yaml").read_text()
+    before = contents(cycled)
+    assert any(name.startswith("tensorboard/events.out.tfevents") for name in before)
     result = run_script("train.py", f"resume={cycled}", "trainer.max_epochs=3", check=False)
     assert result.returncode == 2 and "total_steps=" in result.stderr.splitlines()[-1], result.stderr
-    assert (cycled / "config.yaml").read_text() == config
+    assert contents(cycled) == before
+    # Accepted, the resume logs in new event files beside the run's.
+    run_script("train.py", f"resume={cycled}", "trainer.max_epochs=1")
+    assert any(
+        name.startswith("tensorboard/events.out.tfevents") for name in set(contents(cycled)) - set(before)
+    )
 
 
 def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> None:
@@ -980,3 +992,104 @@ def test_a_step_based_run_resumed_from_an_epochs_end_says_it_will_not_match(tmp_
         "train.py", *common, "trainer.max_steps=8", f"ckpt_path={last}", f"hydra.run.dir={second}"
     )
     assert "note: Lightning 2.6 resumes a run with trainer.max_steps" in resumed.stdout
+
+
+def _with_progress(run: Path, epochs: int, step: int) -> Path:
+    """`run`'s last.ckpt, made to say how far training got as Lightning's does: an epoch-end save of
+    epoch N counts N epochs processed and N - 1 completed."""
+    last = run / "checkpoints" / "last.ckpt"
+    progress = {"processed": epochs, "completed": epochs - 1}
+    torch.save({"global_step": step, "loops": {"fit_loop": {"epoch_progress": {"total": progress}}}}, last)
+    return last
+
+
+def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before_a_run_folder(
+    tmp_path: Path,
+) -> None:
+    # It made a new time-stamped folder, trained nothing (max_epochs already reached) and tested again.
+    run = tmp_path / "a"
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    run_script("train.py", *EXACT, *short, "test=false", f"hydra.run.dir={run}")
+    last = run / "checkpoints" / "last.ckpt"
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_script("train.py", f"ckpt_path={last}", check=False, cwd=work)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: run {run} already finished, and {last} has trained 1 epoch of this command's "
+        "trainer.max_epochs=1: nothing is left to train; train on from its weights with a fresh schedule: "
+        f"python finetune.py ckpt_path={last} finetune.head=extend, or test it: "
+        f"python evaluate.py ckpt_path={last}"
+    )
+    assert list(work.iterdir()) == []
+    # A higher limit trains on from it, in a new folder, as before.
+    result = run_script("train.py", f"ckpt_path={last}", "trainer.max_epochs=2", "scheduler=none", cwd=work)
+    assert "already finished: training on from" in result.stdout
+    assert [p.name for p in work.iterdir()] == ["runs"]
+
+
+def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    # An experiment file's max_epochs (8), under a one-cycle schedule that a higher limit would change.
+    run = _fake_run(runs, "x", ["experiment=resnet18_digits"], finished=True)
+    last = _with_progress(run, epochs=8, step=160)
+    with pytest.raises(UserError, match=re.escape("trained 8 epochs of this command's trainer.max_epochs=8")):
+        resolve_resume([f"ckpt_path={last}"], task="train")
+    more = [f"ckpt_path={last}", "trainer.max_epochs=9"]
+    assert resolve_resume(more, task="train") == ["experiment=resnet18_digits", *more]
+    # The run's recorded limit, and a schedule that does not follow it: the command again, with more.
+    run = _fake_run(runs, "y", ["trainer.max_epochs=3", "scheduler=step"], finished=True)
+    last = _with_progress(run, epochs=3, step=60)
+    again = f"python train.py seed=1 ckpt_path={last} trainer.max_epochs=4, or test it"
+    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")):
+        resolve_resume(["seed=1", f"ckpt_path={last}"], task="train")
+    more = [f"ckpt_path={last}", "trainer.max_epochs=4"]
+    assert resolve_resume(more, task="train") == ["scheduler=step", *more]
+    # A step limit, reached in the middle of an epoch.
+    _with_progress(run, epochs=2, step=50)
+    with pytest.raises(UserError, match=re.escape("trained 50 steps of this command's trainer.max_steps=50")):
+        resolve_resume([f"ckpt_path={last}", "trainer.max_steps=50"], task="train")
+    more = [f"ckpt_path={last}", "trainer.max_steps=51"]
+    assert resolve_resume(more, task="train") == ["trainer.max_epochs=3", "scheduler=step", *more]
+    # A checkpoint that does not say how far it got trains on, as do a sweep and a fast_dev_run.
+    recorded = ["trainer.max_epochs=3", "scheduler=step"]
+    for given, saved in (
+        ([f"ckpt_path={last}"], {"global_step": 60}),
+        (["-m", f"ckpt_path={last}"], None),
+        ([f"ckpt_path={last}", "trainer.fast_dev_run=true"], None),
+    ):
+        if saved is None:
+            _with_progress(run, epochs=3, step=60)
+        else:
+            torch.save(saved, last)
+        assert resolve_resume(given, task="train") == [*recorded, *given]
+
+
+def test_a_recorded_relative_data_root_is_the_folder_the_run_read(tmp_path: Path, monkeypatch) -> None:
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (started / "images").mkdir(parents=True)
+    elsewhere.mkdir()
+    run = _fake_run(tmp_path / "runs", "1", ["data=imagefolder", "data.root=images", "paths.data_dir=gone"])
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
+    last = run / "checkpoints" / "last.ckpt"
+    tail = [f"ckpt_path={last}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+    monkeypatch.chdir(elsewhere)
+    # A folder the run's starting folder no longer holds is left as written, for the data to report.
+    assert resolve_resume([f"ckpt_path={last}"]) == [
+        "data=imagefolder",
+        f"data.root={started / 'images'}",
+        "paths.data_dir=gone",
+        *tail,
+    ]
+    # Given again on the command line, it is the command's, as any other key.
+    assert resolve_resume([f"ckpt_path={last}", "data.root=mine"])[:3] == [
+        "data=imagefolder",
+        "paths.data_dir=gone",
+        f"ckpt_path={last}",
+    ]
+    # Resumed from where it started, or with no record of where that was, the record is re-applied as is.
+    monkeypatch.chdir(started)
+    assert resolve_resume([f"ckpt_path={last}"])[1] == "data.root=images"
+    (run / ".hydra" / "hydra.yaml").unlink()
+    monkeypatch.chdir(elsewhere)
+    assert resolve_resume([f"ckpt_path={last}"])[1] == "data.root=images"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import builders, outputs
@@ -109,6 +110,33 @@ def _resumed_into_an_ended_epoch(trainer: pl.Trainer, checkpoint: dict[str, Any]
     )
 
 
+_EVENT_FILES = "events.out.tfevents.*"
+
+
+@contextlib.contextmanager
+def no_event_file_left_by_a_refused_resume(
+    record: RecordResolvedConfig | None, trainer: pl.Trainer
+) -> Iterator[None]:
+    """A resume refused inside fit (a one-cycle horizon is known only there) comes after Lightning
+    has opened the TensorBoard writer, whose new event file held only a purge mark at the checkpoint's
+    step: TensorBoard then hid what the interrupted run had logged after it. A fit that ends before
+    it accepted the resume (`record` of it not yet saved) leaves no such file; the run's own stay."""
+    folders = [Path(logger.log_dir) for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+    there = {folder: set(folder.glob(_EVENT_FILES)) if folder.is_dir() else None for folder in folders}
+    try:
+        yield
+    except BaseException:
+        if record is not None and not record.saved and trainer.is_global_zero:
+            for folder, kept in there.items():
+                # The writer is closed by now: Lightning finalizes its loggers on any exception in fit.
+                for path in set(folder.glob(_EVENT_FILES)) - (kept or set()):
+                    path.unlink(missing_ok=True)
+                if kept is None:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # made by the writer; left if anything else is in it
+        raise
+
+
 def fit_test_and_record(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -131,11 +159,18 @@ def fit_test_and_record(
             )
         # A one-cycle horizon is known, and checked, only inside fit: the run's recorded settings are
         # replaced once it has started.
-        trainer.callbacks.append(RecordResolvedConfig(cfg, run_dir))
-    elif trainer.is_global_zero:
-        outputs.save_resolved_config(cfg, run_dir)
+        record = RecordResolvedConfig(cfg, run_dir)
+        trainer.callbacks.append(record)
+    else:
+        record = None
+        if trainer.is_global_zero:
+            outputs.save_resolved_config(cfg, run_dir)
     try:
-        with warnings.catch_warnings(), stopped_by_sigterm(cfg, trainer, run_dir):
+        with (
+            warnings.catch_warnings(),
+            stopped_by_sigterm(cfg, trainer, run_dir),
+            no_event_file_left_by_a_refused_resume(record, trainer),
+        ):
             if resume_from:
                 # Lightning warns of a checkpoint folder with files in it; a resumed run's own are why.
                 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -3,13 +3,16 @@ that run's folder, its checkpoint and the overrides it was started with."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .errors import UserError
-from .overrides import given_overrides
+from .overrides import CONFIG_DIR, given_overrides, is_multirun
 from .run_dirs import is_finished, run_task
 
 RUNS_DIR = Path("runs")
@@ -124,9 +127,11 @@ def resolve_resume(
                     f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
                     f"weights with python finetune.py ckpt_path={checkpoint} finetune.head=extend"
                 )
+            given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
+            _refuse_nothing_left_to_train(argv, given, run_dir, checkpoint, task or "train")
             # Said, because the README's "continues that run in its folder" is about unfinished runs.
             print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
-            return _with_recorded_overrides(argv, run_dir, resume_key)
+            return argv
     return argv
 
 
@@ -181,11 +186,124 @@ def _with_recorded_overrides(argv: list[str], run_dir: Path, resume_key: str) ->
     run is built as it was started, and a key given again takes this command's value."""
     given = {token.partition("=")[0].lstrip("+~") for token in argv}
     location = _RUN_LOCATION_KEYS[resume_key]
+    started_in = _started_in(run_dir)
     recorded = [
-        token
+        _data_where_the_run_read_it(token, started_in)
         for token in _recorded_overrides(run_dir)
         if (key := token.partition("=")[0].lstrip("+~")) not in given and key not in location
     ]
     if recorded:
         print(f"resuming {run_dir} with the overrides it was started with: {' '.join(recorded)}", flush=True)
     return [*recorded, *argv]
+
+
+# Recorded overrides that name the run's data by a path, relative to where the run was started.
+_DATA_PATH_KEYS = ("data.root", "paths.data_dir")
+
+
+def _started_in(run_dir: Path) -> Path | None:
+    """The working folder a run was started in, from Hydra's record of it; None when unknown."""
+    try:
+        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
+        cwd = hydra["hydra"]["runtime"]["cwd"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+
+
+def _data_where_the_run_read_it(token: str, started_in: Path | None) -> str:
+    """A recorded relative data.root (or paths.data_dir), as the folder the run read, when the run is
+    resumed from another working folder: re-applied as written it named another folder there (one of
+    the same name with other images was trained on without a word). Left as written when that folder
+    is gone (the project moved, the run with it) or the run's folder is unknown."""
+    key, _, value = token.partition("=")
+    value = _unquoted(value)
+    if started_in is None or key.lstrip("+~") not in _DATA_PATH_KEYS or "${" in value:
+        return token
+    path = Path(value)
+    if path.is_absolute() or not (started_in / path).exists() or _same_folder(started_in, Path.cwd()):
+        return token
+    return _override(key, os.path.normpath(started_in / path))
+
+
+def _refuse_nothing_left_to_train(
+    argv: list[str], given: list[str], run_dir: Path, checkpoint: str, task: str
+) -> None:
+    """A finished run's checkpoint that has reached the epoch or step limit of this command (`argv`,
+    the run's recorded overrides then the `given` ones) made a new run folder that trained nothing
+    and only tested again; refused before Hydra makes that folder. A checkpoint that does not say
+    how far it got is left to train on."""
+    from .checkpoint import peek_checkpoint  # torch: only on this path, not on every command's
+
+    saved = peek_checkpoint(checkpoint)
+    progress = ((saved.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
+    # Lightning counts an epoch as processed before its end hooks save last.ckpt, and stops at
+    # max_epochs processed ones (completed lags by one in such a checkpoint).
+    done = {
+        "max_epochs": (progress.get("total") or {}).get("processed"),
+        "max_steps": saved.get("global_step"),
+    }
+    if is_multirun(argv) or not all(_is_count(value) for value in done.values()):
+        return
+    limits = _training_limits(argv, task)
+    for key, unit in (("max_epochs", "epoch"), ("max_steps", "step")):
+        if key not in limits or done[key] < limits[key]:
+            continue
+        unit += "s" if done[key] != 1 else ""
+        source = shlex.quote(_override("ckpt_path", checkpoint))
+        if limits[f"schedule follows {key}"]:
+            # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
+            train_on = (
+                "train on from its weights with a fresh schedule: "
+                f"python finetune.py {source} finetune.head=extend"
+            )
+        else:
+            higher = f"{done[key] + 1}" if key == "max_epochs" else f"N (N > {done[key]})"
+            kept = [
+                shlex.quote(t) for t in given if t.partition("=")[0] not in ("ckpt_path", f"trainer.{key}")
+            ]
+            again = " ".join([f"python {task}.py", *kept, source, f"trainer.{key}={higher}"])
+            train_on = f"train on with a higher limit: {again}"
+        raise UserError(
+            f"run {run_dir} already finished, and {checkpoint} has trained {done[key]} {unit} of this "
+            f"command's trainer.{key}={limits[key]}: nothing is left to train; {train_on}, or test it: "
+            f"python evaluate.py {source}"
+        )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
+    """The epoch and step limits the command's config sets (an experiment file may set them too), and
+    whether the learning-rate schedule's length follows each (a cosine T_max of ${trainer.max_epochs},
+    OneCycle's total_steps left to the run's step count). Empty when the config does not compose or
+    sets no limit: the command is then answered as it would be without this check."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra's own settings (the run folder) are not the job's config.
+    overrides = [
+        t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+        if cfg.trainer.get("fast_dev_run"):  # a few batches whatever the limits
+            return {}
+        factory = OmegaConf.select(cfg, "scheduler.factory", default=None)
+        schedule = OmegaConf.to_container(factory, resolve=False) if isinstance(factory, DictConfig) else {}
+        limits = {}
+        for key in ("max_epochs", "max_steps"):
+            limit = cfg.trainer.get(key)
+            if _is_count(limit) and limit != -1:
+                limits[key] = limit
+                limits[f"schedule follows {key}"] = schedule.get("total_steps", 0) is None or any(
+                    f"trainer.{key}" in str(value) for value in schedule.values()
+                )
+        return limits
+    except (HydraException, OmegaConfBaseException):
+        return {}
