@@ -930,6 +930,20 @@ def test_a_checkpoint_path_that_names_no_file_is_refused_before_hydra_starts(
         check_overrides([f"{key}={missing}"], config_name=config_name)
 
 
+def test_only_a_matching_pair_of_quotes_around_a_path_is_taken_off(tmp_path: Path) -> None:
+    # Every quote at either end was taken off: the folder bob' (quoted for Hydra, "DIR/bob'") was
+    # checked as DIR/bob, and refused for the finished run there; a checkpoint best.ckpt' as best.ckpt.
+    finished = tmp_path / "bob"
+    finished.mkdir()
+    (finished / "metrics.json").write_text("{}")
+    check_overrides([f'hydra.run.dir="{finished}\'"'])
+    with pytest.raises(UserError, match=re.escape(f"run directory {finished} already holds a finished run")):
+        check_overrides([f"hydra.run.dir='{finished}'"])
+    named = tmp_path / "best.ckpt'"
+    named.write_bytes(b"")
+    check_overrides([f'ckpt_path="{named}"'], config_name="finetune")
+
+
 def test_sweep_points_are_checked_beside_fixed_settings_and_may_each_name_a_folder() -> None:
     # A setting every point shares is no reason to leave the swept one unchecked.
     with pytest.raises(

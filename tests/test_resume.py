@@ -902,7 +902,10 @@ def test_a_new_run_into_an_unfinished_runs_folder_is_refused_and_changes_nothing
     for name in ("best.ckpt", "last.ckpt"):
         (checkpoints / name).write_bytes(name.encode())
     cfg = compose_config(f"paths.output_dir={tmp_path}", "logger=none")
-    with pytest.raises(UserError, match=f"{tmp_path} holds the checkpoints of an unfinished run; resume it"):
+    with pytest.raises(
+        UserError,
+        match=f"{tmp_path} holds the checkpoints of an unfinished run; choose another .*, or resume it",
+    ):
         start_run(cfg)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.ckpt", "checkpoints", "last.ckpt"]
     assert (checkpoints / "best.ckpt").read_bytes() == b"best.ckpt"

@@ -29,6 +29,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from ..training.errors import UserError, in_one_line
+from ..training.quoting import typed_override
 from .augment import check_augmentation, sample_transform
 from .base import DataSpec, ImageDataModule
 from .batches import PADDING, shard
@@ -218,7 +219,7 @@ def _misplaced_root(folder: Path, classes: list[str]) -> str | None:
     if {name.lower() for name in shared} & _SPLIT_NAMES:
         return (
             f"its folders {folders} each hold split folders ({subfolders}, ...): data.root is a level too "
-            f"high; set data.root={folder / classes[0]}"
+            f"high; set {typed_override('data.root', folder / classes[0])}"
         )
     return None
 

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from .errors import UserError, in_one_line
+from .quoting import typed_override
 from .run_dirs import check_weights_path
 
 # Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
@@ -227,7 +228,7 @@ def check_resumable(path: str | Path, module) -> None:
     if changed:
         raise UserError(
             f"{path} was trained with {changed}; resume with the model settings the run began with, or "
-            f"train on from its weights with finetune.py ckpt_path={path}"
+            f"train on from its weights with python finetune.py {typed_override('ckpt_path', path)}"
         )
     refuse_other_data(path, hparams, module)
 
@@ -249,7 +250,7 @@ def refuse_other_data(path: str | Path, hparams: dict[str, Any], module) -> None
     if changed:
         raise UserError(
             f"{path} was trained with {changed}; resume with the data settings the run began with, or "
-            f"train on from its weights with finetune.py ckpt_path={path}"
+            f"train on from its weights with python finetune.py {typed_override('ckpt_path', path)}"
         )
 
 

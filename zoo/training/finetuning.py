@@ -23,7 +23,7 @@ from .freezing import split_parameters
 from .head_surgery import HEAD_MODES, RESETS, rebuild_head, transplant
 from .module import ImageClassifier
 from .validation import is_integer, is_number
-from .weight_sources import check_source_request, load_source
+from .weight_sources import check_source_architecture, check_source_request, load_source
 
 NORMALIZATIONS = ("source", "data")
 
@@ -84,6 +84,7 @@ def check_finetune_request(cfg: DictConfig) -> None:
     check_finetune_options(cfg)
     if not cfg.get("resume_ckpt"):
         check_source_request(cfg)
+        check_source_architecture(cfg)
 
 
 def check_finetune_options(cfg: DictConfig) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
 import signal
 import sys
 import warnings
@@ -22,6 +21,7 @@ from .callbacks import RecordResolvedConfig
 from .checkpoint import peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .errors import UserError, in_one_line
+from .quoting import typed_override
 from .run_dirs import check_weights_path, refuse_reused_run_dir
 from .runlog import say
 from .validation import validate_config
@@ -89,7 +89,7 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
         if trainer.is_global_zero:
             say(
                 f"stopped by SIGTERM at step {trainer.global_step}; resume with: "
-                f"python {_entry_point(cfg)}.py {shlex.quote(f'resume={run_dir}')}",
+                f"python {_entry_point(cfg)}.py {typed_override('resume', run_dir)}",
                 stream=sys.stderr,
                 level=logging.WARNING,
             )

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError, in_one_line
+from .quoting import typed_override, unquoted
 from .run_dirs import (
     check_weights_path,
     refuse_reused_run_dir,
@@ -128,9 +129,9 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
         if key in _CHECKPOINT_KEYS and value not in ("", "null") and not any(c in value for c in ",($"):
-            check_weights_path(value.strip("\"'"))  # before Hydra makes a run folder for the refusal
+            check_weights_path(unquoted(value))  # before Hydra makes a run folder for the refusal
         if key in _RUN_DIR_KEYS:
-            folder = Path(value.strip("\"'"))
+            folder = Path(unquoted(value))
             refuse_unwritable_dir(key, folder)
             if key == "hydra.sweep.dir":
                 refuse_reused_sweep_dir(folder)
@@ -201,13 +202,23 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
             # It follows each point's folder in the configs; set, it took every point's checkpoints.
             raise UserError(
                 f"paths.output_dir={output_dir} puts the checkpoints of all {len(points)} points of the "
-                f"sweep in one folder; name the sweep's folder instead, hydra.sweep.dir={output_dir} "
+                f"sweep in one folder; name the sweep's folder instead, "
+                f"{typed_override('hydra.sweep.dir', unquoted(output_dir))} "
                 "(each point gets a folder in it)"
             )
         swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
+        checks = [validate_config]
+        if config_name == "finetune":
+            # Its options and source, which the job checks only once its turn comes (model=a,b from
+            # one checkpoint: the point whose model is not the checkpoint's).
+            from .finetuning import check_finetune_request
+
+            checks.append(check_finetune_request)
         for number, point in enumerate(points):
             try:
-                validate_config(compose(config_name=config_name, overrides=list(point)))
+                cfg = compose(config_name=config_name, overrides=list(point))
+                for check in checks:
+                    check(cfg)
             except (ConfigCompositionException, OverrideParseException) as error:
                 raise UserError(describe_override_error(error)) from None
             except UserError as error:

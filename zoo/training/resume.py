@@ -4,7 +4,6 @@ that run's folder, its checkpoint and the overrides it was started with."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 
 from .errors import UserError
 from .overrides import CONFIG_DIR, given_overrides, is_multirun
+from .quoting import override, typed_override, unquoted
 from .run_dirs import is_finished, run_task
 
 RUNS_DIR = Path("runs")
@@ -35,7 +35,7 @@ def _refuse_other_task(run_dir: Path, task: str | None) -> None:
     if made_by is not None:
         raise UserError(
             f"{run_dir} is a run of {made_by}.py, not {task}.py; resume it with "
-            f"python {made_by}.py ... resume={run_dir}"
+            f"python {made_by}.py ... {typed_override('resume', run_dir)}"
         )
 
 
@@ -79,7 +79,7 @@ def resolve_resume(
     which resume=auto matches on, even when this command is refused later."""
     # As Hydra reads them: a path with a comma, a bracket or a non-ASCII letter must be quoted on the
     # command line (ckpt_path='runs/a,b/checkpoints/last.ckpt'), and was taken with its quotes.
-    overrides = {key: _unquoted(value) for key, value in given_overrides(argv).items()}
+    overrides = {key: unquoted(value) for key, value in given_overrides(argv).items()}
     named_dirs = [value for key, value in overrides.items() if key.lstrip("+~") == "hydra.run.dir"]
     if named_dirs and "resume" not in overrides:
         return _resume_in_named_dir(argv, Path(named_dirs[-1]), overrides.get(resume_key), resume_key, task)
@@ -105,12 +105,16 @@ def resolve_resume(
             raise UserError(f"resume={target}: there is no such run directory")
         if not last.is_file():
             best = run_dir / "checkpoints" / "best.ckpt"
-            other = f"; its best checkpoint resumes with ckpt_path={best}" if best.is_file() else ""
+            other = (
+                f"; its best checkpoint resumes with {typed_override('ckpt_path', best)}"
+                if best.is_file()
+                else ""
+            )
             raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt{other}")
         _refuse_other_task(run_dir, task)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
         argv = _with_recorded_overrides(argv, run_dir, resume_key)
-        return [*argv, _override(resume_key, last), _override("hydra.run.dir", run_dir), *_KEEP_RECORD]
+        return [*argv, override(resume_key, last), override("hydra.run.dir", run_dir), *_KEEP_RECORD]
     checkpoint = overrides.get(resume_key)
     if resume_key == "ckpt_path" and checkpoint and checkpoint != "null":
         run_dir = Path(checkpoint).parent.parent
@@ -118,14 +122,15 @@ def resolve_resume(
             if not is_finished(run_dir):
                 _refuse_other_task(run_dir, task)
                 argv = _with_recorded_overrides(argv, run_dir, resume_key)
-                return [*argv, _override("hydra.run.dir", run_dir), *_KEEP_RECORD]
+                return [*argv, override("hydra.run.dir", run_dir), *_KEEP_RECORD]
             made_by = _made_by_another(run_dir, task)
             if made_by is not None:
                 # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
                 # finetune.* overrides) ended in a traceback or an unknown key.
                 raise UserError(
                     f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
-                    f"weights with python finetune.py ckpt_path={checkpoint} finetune.head=extend"
+                    f"weights with python finetune.py {typed_override('ckpt_path', checkpoint)} "
+                    "finetune.head=extend"
                 )
             given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
             _refuse_nothing_left_to_train(argv, given, run_dir, checkpoint, task or "train")
@@ -136,24 +141,6 @@ def resolve_resume(
 
 
 _KEEP_RECORD = ("hydra.output_subdir=null",)
-
-# What Hydra's grammar reads unquoted in a value (a comma would make a list, é stops it).
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_/.\-+%*@?:| ]+")
-
-
-def _unquoted(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
-
-
-def _override(key: str, value: str | Path) -> str:
-    """key=value, the value quoted where Hydra would not read it as written."""
-    value = str(value)
-    if _PLAIN_VALUE.fullmatch(value) and value == value.strip():
-        return f"{key}={value}"
-    quote = "'" if "'" not in value else '"'
-    return f"{key}={quote}{value}{quote}"
 
 
 def _resume_in_named_dir(
@@ -217,13 +204,13 @@ def _data_where_the_run_read_it(token: str, started_in: Path | None) -> str:
     the same name with other images was trained on without a word). Left as written when that folder
     is gone (the project moved, the run with it) or the run's folder is unknown."""
     key, _, value = token.partition("=")
-    value = _unquoted(value)
+    value = unquoted(value)
     if started_in is None or key.lstrip("+~") not in _DATA_PATH_KEYS or "${" in value:
         return token
     path = Path(value)
     if path.is_absolute() or not (started_in / path).exists() or _same_folder(started_in, Path.cwd()):
         return token
-    return _override(key, os.path.normpath(started_in / path))
+    return override(key, os.path.normpath(started_in / path))
 
 
 def _refuse_nothing_left_to_train(
@@ -250,7 +237,7 @@ def _refuse_nothing_left_to_train(
         if key not in limits or done[key] < limits[key]:
             continue
         unit += "s" if done[key] != 1 else ""
-        source = shlex.quote(_override("ckpt_path", checkpoint))
+        source = typed_override("ckpt_path", checkpoint)
         if limits[f"schedule follows {key}"]:
             # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
             train_on = (

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
+from .quoting import typed_override
 
 
 def check_weights_path(path: str | Path) -> None:
@@ -66,10 +67,11 @@ def refuse_reused_run_dir(
             f"run directory {run_dir} already holds a finished run (metrics.json); choose another {key}{also}"
         )
     if not resuming and any((run_dir / "checkpoints").glob("*.ckpt")):
-        resume = f"resume it with resume={run_dir}, or " if can_resume else ""
+        # The command last, where nothing the shell would take for part of it follows it.
+        resume = f", or resume it with {typed_override('resume', run_dir)}" if can_resume else ""
         raise UserError(
             f"run directory {run_dir} holds the checkpoints of an unfinished run; "
-            f"{resume}choose another {key}"
+            f"choose another {key}{resume}"
         )
 
 

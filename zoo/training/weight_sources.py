@@ -27,7 +27,7 @@ from ..downloads import stall_timeout
 from ..models import ClassifierModel, UnknownModelError, create_model, list_models
 from ..models._input_size import smallest_image_size, wants_small_input
 from .builders import to_plain
-from .checkpoint import load_run_checkpoint, load_weights_file
+from .checkpoint import load_run_checkpoint, load_weights_file, peek_checkpoint
 from .errors import UserError
 from .run_dirs import check_weights_path
 
@@ -173,23 +173,8 @@ def _from_checkpoint(path: Path, requested: dict) -> Source:
     checkpoint = load_run_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
     model = dict(hparams["model"])
-    requested_name = requested.get("name")
-    if requested_name is not None and requested_name != model["name"]:
-        raise UserError(
-            f"{path} holds a {model['name']}, not a {requested_name}; leave model= out to fine-tune "
-            "the checkpoint's own architecture"
-        )
-    small_input = requested.get("small_input")
-    if (
-        small_input is not None
-        and model.get("small_input") is not None
-        and small_input != model["small_input"]
-    ):
-        raise UserError(
-            f"{path} was trained with model.small_input={str(model['small_input']).lower()}, and its "
-            "weights fit only that stem; leave model.small_input out"
-        )
-    if requested_name is not None:
+    _refuse_another_architecture(path, model, requested)
+    if requested.get("name") is not None:
         # model=NAME composes the whole model section (dropout and the like), which config.yaml then
         # records: the run must train with those values, not silently with the checkpoint's.
         model.update(
@@ -211,6 +196,40 @@ def _from_checkpoint(path: Path, requested: dict) -> Source:
         list(data["mean"]),
         list(data["std"]),
     )
+
+
+def _refuse_another_architecture(path: Path, model: dict, requested: dict) -> None:
+    """model= against the architecture a run checkpoint describes (`model`): its weights fit no other."""
+    requested_name = requested.get("name")
+    if requested_name is not None and requested_name != model.get("name"):
+        raise UserError(
+            f"{path} holds a {model.get('name')}, not a {requested_name}; leave model= out to fine-tune "
+            "the checkpoint's own architecture"
+        )
+    small_input = requested.get("small_input")
+    if (
+        small_input is not None
+        and model.get("small_input") is not None
+        and small_input != model["small_input"]
+    ):
+        raise UserError(
+            f"{path} was trained with model.small_input={str(model['small_input']).lower()}, and its "
+            "weights fit only that stem; leave model.small_input out"
+        )
+
+
+def check_source_architecture(cfg) -> None:
+    """model= against a run checkpoint's architecture, from its description alone (the tensors are
+    mapped, not read), before the run builds anything: a -m sweep over model= from one checkpoint
+    had each point's refusal only once the points before it had trained. A file that cannot be read
+    so is judged when it is loaded."""
+    ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
+    requested = to_plain(cfg.get("model")) or {}
+    if not ckpt_path or cfg.get("pretrained") is not None or not requested:
+        return
+    hparams = peek_checkpoint(ckpt_path).get("hyper_parameters")
+    if isinstance(hparams, dict) and isinstance(hparams.get("model"), dict):
+        _refuse_another_architecture(Path(ckpt_path), hparams["model"], requested)
 
 
 def _check_plain_state_dict(loaded: dict, path: Path) -> None:
