@@ -1038,8 +1038,16 @@ def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_p
     last = _with_progress(run, epochs=8, step=160)
     with pytest.raises(UserError, match=re.escape("trained 8 epochs of this command's trainer.max_epochs=8")):
         resolve_resume([f"ckpt_path={last}"], task="train")
+    # A higher limit would lengthen that schedule, which fit refuses once a new run folder exists.
     more = [f"ckpt_path={last}", "trainer.max_epochs=9"]
-    assert resolve_resume(more, task="train") == ["experiment=resnet18_digits", *more]
+    with pytest.raises(UserError, match=re.escape("follows trainer.max_epochs (8 in run")):
+        resolve_resume(more, task="train")
+    # Stopped early (3 of its 8 epochs), it trains on under its own schedule.
+    _with_progress(run, epochs=3, step=60)
+    assert resolve_resume([f"ckpt_path={last}"], task="train") == [
+        "experiment=resnet18_digits",
+        f"ckpt_path={last}",
+    ]
     # The run's recorded limit, and a schedule that does not follow it: the command again, with more.
     run = _fake_run(runs, "y", ["trainer.max_epochs=3", "scheduler=step"], finished=True)
     last = _with_progress(run, epochs=3, step=60)

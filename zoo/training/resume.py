@@ -134,6 +134,7 @@ def resolve_resume(
                 )
             given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
             _refuse_nothing_left_to_train(argv, given, run_dir, checkpoint, task or "train")
+            _refuse_another_schedule_length(argv, run_dir, checkpoint, task or "train")
             # Said, because the README's "continues that run in its folder" is about unfinished runs.
             print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
             return argv
@@ -256,6 +257,25 @@ def _refuse_nothing_left_to_train(
             f"command's trainer.{key}={limits[key]}: nothing is left to train; {train_on}, or test it: "
             f"python evaluate.py {source}"
         )
+
+
+def _refuse_another_schedule_length(argv: list[str], run_dir: Path, checkpoint: str, task: str) -> None:
+    """A finished run trained on under a schedule whose length follows a limit this command changes
+    (the default cosine's T_max is trainer.max_epochs) is refused once fit restores the checkpoint's
+    schedule, by which time Hydra had made a run folder for nothing; refused here, before it."""
+    if is_multirun(argv):
+        return
+    now = _training_limits(argv, task)
+    before = _training_limits(_recorded_overrides(run_dir), task)
+    for key in ("max_epochs", "max_steps"):
+        if now.get(f"schedule follows {key}") and before and now.get(key) != before.get(key):
+            shown = {limit: "none" if limit is None else limit for limit in (before.get(key), now.get(key))}
+            raise UserError(
+                f"{checkpoint} continues a schedule whose length follows trainer.{key} "
+                f"({shown[before.get(key)]} in run {run_dir}, {shown[now.get(key)]} here), and a resumed "
+                "run keeps its checkpoint's schedule; train on from its weights with a fresh schedule: "
+                f"python finetune.py {typed_override('ckpt_path', checkpoint)} finetune.head=extend"
+            )
 
 
 def _is_count(value: Any) -> bool:
