@@ -545,3 +545,15 @@ def test_a_run_on_a_relative_folder_is_resumed_from_anywhere_on_its_own_images(t
     assert checkpoint["epoch"] == 1
     assert checkpoint["hyper_parameters"]["data"]["class_names"] == ["cat", "dog", "fox"]
     assert f"root: {started / 'images'}\n" in (run_dir / "config.yaml").read_text()
+
+
+def test_a_missing_relative_folder_names_where_it_was_looked_for(tmp_path: Path, monkeypatch) -> None:
+    # "image folder images does not exist" left open which folder the relative path was read from.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        UserError, match=re.escape(f"image folder images does not exist, looked for in {tmp_path}")
+    ):
+        ImageFolderDataModule("images", num_workers=0).setup()
+    with pytest.raises(UserError) as raised:
+        ImageFolderDataModule(str(tmp_path / "images"), num_workers=0).setup()
+    assert "looked for in" not in str(raised.value)

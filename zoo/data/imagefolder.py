@@ -385,7 +385,9 @@ class ImageFolderDataModule(ImageDataModule):
                 f"data.root={self.root} is a file; set data.root=DIR, the folder of class folders"
             )
         if not self.root.is_dir():
-            raise UserError(f"image folder {self.root} does not exist (set data.root=DIR)")
+            # A relative root is read from the working folder, which is not always the one meant.
+            where = "" if self.root.is_absolute() else f", looked for in {Path.cwd()}"
+            raise UserError(f"image folder {self.root} does not exist{where} (set data.root=DIR)")
         if (self.root / "train").is_dir():
             if not (self.root / "val").is_dir():
                 raise UserError(
