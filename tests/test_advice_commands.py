@@ -175,3 +175,33 @@ def test_finetune_py_refuses_such_a_sweep_before_hydra_makes_its_folder(tmp_path
         "leave model= out to fine-tune the checkpoint's own architecture"
     )
     assert not sweep.exists()
+
+
+def test_a_resume_refused_for_changed_settings_trains_on_keeping_its_head(tmp_path: Path) -> None:
+    # Its advice gave finetune.py's default finetune.head=replace, which starts the trained head
+    # afresh, where every other refused resume's advice keeps it (finetune.head=extend).
+    checkpoint = str(tmp_path / "last.ckpt")
+    module = SimpleNamespace(hparams={"data_config": {"batch_size": 32}})
+    with pytest.raises(UserError) as raised:
+        refuse_other_data(checkpoint, {"data_config": {"batch_size": 64}}, module)
+    assert str(raised.value).endswith(f"python finetune.py ckpt_path={checkpoint} finetune.head=extend")
+
+
+def test_a_fine_tune_sweep_point_whose_head_options_contradict_is_refused_before_any_trains(
+    tmp_path: Path,
+) -> None:
+    # head=replace,extend with reset=classifier: the replace point trained, and the extend one was
+    # refused only when the head was rebuilt for it.
+    source = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}, source)
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            "sweep point #1 (finetune.head=extend) of 2: finetune.head=extend keeps the trained head, "
+            "so finetune.reset=classifier contradicts it"
+        ),
+    ):
+        check_sweep_points(
+            ["-m", f"ckpt_path={source}", "finetune.head=replace,extend", "finetune.reset=classifier"],
+            "finetune",
+        )

@@ -1104,3 +1104,91 @@ def test_a_recorded_relative_data_root_is_the_folder_the_run_read(tmp_path: Path
     (run / ".hydra" / "hydra.yaml").unlink()
     monkeypatch.chdir(elsewhere)
     assert resolve_resume([f"ckpt_path={last}"])[1] == "data.root=images"
+
+
+def test_a_finished_runs_checkpoint_trained_on_into_a_named_folder_is_built_and_refused_as_without_it(
+    tmp_path: Path,
+) -> None:
+    # hydra.run.dir=NEW skipped the finished run's recorded overrides (it trained 30 epochs of the
+    # default cosine, not its own settings) and the refusals: a folder was made that trained nothing.
+    run = _fake_run(tmp_path / "runs", "x", ["trainer.max_epochs=3", "scheduler=step"], finished=True)
+    last = _with_progress(run, epochs=3, step=60)
+    new = f"hydra.run.dir={tmp_path / 'new'}"
+    again = f"python train.py {new} ckpt_path={last} trainer.max_epochs=4, or test it"
+    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")):
+        resolve_resume([new, f"ckpt_path={last}"], task="train")
+    more = [new, f"ckpt_path={last}", "trainer.max_epochs=4"]
+    assert resolve_resume(more, task="train") == ["scheduler=step", *more]
+
+
+def test_a_step_limits_advice_is_a_command_that_runs_as_printed(tmp_path: Path) -> None:
+    # It was "trainer.max_steps=N (N > 60)": pasted, the shell stopped at the parenthesis.
+    run = _fake_run(tmp_path / "runs", "x", ["trainer.max_steps=60", "scheduler=step"], finished=True)
+    last = _with_progress(run, epochs=3, step=60)
+    with pytest.raises(
+        UserError, match=re.escape(f"python train.py ckpt_path={last} trainer.max_steps=120, or")
+    ):
+        resolve_resume([f"ckpt_path={last}"], task="train")
+
+
+def test_a_finished_run_without_its_record_of_overrides_is_not_measured_against_the_defaults(
+    tmp_path: Path,
+) -> None:
+    # With no .hydra/overrides.yaml its limits were taken for the config's defaults: "follows
+    # trainer.max_epochs (30 in run ...)" for a run that had trained 1 epoch of 1.
+    run = _fake_run(tmp_path / "runs", "x", [], finished=True)
+    (run / ".hydra" / "overrides.yaml").unlink()
+    last = _with_progress(run, epochs=1, step=20)
+    given = [f"ckpt_path={last}", "trainer.max_epochs=2"]
+    assert resolve_resume(given, task="train") == given
+
+
+def test_the_configs_own_relative_data_dir_is_the_folder_the_run_read(tmp_path: Path, monkeypatch) -> None:
+    # data=imagefolder alone reads ${paths.data_dir}/images, data/images of the working folder: in no
+    # record of overrides, so resumed from another folder the run read that folder's images.
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (started / "data" / "images").mkdir(parents=True)
+    (elsewhere / "data" / "images").mkdir(parents=True)
+    run = _fake_run(tmp_path / "runs", "1", ["data=imagefolder"])
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
+    config = "paths:\n  data_dir: data\ndata:\n  root: ${paths.data_dir}/images\n"
+    (run / ".hydra" / "config.yaml").write_text(config)
+    last = run / "checkpoints" / "last.ckpt"
+    tail = [f"ckpt_path={last}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+    monkeypatch.chdir(elsewhere)
+    assert resolve_resume([f"ckpt_path={last}"]) == [
+        "data=imagefolder",
+        f"paths.data_dir={started / 'data'}",
+        *tail,
+    ]
+    # Either key given (or recorded) is the command's; from where it started nothing is added; nor
+    # for data whose root does not follow paths.data_dir (digits are built in).
+    assert resolve_resume([f"ckpt_path={last}", "data.root=mine"])[0:2] == [
+        "data=imagefolder",
+        f"ckpt_path={last}",
+    ]
+    monkeypatch.chdir(started)
+    assert resolve_resume([f"ckpt_path={last}"]) == ["data=imagefolder", *tail]
+    monkeypatch.chdir(elsewhere)
+    (run / ".hydra" / "config.yaml").write_text("paths:\n  data_dir: data\ndata:\n  name: digits\n")
+    assert resolve_resume([f"ckpt_path={last}"]) == ["data=imagefolder", *tail]
+
+
+def test_the_fine_tune_a_refusal_suggests_trains_on_the_runs_own_data(tmp_path: Path) -> None:
+    # It was "python finetune.py ckpt_path=... finetune.head=extend": finetune.py's own default data
+    # (digits), not the images the run was trained on.
+    recorded = ["data=imagefolder", "data.root='i m,g'", "trainer.max_epochs=1"]
+    run = _fake_run(tmp_path / "runs", "x", recorded, finished=True)
+    last = _with_progress(run, epochs=1, step=20)
+    with pytest.raises(UserError, match="with a fresh schedule: python finetune.py") as raised:
+        resolve_resume([f"ckpt_path={last}", "data.image_size=32"], task="train")
+    command = str(raised.value).partition("fresh schedule: ")[2].partition(", or test it")[0]
+    assert shlex.split(command) == [
+        "python",
+        "finetune.py",
+        f"ckpt_path={last}",
+        "data=imagefolder",
+        "data.root='i m,g'",
+        "data.image_size=32",
+        "finetune.head=extend",
+    ]

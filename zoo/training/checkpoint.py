@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from .errors import UserError, in_one_line
-from .quoting import typed_override
+from .quoting import train_on_command
 from .run_dirs import check_weights_path
 
 # Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
@@ -228,7 +228,7 @@ def check_resumable(path: str | Path, module) -> None:
     if changed:
         raise UserError(
             f"{path} was trained with {changed}; resume with the model settings the run began with, or "
-            f"train on from its weights with python finetune.py {typed_override('ckpt_path', path)}"
+            f"train on from its weights with {train_on_command(path)}"
         )
     refuse_other_data(path, hparams, module)
 
@@ -250,7 +250,7 @@ def refuse_other_data(path: str | Path, hparams: dict[str, Any], module) -> None
     if changed:
         raise UserError(
             f"{path} was trained with {changed}; resume with the data settings the run began with, or "
-            f"train on from its weights with python finetune.py {typed_override('ckpt_path', path)}"
+            f"train on from its weights with {train_on_command(path)}"
         )
 
 

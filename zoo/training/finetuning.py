@@ -20,7 +20,7 @@ from . import builders
 from .checkpoint import load_run_checkpoint, refuse_other_data
 from .errors import UserError
 from .freezing import split_parameters
-from .head_surgery import HEAD_MODES, RESETS, rebuild_head, transplant
+from .head_surgery import HEAD_MODES, RESETS, rebuild_head, refuse_contradicting_head_options, transplant
 from .module import ImageClassifier
 from .validation import is_integer, is_number
 from .weight_sources import check_source_architecture, check_source_request, load_source
@@ -92,6 +92,7 @@ def check_finetune_options(cfg: DictConfig) -> None:
         value = cfg.finetune.get(key)
         if not test(value):
             raise UserError(f"finetune.{key} must be {expected}, got {value!r}")
+    refuse_contradicting_head_options(cfg.finetune.head, cfg.finetune.reset)
 
 
 def build_finetune_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier, str]:

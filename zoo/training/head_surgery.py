@@ -47,6 +47,16 @@ def _final_linears(net: ClassifierModel) -> list[nn.Linear]:
     return [net.get_classifier(), *net.aux_classifiers().values()]
 
 
+def refuse_contradicting_head_options(mode: str, reset: str) -> None:
+    """finetune.head and finetune.reset together; also checked with the other options before anything
+    is read, so that a -m sweep refuses such a point before the points ahead of it train."""
+    if mode == "extend" and reset == "classifier":
+        raise UserError(
+            "finetune.head=extend keeps the trained head, so finetune.reset=classifier contradicts it; "
+            "use finetune.head=replace to re-initialise the whole classifier"
+        )
+
+
 def rebuild_head(
     net: ClassifierModel,
     class_names: Sequence[str],
@@ -75,11 +85,7 @@ def rebuild_head(
             "finetune.head=extend matches classes by name, and this source has no class names "
             "(a plain state dict); use finetune.head=replace, or a checkpoint written by train.py"
         )
-    if reset == "classifier":
-        raise UserError(
-            "finetune.head=extend keeps the trained head, so finetune.reset=classifier contradicts it; "
-            "use finetune.head=replace to re-initialise the whole classifier"
-        )
+    refuse_contradicting_head_options(mode, reset)
     old_rows = {name: row for row, name in enumerate(source_class_names)}
     pairs = [(row, old_rows[name]) for row, name in enumerate(class_names) if name in old_rows]
     old_linears = _final_linears(net)

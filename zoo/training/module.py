@@ -21,7 +21,7 @@ from ..data.batches import PADDING
 from ..models import create_model
 from ..models._head import ClassifierModel
 from .errors import UserError
-from .quoting import typed_override
+from .quoting import train_on_command
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -36,8 +36,7 @@ def _as_plain(value: Any) -> Any:
 
 def _train_on_afresh(checkpoint: str, what: str) -> str:
     """The advice for a resume that is refused: the way on from its weights, in a run of its own."""
-    command = f"python finetune.py {typed_override('ckpt_path', checkpoint)} finetune.head=extend"
-    return f"train on from its weights with a fresh {what}: {command}"
+    return f"train on from its weights with a fresh {what}: {train_on_command(checkpoint)}"
 
 
 # The checkpoint entry that holds the running training loss and accuracy of the epoch under way.

@@ -37,3 +37,12 @@ def typed_override(key: str, value: str | Path) -> str:
     # Hydra's double quotes first: inside the shell's single ones they read as written, where its
     # single quotes would each be closed, escaped and reopened ('ckpt_path='"'"'a,b'"'"'').
     return shlex.quote(override(key, value, quotes="\"'"))
+
+
+def train_on_command(checkpoint: str | Path, data: list[str] | tuple[str, ...] = ()) -> str:
+    """The command that trains on from a checkpoint's weights in a run of its own, with a fresh
+    optimizer and schedule: its trained head kept (finetune.head=replace would start it afresh), on
+    the run's `data` overrides as Hydra takes them (without them finetune.py trains on its default
+    data set)."""
+    source = typed_override("ckpt_path", checkpoint)
+    return " ".join(["python finetune.py", source, *map(shlex.quote, data), "finetune.head=extend"])

@@ -12,8 +12,8 @@ import yaml
 
 from .errors import UserError
 from .overrides import CONFIG_DIR, given_overrides, is_multirun
-from .quoting import override, typed_override, unquoted
-from .run_dirs import is_finished, run_task
+from .quoting import override, train_on_command, typed_override, unquoted
+from .run_dirs import first_process, is_finished, run_task
 
 RUNS_DIR = Path("runs")
 # Overrides that say where and how to resume, not what to train: ignored when matching runs.
@@ -123,21 +123,33 @@ def resolve_resume(
                 _refuse_other_task(run_dir, task)
                 argv = _with_recorded_overrides(argv, run_dir, resume_key)
                 return [*argv, override("hydra.run.dir", run_dir), *_KEEP_RECORD]
-            made_by = _made_by_another(run_dir, task)
-            if made_by is not None:
-                # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
-                # finetune.* overrides) ended in a traceback or an unknown key.
-                raise UserError(
-                    f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
-                    f"weights with python finetune.py {typed_override('ckpt_path', checkpoint)} "
-                    "finetune.head=extend"
-                )
-            given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
-            _refuse_nothing_left_to_train(argv, given, run_dir, checkpoint, task or "train")
-            _refuse_another_schedule_length(argv, run_dir, checkpoint, task or "train")
-            # Said, because the README's "continues that run in its folder" is about unfinished runs.
-            print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
-            return argv
+            return _train_on_from_finished(argv, run_dir, checkpoint, resume_key, task)
+    return argv
+
+
+def _train_on_from_finished(
+    argv: list[str], run_dir: Path, checkpoint: str, resume_key: str, task: str | None
+) -> list[str]:
+    """A finished run's checkpoint, trained on in a new run folder built as that run was; refused
+    here, before Hydra makes that folder, when nothing would be trained or its schedule would change."""
+    made_by = _made_by_another(run_dir, task)
+    if made_by is not None:
+        # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
+        # finetune.* overrides) ended in a traceback or an unknown key.
+        raise UserError(
+            f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
+            f"weights with {train_on_command(checkpoint, _data_of([*_recorded_overrides(run_dir), *argv]))}"
+        )
+    given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
+    if not is_multirun(argv):
+        limits = _training_limits(argv, task or "train")
+        train_on = train_on_command(checkpoint, _data_of(argv))
+        _refuse_nothing_left_to_train(limits, given, run_dir, checkpoint, task or "train", train_on)
+        _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on)
+    # Said, because the README's "continues that run in its folder" is about unfinished runs; once,
+    # not again by each process Lightning starts for DDP (its command names the new folder).
+    if first_process():
+        print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
     return argv
 
 
@@ -149,11 +161,17 @@ def _resume_in_named_dir(
 ) -> list[str]:
     """`ckpt_path=RUN/checkpoints/last.ckpt hydra.run.dir=RUN` resumes RUN as ckpt_path alone would:
     with the overrides RUN was started with, its record left as it is. A checkpoint from another
-    folder starts the named run from it."""
+    folder starts the named run from it: a finished run's as it would without hydra.run.dir."""
     if resume_key != "ckpt_path" or not checkpoint or checkpoint == "null":
         return argv
     source = Path(checkpoint)
-    if source.parent.name != "checkpoints" or not _same_folder(source.parent.parent, run_dir):
+    if source.parent.name != "checkpoints":
+        return argv
+    if not _same_folder(source.parent.parent, run_dir):
+        if is_finished(source.parent.parent):
+            # A new folder named for it changes nothing else: built as that run was, and refused
+            # when nothing is left to train, as without hydra.run.dir.
+            return _train_on_from_finished(argv, source.parent.parent, checkpoint, resume_key, task)
         return argv
     if is_finished(run_dir):
         return argv  # refused later, with the reason: a finished run is never reused
@@ -180,6 +198,8 @@ def _with_recorded_overrides(argv: list[str], run_dir: Path, resume_key: str) ->
         for token in _recorded_overrides(run_dir)
         if (key := token.partition("=")[0].lstrip("+~")) not in given and key not in location
     ]
+    if not given.union(token.partition("=")[0].lstrip("+~") for token in recorded) & set(_DATA_PATH_KEYS):
+        recorded += _default_data_dir_the_run_read(run_dir, started_in)
     if recorded:
         print(f"resuming {run_dir} with the overrides it was started with: {' '.join(recorded)}", flush=True)
     return [*recorded, *argv]
@@ -214,13 +234,41 @@ def _data_where_the_run_read_it(token: str, started_in: Path | None) -> str:
     return override(key, os.path.normpath(started_in / path))
 
 
+def _default_data_dir_the_run_read(run_dir: Path, started_in: Path | None) -> list[str]:
+    """The config's own relative paths.data_dir (data/), as the folder the run read, for a run whose
+    data.root follows it and that set neither key: it is in no record of overrides, and resumed
+    from another working folder the run read that folder's data/ (images of its own, or a download)."""
+    try:
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+        data_dir, root = config["paths"]["data_dir"], config["data"]["root"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    if not isinstance(data_dir, str) or not isinstance(root, str) or "${paths.data_dir}" not in root:
+        return []
+    as_written = override("paths.data_dir", data_dir)
+    token = _data_where_the_run_read_it(as_written, started_in)
+    return [] if token == as_written else [token]
+
+
+def _data_of(argv: list[str]) -> list[str]:
+    """The overrides among `argv` that choose or place a run's data (the last of each key), for a
+    command that trains on from its weights."""
+    latest: dict[str, str] = {}
+    for token in argv:
+        key = token.partition("=")[0].lstrip("+~")
+        if key == "data" or key.startswith("data.") or key == "paths.data_dir":
+            latest.pop(key, None)
+            latest[key] = token
+    return list(latest.values())
+
+
 def _refuse_nothing_left_to_train(
-    argv: list[str], given: list[str], run_dir: Path, checkpoint: str, task: str
+    limits: dict[str, Any], given: list[str], run_dir: Path, checkpoint: str, task: str, fine_tune: str
 ) -> None:
-    """A finished run's checkpoint that has reached the epoch or step limit of this command (`argv`,
-    the run's recorded overrides then the `given` ones) made a new run folder that trained nothing
-    and only tested again; refused before Hydra makes that folder. A checkpoint that does not say
-    how far it got is left to train on."""
+    """A finished run's checkpoint that has reached the epoch or step limit of this command (`limits`,
+    from the run's recorded overrides then the `given` ones) made a new run folder that trained
+    nothing and only tested again; refused before Hydra makes that folder. A checkpoint that does
+    not say how far it got is left to train on."""
     from .checkpoint import peek_checkpoint  # torch: only on this path, not on every command's
 
     saved = peek_checkpoint(checkpoint)
@@ -231,9 +279,8 @@ def _refuse_nothing_left_to_train(
         "max_epochs": (progress.get("total") or {}).get("processed"),
         "max_steps": saved.get("global_step"),
     }
-    if is_multirun(argv) or not all(_is_count(value) for value in done.values()):
+    if not all(_is_count(value) for value in done.values()):
         return
-    limits = _training_limits(argv, task)
     for key, unit in (("max_epochs", "epoch"), ("max_steps", "step")):
         if key not in limits or done[key] < limits[key]:
             continue
@@ -241,12 +288,10 @@ def _refuse_nothing_left_to_train(
         source = typed_override("ckpt_path", checkpoint)
         if limits[f"schedule follows {key}"]:
             # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
-            train_on = (
-                "train on from its weights with a fresh schedule: "
-                f"python finetune.py {source} finetune.head=extend"
-            )
+            train_on = f"train on from its weights with a fresh schedule: {fine_tune}"
         else:
-            higher = f"{done[key] + 1}" if key == "max_epochs" else f"N (N > {done[key]})"
+            # One epoch more, or as many steps again: a number, so that the command runs as printed.
+            higher = done[key] + 1 if key == "max_epochs" else 2 * done[key]
             kept = [
                 shlex.quote(t) for t in given if t.partition("=")[0] not in ("ckpt_path", f"trainer.{key}")
             ]
@@ -259,13 +304,15 @@ def _refuse_nothing_left_to_train(
         )
 
 
-def _refuse_another_schedule_length(argv: list[str], run_dir: Path, checkpoint: str, task: str) -> None:
+def _refuse_another_schedule_length(
+    now: dict[str, Any], run_dir: Path, checkpoint: str, task: str, fine_tune: str
+) -> None:
     """A finished run trained on under a schedule whose length follows a limit this command changes
-    (the default cosine's T_max is trainer.max_epochs) is refused once fit restores the checkpoint's
-    schedule, by which time Hydra had made a run folder for nothing; refused here, before it."""
-    if is_multirun(argv):
+    (`now`; the default cosine's T_max is trainer.max_epochs) is refused once fit restores the
+    checkpoint's schedule, by which time Hydra had made a run folder for nothing; refused here,
+    before it. A run without its record of overrides is left to fit: its limits are not known here."""
+    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
         return
-    now = _training_limits(argv, task)
     before = _training_limits(_recorded_overrides(run_dir), task)
     for key in ("max_epochs", "max_steps"):
         if now.get(f"schedule follows {key}") and before and now.get(key) != before.get(key):
@@ -274,7 +321,7 @@ def _refuse_another_schedule_length(argv: list[str], run_dir: Path, checkpoint: 
                 f"{checkpoint} continues a schedule whose length follows trainer.{key} "
                 f"({shown[before.get(key)]} in run {run_dir}, {shown[now.get(key)]} here), and a resumed "
                 "run keeps its checkpoint's schedule; train on from its weights with a fresh schedule: "
-                f"python finetune.py {typed_override('ckpt_path', checkpoint)} finetune.head=extend"
+                f"{fine_tune}"
             )
 
 

@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from .errors import EXIT_USER_ERROR, UserError
-from .run_dirs import refuse_reused_run_dir, refuse_reused_sweep_dir
+from .run_dirs import first_process, refuse_reused_run_dir, refuse_reused_sweep_dir
 
 
 def _resolved(config: Any, key: str) -> Path | None:
@@ -34,11 +34,6 @@ def _refuse(check, *args: Any, **kwargs: Any) -> None:
 
 
 LOCK_NAME = ".run.lock"
-
-
-def _first_process() -> bool:
-    """Not one of the other processes of a multi-process run, which share the first one's folder."""
-    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def _alive(pid: int) -> bool:
@@ -104,7 +99,7 @@ class RunDirGuard(Callback):
             return
         resuming = self.resume_key is not None and config.get(self.resume_key) not in (None, "")
         _refuse(refuse_reused_run_dir, run_dir, resuming, can_resume=self.resume_key is not None)
-        if _first_process():
+        if first_process():
             _refuse(hold_run_dir, run_dir)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:

@@ -14,6 +14,11 @@ from .errors import UserError
 from .quoting import typed_override
 
 
+def first_process() -> bool:
+    """Not one of the other processes of a multi-process run, which share the first one's folder."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
 def check_weights_path(path: str | Path) -> None:
     """A checkpoint path that names no file (a typo, a folder), refused before anything is built."""
     path = Path(path)
