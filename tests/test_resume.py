@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -689,12 +690,48 @@ def test_a_resumed_run_logs_on_in_its_tensorboard_run_without_repeating_a_step(t
     assert [event.step for event in events.Images("train/inputs")] == [0]
 
 
+def _csv_steps(metrics_csv: Path, column: str) -> list[int]:
+    with metrics_csv.open(newline="") as file:
+        return [int(row["step"]) for row in csv.DictReader(file) if row.get(column)]
+
+
+def test_a_resumed_run_keeps_its_csv_history_and_logs_on_without_repeating_a_step(tmp_path: Path) -> None:
+    # Lightning's CSV writer deleted the metrics.csv it found: a resumed run lost every row its
+    # interrupted run had written. Kept up to the checkpoint's step (4), as TensorBoard's purge_step.
+    overrides = (
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=4",
+        "callbacks.last_checkpoint.every_n_train_steps=100",
+        "logger=csv",
+        "+logger.csv.flush_logs_every_n_steps=1",
+    )
+    run_dir = tmp_path / "run"
+    cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _DiesAtSecondValidation())
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    metrics_csv = run_dir / "csv" / "metrics.csv"
+    assert _csv_steps(metrics_csv, "val/loss") == [3] and _csv_steps(metrics_csv, "lr-Adam") == [0, 4]
+    before = metrics_csv.read_bytes()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # Refused inside fit (a longer one-cycle horizon would be, as a longer cosine is here), the resume
+    # leaves the file as it was.
+    with pytest.raises(UserError, match="T_max"):
+        _fit_in_process(run_dir, (*overrides[1:], "trainer.max_epochs=3"), resume=last)
+    assert metrics_csv.read_bytes() == before
+    _fit_in_process(run_dir, overrides, resume=last)
+    assert _csv_steps(metrics_csv, "val/loss") == [3, 7]
+    assert _csv_steps(metrics_csv, "lr-Adam") == [0, 4]
+
+
 def test_only_a_tensorboard_logger_is_opened_with_the_resumed_step_as_its_purge_step(tmp_path: Path) -> None:
     cfg = compose_config(f"paths.output_dir={tmp_path}", "logger=[tensorboard,csv]")
     tensorboard, csv = builders.build_loggers(cfg, resumed_step=12)
     assert isinstance(tensorboard, TensorBoardLogger) and isinstance(csv, CSVLogger)
     # The writer forgets purge_step once its file is open; the logger keeps what it handed over.
-    assert tensorboard._kwargs.get("purge_step") == 12
+    assert tensorboard._kwargs.get("purge_step") == 12 and csv.purge_step == 12
     # A new run where one was killed before its first checkpoint: that run's points are dropped.
     killed = tmp_path / "killed"
     builders.build_loggers(compose_config(f"paths.output_dir={killed}"))[0].experiment.flush()

@@ -26,6 +26,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
 from .errors import UserError, in_one_line
 from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
+from .loggers import ResumableCSVLogger
 from .module import ImageClassifier
 from .profiling import NoProfiler
 from .runlog import say
@@ -248,11 +249,11 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return callbacks
 
 
-def _is_tensorboard(node: Any) -> bool:
-    """Whether a logger section builds a TensorBoardLogger, read from its target without building it
+def _builds(node: Any, kind: type) -> bool:
+    """Whether a logger section builds a `kind` of logger, read from its target without building it
     (a bad target is left for instantiate_section to report)."""
     try:
-        return issubclass(get_class(node._target_), TensorBoardLogger)
+        return issubclass(get_class(node._target_), kind)
     except Exception:
         return False
 
@@ -262,14 +263,16 @@ def _holds_events(folder: str) -> bool:
 
 
 def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
-    """The configured loggers. A resumed run's TensorBoard writer drops what the interrupted run logged
-    from `resumed_step` on (TensorBoard's purge_step): the resumed run logs those steps again."""
+    """The configured loggers. A resumed run's TensorBoard and CSV writers drop what the interrupted
+    run logged from `resumed_step` on (TensorBoard's purge_step): the resumed run logs those steps again."""
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
         extra = {}
-        if _is_tensorboard(node):
+        if _builds(node, ResumableCSVLogger) and resumed_step is not None:
+            extra["purge_step"] = resumed_step
+        if _builds(node, TensorBoardLogger):
             if resumed_step is not None:
                 extra["purge_step"] = resumed_step
             elif _holds_events(cfg.paths.output_dir):
