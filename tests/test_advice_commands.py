@@ -135,7 +135,9 @@ def test_a_fine_tune_sweep_over_models_of_one_checkpoint_is_refused_before_any_p
     torch.save({"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}, source)
     with pytest.raises(
         UserError,
-        match=re.escape(f"sweep point #1 (model=alexnet) of 2: {source} holds a lenet5, not a alexnet"),
+        match=re.escape(
+            f"sweep point #1 (model=alexnet) of 2: {source} holds a model=lenet5, not model=alexnet"
+        ),
     ):
         check_sweep_points(["-m", f"ckpt_path={source}", "model=lenet5,alexnet"], "finetune")
     with pytest.raises(
@@ -171,7 +173,7 @@ def test_finetune_py_refuses_such_a_sweep_before_hydra_makes_its_folder(tmp_path
     )
     assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
     assert result.stderr.strip() == (
-        f"error: sweep point #1 (model=alexnet) of 2: {source} holds a lenet5, not a alexnet; "
+        f"error: sweep point #1 (model=alexnet) of 2: {source} holds a model=lenet5, not model=alexnet; "
         "leave model= out to fine-tune the checkpoint's own architecture"
     )
     assert not sweep.exists()

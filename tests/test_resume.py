@@ -856,11 +856,14 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=re.escape(message)):
         check_resumable(last, module("model.dropout=0.3"))
     with pytest.raises(
-        UserError, match=re.escape(f"{last} holds a lenet5 with 10 classes (1 channels), but")
+        UserError, match=re.escape(f"{last} holds a model=lenet5 with 10 classes (1 channels), but")
     ):
         check_resumable(last, module("model=resnet18"))
     # Images of another channel count are named as such, the two counts side by side.
-    message = f"{last} holds a lenet5 with 10 classes (1 channels), but this run builds a lenet5 with 10 "
+    message = (
+        f"{last} holds a model=lenet5 with 10 classes (1 channels), "
+        "but this run builds a model=lenet5 with 10 "
+    )
     with pytest.raises(UserError, match=re.escape(message + "classes (3 channels)")):
         check_resumable(last, module("data=synthetic", "data.channels=3"))
 
@@ -1059,7 +1062,7 @@ def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before
         f"error: run {run} already finished, and {last} has trained 1 epoch of this command's "
         "trainer.max_epochs=1: nothing is left to train; train on from its weights with a fresh schedule: "
         f"python finetune.py ckpt_path={last} finetune.head=extend, or test it: "
-        f"python evaluate.py ckpt_path={last}"
+        f"python evaluate.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}"  # the weights its test used
     )
     assert list(work.iterdir()) == []
     # A higher limit trains on from it, in a new folder, as before.

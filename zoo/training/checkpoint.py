@@ -219,8 +219,8 @@ def check_resumable(path: str | Path, module) -> None:
     described = ("name", "num_classes", "in_chans")
     if any(saved.get(key) != wanted.get(key) for key in described) or saved_classes != wanted_classes:
         raise UserError(
-            f"{path} holds a {saved.get('name')} with {saved_classes} classes "
-            f"({saved.get('in_chans')} channels), but this run builds a {wanted.get('name')} "
+            f"{path} holds a model={saved.get('name')} with {saved_classes} classes "
+            f"({saved.get('in_chans')} channels), but this run builds a model={wanted.get('name')} "
             f"with {wanted_classes} classes ({wanted.get('in_chans')} channels); resume with the same "
             "model= and data=, or fine-tune with finetune.py"
         )

@@ -157,7 +157,9 @@ def _resumed_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier
         )
     requested = (builders.to_plain(cfg.get("model")) or {}).get("name")
     if requested is not None and requested != hparams["model"]["name"]:
-        raise UserError(f"{path} holds a {hparams['model']['name']}, not a {requested}; leave model= out")
+        raise UserError(
+            f"{path} holds a model={hparams['model']['name']}, not model={requested}; leave model= out"
+        )
     module = builders.build_module(
         cfg,
         DataSpec.from_dict(hparams["data"]),

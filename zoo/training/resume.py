@@ -297,10 +297,13 @@ def _refuse_nothing_left_to_train(
             ]
             again = " ".join([f"python {task}.py", *kept, source, f"trainer.{key}={higher}"])
             train_on = f"train on with a higher limit: {again}"
+        # The weights the run's own test used, when it kept a best checkpoint beside this one.
+        best = Path(checkpoint).parent / "best.ckpt"
+        tested = typed_override("ckpt_path", best) if best.is_file() else source
         raise UserError(
             f"run {run_dir} already finished, and {checkpoint} has trained {done[key]} {unit} of this "
             f"command's trainer.{key}={limits[key]}: nothing is left to train; {train_on}, or test it: "
-            f"python evaluate.py {source}"
+            f"python evaluate.py {tested}"
         )
 
 

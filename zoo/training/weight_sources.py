@@ -203,8 +203,8 @@ def _refuse_another_architecture(path: Path, model: dict, requested: dict) -> No
     requested_name = requested.get("name")
     if requested_name is not None and requested_name != model.get("name"):
         raise UserError(
-            f"{path} holds a {model.get('name')}, not a {requested_name}; leave model= out to fine-tune "
-            "the checkpoint's own architecture"
+            f"{path} holds a model={model.get('name')}, not model={requested_name}; leave model= out to "
+            "fine-tune the checkpoint's own architecture"
         )
     small_input = requested.get("small_input")
     if (
