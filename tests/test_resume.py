@@ -1102,6 +1102,11 @@ def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_p
         resolve_resume([f"ckpt_path={last}", "trainer.max_steps=50"], task="train")
     more = [f"ckpt_path={last}", "trainer.max_steps=51"]
     assert resolve_resume(more, task="train") == ["trainer.max_epochs=3", "scheduler=step", *more]
+    # Both limits reached: both raised, or the suggested command would be refused for the other.
+    _with_progress(run, epochs=3, step=60)
+    again = f"python train.py ckpt_path={last} trainer.max_epochs=4 trainer.max_steps=120, or test it"
+    with pytest.raises(UserError, match=re.escape(again)):
+        resolve_resume([f"ckpt_path={last}", "trainer.max_steps=60"], task="train")
     # A checkpoint that does not say how far it got trains on, as do a sweep and a fast_dev_run.
     recorded = ["trainer.max_epochs=3", "scheduler=step"]
     for given, saved in (

@@ -281,30 +281,35 @@ def _refuse_nothing_left_to_train(
     }
     if not all(_is_count(value) for value in done.values()):
         return
-    for key, unit in (("max_epochs", "epoch"), ("max_steps", "step")):
-        if key not in limits or done[key] < limits[key]:
-            continue
-        unit += "s" if done[key] != 1 else ""
-        source = typed_override("ckpt_path", checkpoint)
-        if limits[f"schedule follows {key}"]:
-            # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
-            train_on = f"train on from its weights with a fresh schedule: {fine_tune}"
-        else:
-            # One epoch more, or as many steps again: a number, so that the command runs as printed.
-            higher = done[key] + 1 if key == "max_epochs" else 2 * done[key]
-            kept = [
-                shlex.quote(t) for t in given if t.partition("=")[0] not in ("ckpt_path", f"trainer.{key}")
-            ]
-            again = " ".join([f"python {task}.py", *kept, source, f"trainer.{key}={higher}"])
-            train_on = f"train on with a higher limit: {again}"
-        # The weights the run's own test used, when it kept a best checkpoint beside this one.
-        best = Path(checkpoint).parent / "best.ckpt"
-        tested = typed_override("ckpt_path", best) if best.is_file() else source
-        raise UserError(
-            f"run {run_dir} already finished, and {checkpoint} has trained {done[key]} {unit} of this "
-            f"command's trainer.{key}={limits[key]}: nothing is left to train; {train_on}, or test it: "
-            f"python evaluate.py {tested}"
-        )
+    reached = [key for key in ("max_epochs", "max_steps") if key in limits and done[key] >= limits[key]]
+    if not reached:
+        return
+    key = reached[0]
+    unit = ("epoch" if key == "max_epochs" else "step") + ("s" if done[key] != 1 else "")
+    source = typed_override("ckpt_path", checkpoint)
+    if any(limits[f"schedule follows {reached_key}"] for reached_key in reached):
+        # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
+        train_on = f"train on from its weights with a fresh schedule: {fine_tune}"
+    else:
+        # One epoch more, or as many steps again: numbers, so that the command runs as printed; every
+        # limit reached is raised, or the command would be refused again for the other.
+        higher = {"max_epochs": done["max_epochs"] + 1, "max_steps": 2 * done["max_steps"]}
+        raised = [f"trainer.{reached_key}={higher[reached_key]}" for reached_key in reached]
+        kept = [
+            shlex.quote(t)
+            for t in given
+            if t.partition("=")[0] not in ("ckpt_path", *(f"trainer.{k}" for k in reached))
+        ]
+        again = " ".join([f"python {task}.py", *kept, source, *raised])
+        train_on = f"train on with a higher limit: {again}"
+    # The weights the run's own test used, when it kept a best checkpoint beside this one.
+    best = Path(checkpoint).parent / "best.ckpt"
+    tested = typed_override("ckpt_path", best) if best.is_file() else source
+    raise UserError(
+        f"run {run_dir} already finished, and {checkpoint} has trained {done[key]} {unit} of this "
+        f"command's trainer.{key}={limits[key]}: nothing is left to train; {train_on}, or test it: "
+        f"python evaluate.py {tested}"
+    )
 
 
 def _refuse_another_schedule_length(
