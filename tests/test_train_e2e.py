@@ -6,16 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from zoo.data import DataSpec
+from zoo.training import builders
 from zoo.training.callbacks import confusion_rates
+from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
 
-from .conftest import QUICK, run_script
+from .conftest import QUICK, compose_config, run_script
 from .test_resume import _fit_in_process
 
 
@@ -281,3 +284,44 @@ def test_evaluate_on_the_validation_split(trained_run: Path, tmp_path: Path) -> 
     )
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["split"] == "val" and report["samples"] == 180 and "val/acc" in report
+
+
+class _StopsInTheSecondEpoch(pl.Callback):
+    """Asks the trainer to stop in the middle of the second epoch: after a batch, as trainer.max_time's
+    Timer does, or after a validation there, as early stopping at a val_check_interval does."""
+
+    def __init__(self, after: str) -> None:
+        self.after = after
+        self.tallies: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.after == "batch" and trainer.current_epoch == 1 and batch_idx == 0:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.after == "validation" and trainer.current_epoch == 1:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.tallies.append(float(pl_module.train_sums[0] / pl_module.train_seen))
+
+
+@pytest.mark.parametrize("after", ["batch", "validation"])
+def test_an_epoch_stopped_in_its_middle_logs_its_own_training_figures(tmp_path: Path, after: str) -> None:
+    # They were logged only at an epoch's last batch: the stopped epoch's line and its logged
+    # train/loss were the epoch before's.
+    cfg = compose_config(
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=4",
+        "trainer.val_check_interval=2",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+    )
+    _, datamodule, trainer = start_run(cfg)
+    stopper = _StopsInTheSecondEpoch(after)
+    trainer.callbacks.append(stopper)
+    trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    assert trainer.current_epoch == 2 and len(stopper.tallies) == 2
+    assert stopper.tallies[0] != stopper.tallies[1]
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(stopper.tallies[1])

@@ -96,6 +96,7 @@ class ImageClassifier(pl.LightningModule):
         # stays in the loss sum until the epoch ends, which is what NonFiniteLossGuard reads.
         self.register_buffer("train_sums", torch.zeros(2), persistent=False)
         self.train_seen = 0
+        self._train_tally_logged = False
         # validate_args off: the metrics' input check (torch.unique over the targets) waits for the
         # GPU at every evaluation step, and the inputs here are this module's own logits and the data
         # module's labels, in range by construction.
@@ -163,33 +164,40 @@ class ImageClassifier(pl.LightningModule):
         self.train_sums[0].add_(loss.detach(), alpha=len(targets))
         self.train_sums[1].add_((logits.detach().argmax(dim=1) == hard_targets).sum())
         self.train_seen += len(targets)
-        if self._last_batch_of_epoch(batch_idx) or self._last_step_of_run(batch_idx):
-            # Logged once per epoch, not per step: each self.log call costs about as much Python as a
-            # whole LeNet-5 step. Every process sees as many samples (samplers pad), so the mean over
-            # processes (sync_dist) of their means is the epoch's mean.
-            loss_mean, accuracy = (self.train_sums / self.train_seen).unbind()
-            options = {"on_step": False, "on_epoch": True, "sync_dist": True, "batch_size": 1}
-            self.log("train/loss", loss_mean, prog_bar=True, **options)
-            self.log("train/acc", accuracy, **options)
         return loss
 
-    def _last_batch_of_epoch(self, batch_idx: int) -> bool:
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Logged once per epoch, not per step: each self.log call costs about as much Python as a
+        # whole LeNet-5 step. After the batch, not in training_step: a stop that a callback asks for
+        # here (trainer.max_time's Timer) ends the epoch early, and its figures are logged too.
         trainer = self._trainer  # None when a step is called by hand, outside a Trainer
-        return trainer is not None and last_batch_of_epoch(trainer, batch_idx)
+        if trainer is None or self._train_tally_logged:
+            return
+        # global_step counts this batch's optimizer step by now.
+        steps_done = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        if trainer.should_stop or steps_done or last_batch_of_epoch(trainer, batch_idx):
+            self._log_train_tally()
 
-    def _last_step_of_run(self, batch_idx: int) -> bool:
-        """Whether trainer.max_steps ends the run with this batch, mid-epoch: its partial epoch is
-        logged too."""
-        trainer = self._trainer
-        if trainer is None or trainer.max_steps == -1:
-            return False
-        steps_optimizer = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        return steps_optimizer and trainer.global_step + 1 >= trainer.max_steps
+    def on_train_epoch_end(self) -> None:
+        # An epoch stopped after a validation in its middle (early stopping at val_check_interval):
+        # logged here, before Lightning writes the epoch's figures.
+        if not self._train_tally_logged and self.train_seen:
+            self._log_train_tally()
+
+    def _log_train_tally(self) -> None:
+        # Every process sees as many samples (samplers pad), so the mean over processes (sync_dist)
+        # of their means is the epoch's mean.
+        loss_mean, accuracy = (self.train_sums / self.train_seen).unbind()
+        options = {"on_step": False, "on_epoch": True, "sync_dist": True, "batch_size": 1}
+        self.log("train/loss", loss_mean, prog_bar=True, **options)
+        self.log("train/acc", accuracy, **options)
+        self._train_tally_logged = True
 
     def on_train_epoch_start(self) -> None:
         # A fresh tally each epoch, also when the previous one ended early (max_steps, a resume).
         self.train_sums.zero_()
         self.train_seen = 0
+        self._train_tally_logged = False
 
     # The epoch's running tally travels in the checkpoint: a run resumed mid-epoch does not call
     # on_train_epoch_start, and would otherwise report that epoch over the batches after the resume.
