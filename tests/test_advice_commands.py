@@ -17,12 +17,12 @@ from omegaconf import OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from zoo.data.imagefolder import ImageFolderDataModule
-from zoo.training.checkpoint import refuse_other_data
+from zoo.training.checkpoint import check_resumable, refuse_other_data
 from zoo.training.errors import UserError
 from zoo.training.fit import stopped_by_sigterm
 from zoo.training.module import _train_on_afresh
 from zoo.training.overrides import check_sweep_points
-from zoo.training.quoting import override, typed_override
+from zoo.training.quoting import override, typed_override, unquoted
 from zoo.training.resume import resolve_resume
 from zoo.training.run_dirs import refuse_reused_run_dir
 
@@ -49,6 +49,31 @@ def test_an_override_typed_as_printed_names_the_path(name: str) -> None:
     # Rewritten into the command line, where no shell reads it, Hydra reads it as it is.
     assert OverridesParser.create().parse_override(override("ckpt_path", path)).value() == path
     assert override("ckpt_path", "runs/plain/best.ckpt") == "ckpt_path=runs/plain/best.ckpt"
+
+
+# Hydra drops the spaces around an unquoted value; inside quotes it reads a backslash before the
+# quote, or at the end, as escaping what follows, so those are doubled and no others.
+@pytest.mark.parametrize(
+    "value", [" lead", "trail ", "ends in \\", "it\\'s", 'say \\"hi\\"', "two\\\\", "a\\b,c"]
+)
+def test_a_value_with_edge_spaces_or_backslashes_reads_back_as_written(value: str) -> None:
+    assert OverridesParser.create().parse_override(override("ckpt_path", value)).value() == value
+    (token,) = shlex.split(typed_override("ckpt_path", value))
+    assert OverridesParser.create().parse_override(token).value() == value
+
+
+def test_a_printed_path_takes_hydras_double_quotes_inside_the_shells_single_ones() -> None:
+    # Hydra's single quotes inside the shell's would each be closed, escaped and reopened: the
+    # command still ran, but read as 'ckpt_path='"'"'a b,c'"'"'' where this reads as written.
+    assert typed_override("ckpt_path", "runs/a b,c/last.ckpt") == "'ckpt_path=\"runs/a b,c/last.ckpt\"'"
+
+
+def test_only_a_matching_pair_of_quotes_is_taken_off_a_value() -> None:
+    # A quote at one end only, or one of each kind, is part of the name (a file called it's' is one).
+    assert unquoted("'a,b'") == unquoted('"a,b"') == "a,b"
+    for value in ("'", '"', "'a,b\"", "a'", "'a", "''x"):
+        assert unquoted(value) == value
+    assert unquoted("''") == ""
 
 
 def _run(runs: Path, name: str, task: str, finished: bool) -> Path:
@@ -87,9 +112,35 @@ def test_resume_refusals_print_commands_that_name_the_run(tmp_path: Path) -> Non
     assert value_hydra_reads(str(raised.value), "resume") == str(trained)
 
 
+def test_a_finished_runs_refusals_print_commands_that_name_its_checkpoint(tmp_path: Path) -> None:
+    # Nothing left to train, or a schedule of another length: both say how to go on from the
+    # checkpoint, and a run folder named with a space and a comma must reach Hydra as one path.
+    run = _run(tmp_path / "runs", "a b,c", "train", finished=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=3\n")
+    last = run / "checkpoints" / "last.ckpt"
+    progress = {"total": {"processed": 3, "completed": 2}}
+    torch.save({"global_step": 60, "loops": {"fit_loop": {"epoch_progress": progress}}}, last)
+    given = override("ckpt_path", last)  # as Hydra gets it, quoted at the prompt
+    with pytest.raises(UserError, match="nothing is left to train") as raised:
+        resolve_resume([given], "ckpt_path", task="train")
+    fine_tune, _, evaluate = str(raised.value).partition(", or test it: ")
+    assert value_hydra_reads(fine_tune, "ckpt_path") == value_hydra_reads(evaluate, "ckpt_path") == str(last)
+    with pytest.raises(UserError, match="a resumed run keeps its checkpoint's schedule") as raised:
+        resolve_resume([given, "trainer.max_epochs=5"], "ckpt_path", task="train")
+    assert value_hydra_reads(str(raised.value), "ckpt_path") == str(last)
+
+
 def test_refused_resumes_print_a_fine_tune_of_the_checkpoint(tmp_path: Path) -> None:
     checkpoint = str(tmp_path / "a b,c" / "checkpoints" / "last.ckpt")
     assert value_hydra_reads(_train_on_afresh(checkpoint, "schedule"), "ckpt_path") == checkpoint
+    # Another model setting (its dropout) is refused with the same way on, once the file is read.
+    described = {"model": {"name": "lenet5", "dropout": 0.1}, "data": {"class_names": ["a", "b"]}}
+    Path(checkpoint).parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "hyper_parameters": described}, checkpoint)
+    module = SimpleNamespace(hparams={**described, "model": {"name": "lenet5", "dropout": 0.5}})
+    with pytest.raises(UserError, match="model.dropout=0.1 \\(now 0.5\\)") as raised:
+        check_resumable(checkpoint, module)
+    assert value_hydra_reads(str(raised.value), "ckpt_path") == checkpoint
     saved = {"data_config": {"batch_size": 64}}
     module = SimpleNamespace(hparams={"data_config": {"batch_size": 32}})
     with pytest.raises(UserError, match="data.batch_size=64 \\(now 32\\)") as raised:
@@ -147,6 +198,11 @@ def test_a_fine_tune_sweep_over_models_of_one_checkpoint_is_refused_before_any_p
         ),
     ):
         check_sweep_points(["-m", f"ckpt_path={source}", "finetune.head=extend,new"], "finetune")
+    # The settings every run's config is checked for are checked for a fine-tune's points too.
+    with pytest.raises(
+        UserError, match=re.escape("sweep point #1 (optimizer.lr=abc) of 2: optimizer.lr must be a number")
+    ):
+        check_sweep_points(["-m", f"ckpt_path={source}", "optimizer.lr=0.1,abc"], "finetune")
     missing = tmp_path / "nope.ckpt"
     with pytest.raises(
         UserError,

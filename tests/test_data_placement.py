@@ -211,3 +211,13 @@ def test_fewer_images_than_processes_still_give_every_process_a_share() -> None:
         sampler = list(_MarkedPaddingSampler(2, rank, 5))
         assert len(sampler) == 1 and (sampler[0] >= 0) == (rank < 2)
     assert sorted(counted) == [0, 1]
+
+
+def test_images_that_divide_evenly_among_processes_are_each_given_once() -> None:
+    # Padding only evens out shares that differ: a repeat where none was missing would be counted
+    # twice in an evaluation, and give every process a step more than its images.
+    from zoo.data.batches import shard
+
+    shares = [shard(torch.arange(6), rank, 3, mark_padding=True) for rank in range(3)]
+    assert [len(share) for share in shares] == [2, 2, 2]
+    assert sorted(torch.cat(shares).tolist()) == list(range(6))  # no index marked as padding

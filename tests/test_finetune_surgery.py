@@ -208,6 +208,26 @@ def test_a_source_of_another_architecture_is_refused(torchvision_resnet18: Path)
         weight_sources.load_source(_cfg(f"ckpt_path={torchvision_resnet18}"), DIGITS)
 
 
+def test_the_early_architecture_check_leaves_what_a_checkpoint_does_not_describe_to_the_loader(
+    tmp_path: Path,
+) -> None:
+    # Read before the run builds anything, from the checkpoint's description alone: a state dict, a
+    # run's hyperparameters without a model section, or a model section without small_input give
+    # nothing to compare, and the full load later says what is wrong with them, if anything.
+    path = tmp_path / "best.ckpt"
+    for content in (
+        {"conv.weight": torch.zeros(1)},
+        {"state_dict": {}, "hyper_parameters": {"data": {}}},
+        {"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}}},
+    ):
+        torch.save(content, path)
+        weight_sources.check_source_architecture(
+            _cfg(f"ckpt_path={path}", "model=lenet5", "model.small_input=false")
+        )
+    with pytest.raises(UserError, match="holds a model=lenet5, not model=alexnet"):
+        weight_sources.check_source_architecture(_cfg(f"ckpt_path={path}", "model=alexnet"))
+
+
 @pytest.mark.parametrize(
     ("content", "message"), [({"a": 1}, "not a state dict"), (torch.zeros(3), "holds a Tensor")]
 )

@@ -1237,3 +1237,128 @@ def test_the_fine_tune_a_refusal_suggests_trains_on_the_runs_own_data(tmp_path: 
         "data.image_size=32",
         "finetune.head=extend",
     ]
+
+
+def test_a_limit_given_again_is_replaced_in_the_command_to_train_on_not_repeated(tmp_path: Path) -> None:
+    # The advice is copied as printed: the reached limit left in beside the higher one reads as two
+    # values for one key, and only Hydra's last-one-wins rule made the command mean the higher one.
+    run = _fake_run(tmp_path / "runs", "y", ["trainer.max_epochs=3", "scheduler=step"], finished=True)
+    last = _with_progress(run, epochs=3, step=60)
+    with pytest.raises(UserError) as raised:
+        resolve_resume(["trainer.max_epochs=3", f"ckpt_path={last}"], task="train")
+    assert f"python train.py ckpt_path={last} trainer.max_epochs=4, or test it" in str(raised.value)
+
+
+def test_a_one_cycle_run_trained_on_under_another_step_limit_is_refused_before_a_run_folder(
+    tmp_path: Path,
+) -> None:
+    # OneCycle's total_steps follows the step limit as much as the epoch one: a new max_steps was
+    # refused only inside fit, after Hydra had made a run folder for it.
+    run = _fake_run(tmp_path / "runs", "c", ["scheduler=onecycle", "trainer.max_steps=100"], finished=True)
+    last = _with_progress(run, epochs=1, step=50)
+    with pytest.raises(UserError, match=re.escape("follows trainer.max_steps (100 in run")):
+        resolve_resume([f"ckpt_path={last}", "trainer.max_steps=200"], task="train")
+
+
+def test_a_finished_run_whose_record_no_longer_composes_is_left_to_train_on(tmp_path: Path) -> None:
+    # Its own limits unknown (model=gone is no model now), there is no schedule length to compare
+    # with: the command is left to compose, or be refused, as it would be without the check.
+    run = _fake_run(tmp_path / "runs", "g", ["model=gone"], finished=True)
+    last = _with_progress(run, epochs=3, step=60)
+    given = [f"ckpt_path={last}", "model=lenet5"]
+    assert resolve_resume(given, task="train") == given
+
+
+def test_a_recorded_data_path_that_needs_quoting_names_the_folder_the_run_read(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # Recorded quoted (a comma is a list to Hydra), the value was compared with its quotes and left
+    # to name a folder of the resuming command's; rewritten unquoted, it would be a sweep there. A key
+    # given with Hydra's ++ is the same key.
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (started / "im,ages").mkdir(parents=True)
+    (started / "data").mkdir()
+    elsewhere.mkdir()
+    recorded = ["data=imagefolder", "data.root='./im,ages'", "++paths.data_dir=data"]  # ++: set or add
+    run = _fake_run(tmp_path / "runs", "1", recorded)
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
+    last = run / "checkpoints" / "last.ckpt"
+    monkeypatch.chdir(elsewhere)
+    parsed = OverridesParser.create().parse_overrides(resolve_resume([f"ckpt_path={last}"])[:3])
+    assert {o.key_or_group: o.value() for o in parsed} == {
+        "data": "imagefolder",
+        "data.root": str(started / "im,ages"),
+        "paths.data_dir": str(started / "data"),
+    }
+    # A record of Hydra's that does not say where the run started leaves the overrides as written.
+    (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    config_name: train\n")
+    assert resolve_resume([f"ckpt_path={last}"])[1] == "data.root='./im,ages'"
+
+
+def test_a_resume_refused_inside_fit_takes_away_only_the_event_files_its_writer_began(tmp_path: Path) -> None:
+    # Each new event file holds a purge mark at the checkpoint's step, which hid what the run had
+    # logged after it; a folder the writer made for it alone goes too. An accepted resume's files,
+    # and a fresh run's (nothing recorded to wait for), stay, and the error is the fit's own.
+    from zoo.training.fit import no_event_file_left_by_a_refused_resume
+
+    def fit(folder: Path, record) -> set[str]:
+        logger = TensorBoardLogger(str(folder), name="tensorboard", version="")
+        trainer = SimpleNamespace(loggers=[logger], is_global_zero=True)
+        with (
+            pytest.raises(UserError, match="refused"),
+            no_event_file_left_by_a_refused_resume(record, trainer),
+        ):
+            Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(logger.log_dir) / "events.out.tfevents.new").write_bytes(b"")
+            raise UserError("refused")
+        return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+    refused, accepted = SimpleNamespace(saved=False), SimpleNamespace(saved=True)
+    kept = tmp_path / "kept" / "tensorboard"
+    kept.mkdir(parents=True)
+    (kept / "events.out.tfevents.old").write_bytes(b"")
+    assert fit(tmp_path / "kept", refused) == {"tensorboard", "tensorboard/events.out.tfevents.old"}
+    assert fit(tmp_path / "made", refused) == set()
+    for name, record in (("accepted", accepted), ("fresh", None)):
+        assert fit(tmp_path / name, record) == {"tensorboard", "tensorboard/events.out.tfevents.new"}
+
+
+def test_a_recorded_data_root_through_a_link_and_up_names_the_folder_the_link_led_to(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # The run read link/../images from where the link points, as the system walks a path; the ..
+    # taken off as text named the images beside the link instead, a folder the run never read.
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (started / "images").mkdir(parents=True)
+    (tmp_path / "shared" / "deep").mkdir(parents=True)
+    (tmp_path / "shared" / "images").mkdir()
+    (started / "link").symlink_to(tmp_path / "shared" / "deep")
+    elsewhere.mkdir()
+    run = _fake_run(tmp_path / "runs", "1", ["data.root=link/../images"])
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
+    monkeypatch.chdir(elsewhere)
+    (root,) = resolve_resume([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])[:1]
+    key, _, value = root.partition("=")
+    assert key == "data.root" and Path(value).resolve() == (tmp_path / "shared" / "images").resolve()
+
+
+def test_train_py_suggests_training_on_from_a_finished_fine_tune_with_its_own_data(tmp_path: Path) -> None:
+    # Without the run's recorded data overrides (its images, where they live) the suggested
+    # finetune.py trained on its default data set.
+    recorded = ["ckpt_path=/a/best.ckpt", "data=imagefolder", "paths.data_dir=/d"]
+    tuned = _fake_run(tmp_path / "runs", "f", recorded, finished=True)
+    (tuned / "config.yaml").write_text("task_name: finetune\n")
+    last = tuned / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match="is a finished run of finetune.py") as raised:
+        resolve_resume([f"ckpt_path={last}", "data.image_size=32"], task="train")
+    assert shlex.split(str(raised.value).partition("weights with ")[2]) == [
+        "python",
+        "finetune.py",
+        f"ckpt_path={last}",
+        "data=imagefolder",
+        "paths.data_dir=/d",
+        "data.image_size=32",
+        "finetune.head=extend",
+    ]

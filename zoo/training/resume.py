@@ -3,7 +3,6 @@ that run's folder, its checkpoint and the overrides it was started with."""
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -231,7 +230,8 @@ def _data_where_the_run_read_it(token: str, started_in: Path | None) -> str:
     path = Path(value)
     if path.is_absolute() or not (started_in / path).exists() or _same_folder(started_in, Path.cwd()):
         return token
-    return override(key, os.path.normpath(started_in / path))
+    # Joined, not normalized: a .. after a link leads where the link points, as it did for the run.
+    return override(key, started_in / path)
 
 
 def _default_data_dir_the_run_read(run_dir: Path, started_in: Path | None) -> list[str]:
