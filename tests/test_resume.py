@@ -1105,8 +1105,14 @@ def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_p
     # Both limits reached: both raised, or the suggested command would be refused for the other.
     _with_progress(run, epochs=3, step=60)
     again = f"python train.py ckpt_path={last} trainer.max_epochs=4 trainer.max_steps=120, or test it"
-    with pytest.raises(UserError, match=re.escape(again)):
+    with pytest.raises(UserError, match=re.escape(again)) as refused:
         resolve_resume([f"ckpt_path={last}", "trainer.max_steps=60"], task="train")
+    assert "trained 3 epochs of this command's trainer.max_epochs=3" in str(refused.value)
+    # Both reached where the schedule follows one of them (the default cosine, max_epochs): raising
+    # that one would be refused too, so the suggestion is a fresh schedule.
+    cosine = _with_progress(_fake_run(runs, "z", ["trainer.max_epochs=3"], finished=True), epochs=3, step=60)
+    with pytest.raises(UserError, match="with a fresh schedule: python finetune.py"):
+        resolve_resume([f"ckpt_path={cosine}", "trainer.max_steps=60"], task="train")
     # A checkpoint that does not say how far it got trains on, as do a sweep and a fast_dev_run.
     recorded = ["trainer.max_epochs=3", "scheduler=step"]
     for given, saved in (

@@ -58,6 +58,8 @@ def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> 
     # Each confusion matrix at the step of the validation figures it belongs to.
     val_steps = [event.step for event in events.Scalars("val/acc")]
     assert [event.step for event in events.Images("val/confusion_matrix")] == val_steps
+    # One training loss per epoch, at the step of that epoch's validation figures.
+    assert [event.step for event in events.Scalars("train/loss")] == val_steps
     # The test metrics once, after the last step: the HPARAMS summary reads them, not writes them again.
     assert [event.step for event in events.Scalars("test/acc")] == [val_steps[-1] + 1]
     # The HPARAMS tab reads these plugin summaries: the run's settings beside its final metrics.
@@ -307,7 +309,9 @@ class _StopsInTheSecondEpoch(pl.Callback):
 
 
 @pytest.mark.parametrize("after", ["batch", "validation"])
-def test_an_epoch_stopped_in_its_middle_logs_its_own_training_figures(tmp_path: Path, after: str) -> None:
+def test_an_epoch_stopped_in_its_middle_logs_its_own_training_figures(
+    tmp_path: Path, after: str, capsys: pytest.CaptureFixture
+) -> None:
     # They were logged only at an epoch's last batch: the stopped epoch's line and its logged
     # train/loss were the epoch before's.
     cfg = compose_config(
@@ -325,3 +329,37 @@ def test_an_epoch_stopped_in_its_middle_logs_its_own_training_figures(tmp_path: 
     assert trainer.current_epoch == 2 and len(stopper.tallies) == 2
     assert stopper.tallies[0] != stopper.tallies[1]
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(stopper.tallies[1])
+    # EpochSummary's line for the stopped epoch shows that epoch's loss, not the epoch before's.
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 2/3 ")]
+    assert f"train/loss={stopper.tallies[1]:.4f}" in line
+
+
+class _StopsAtTheFirstEpochsEnd(pl.Callback):
+    """Asks the trainer to stop at the first epoch's end, as early stopping does; under
+    trainer.min_epochs the trainer goes on with should_stop still set."""
+
+    def __init__(self) -> None:
+        self.tallies: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.tallies.append(float(pl_module.train_sums[0] / pl_module.train_seen))
+        trainer.should_stop = True
+
+
+def test_a_stop_held_off_by_min_epochs_logs_each_later_epoch_over_all_its_batches(tmp_path: Path) -> None:
+    # should_stop stays set while min_epochs holds the run: read as "the epoch ends here", each
+    # later epoch logged the tally of its first batch alone.
+    cfg = compose_config(
+        "trainer.max_epochs=3",
+        "trainer.min_epochs=3",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=4",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+    )
+    _, datamodule, trainer = start_run(cfg)
+    stopper = _StopsAtTheFirstEpochsEnd()
+    trainer.callbacks.append(stopper)
+    trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    assert len(stopper.tallies) == 3
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(stopper.tallies[-1])

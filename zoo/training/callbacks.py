@@ -44,7 +44,12 @@ class EpochSummary(pl.Callback):
     """One plain line per epoch, for logs where a live progress bar would be noise (CI, files)."""
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Called after the epoch's validation, so both train/ and val/ figures are current.
+        # Called after the epoch's validation, so both train/ and val/ figures are current; but
+        # before the module's own hook, which logs the figures of an epoch stopped after a mid-epoch
+        # validation: without this, that epoch's line showed the epoch before's train/ figures.
+        log_pending = getattr(pl_module, "log_pending_train_tally", None)
+        if log_pending is not None:
+            log_pending()
         if not trainer.is_global_zero:
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -48,22 +49,33 @@ class _HistoryKeepingWriter(ExperimentWriter):
         # schedule is found only inside fit) leaves the file as it was.
         self._purge_pending = True
 
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        if self._purge_pending:
+            # Held back with the rows: written now, a resume refused before its first figures would
+            # leave the interrupted run's folder with the refused command's settings.
+            self.hparams.update(params)
+            return
+        super().log_hparams(params)
+
     def save(self) -> None:
         if self._purge_pending and self.metrics:
             self._purge_pending = False
             self._keep_rows_before(self.purge_step)
+            if self.hparams:
+                super().log_hparams({})  # the settings held back, written
         super().save()
 
     def _keep_rows_before(self, step: int) -> None:
         """The rows the resumed run will not log again, written whole before the old file goes."""
         path = Path(self.metrics_file_path)
         with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            fieldnames = reader.fieldnames or self.metrics_keys
-            kept = [row for row in reader if not _logged_from(row, step)]
+            kept = [row for row in csv.DictReader(file) if not _logged_from(row, step)]
         partial = path.with_name(f".{path.name}.partial")
         with partial.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            # In the order Lightning appends its rows in (its sorted keys): a header in another order
+            # (an older Lightning's, or a file edited by hand) put the new values under other columns.
+            # A row with more cells than the header has no name for the extra ones: they go.
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
         partial.replace(path)

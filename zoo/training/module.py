@@ -175,12 +175,20 @@ class ImageClassifier(pl.LightningModule):
             return
         # global_step counts this batch's optimizer step by now.
         steps_done = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
-        if trainer.should_stop or steps_done or last_batch_of_epoch(trainer, batch_idx):
+        # A stop that min_epochs or min_steps holds off leaves should_stop set while the run goes on:
+        # the epoch ends here only when the trainer may stop now.
+        stopping = trainer.should_stop and trainer.fit_loop._can_stop_early
+        if stopping or steps_done or last_batch_of_epoch(trainer, batch_idx):
             self._log_train_tally()
 
     def on_train_epoch_end(self) -> None:
-        # An epoch stopped after a validation in its middle (early stopping at val_check_interval):
-        # logged here, before Lightning writes the epoch's figures.
+        self.log_pending_train_tally()
+
+    def log_pending_train_tally(self) -> None:
+        """Logs the epoch's training tally if no batch did: an epoch stopped after a validation in its
+        middle (early stopping at val_check_interval). Lightning runs most callbacks' on_train_epoch_end
+        before this module's, so one that reads the epoch's figures there (EpochSummary) calls it first;
+        on every process, as its figures are synced."""
         if not self._train_tally_logged and self.train_seen:
             self._log_train_tally()
 

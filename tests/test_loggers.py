@@ -1,0 +1,90 @@
+"""ResumableCSVLogger's writer on hand-made metrics.csv files: which rows a resumed run keeps."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from zoo.training.loggers import ResumableCSVLogger
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _resume(folder: Path, purge_step: int | None, metrics: dict[str, float], step: int) -> Path:
+    logger = ResumableCSVLogger(save_dir=str(folder), name="csv", version="", purge_step=purge_step)
+    logger.log_metrics(metrics, step=step)
+    logger.save()
+    return Path(logger.log_dir) / "metrics.csv"
+
+
+def test_rows_from_the_resumed_step_on_are_dropped_and_rows_without_a_step_kept(tmp_path: Path) -> None:
+    _write(tmp_path / "csv" / "metrics.csv", "epoch,step,val/loss\n0,3,2.0\n1,7,1.5\n,,9.0\n2,11,1.0\n")
+    path = _resume(tmp_path, 8, {"val/loss": 1.2}, step=11)
+    assert [(r["step"], r["val/loss"]) for r in _rows(path)] == [
+        ("3", "2.0"),
+        ("7", "1.5"),
+        ("", "9.0"),
+        ("11", "1.2"),
+    ]
+
+
+def test_a_file_whose_columns_are_not_in_lightnings_order_keeps_each_value_under_its_column(
+    tmp_path: Path,
+) -> None:
+    # Lightning appends its rows in its sorted column order: kept rows under a header in another
+    # order (a file from an older Lightning, or edited by hand) put the new values under the wrong names.
+    _write(tmp_path / "csv" / "metrics.csv", "val/loss,step,epoch,extra\n2.0,3,0,x\n")
+    path = _resume(tmp_path, 4, {"val/loss": 1.5, "epoch": 1}, step=7)
+    assert [(r["step"], r["epoch"], r["val/loss"], r["extra"]) for r in _rows(path)] == [
+        ("3", "0", "2.0", "x"),
+        ("7", "1", "1.5", ""),
+    ]
+
+
+def test_a_run_resumed_twice_keeps_each_runs_rows_before_the_next_resume(tmp_path: Path) -> None:
+    _write(tmp_path / "csv" / "metrics.csv", "step,val/loss\n3,2.0\n7,1.5\n11,1.0\n")
+    _resume(tmp_path, 8, {"val/loss": 1.4}, step=11)
+    path = _resume(tmp_path, 12, {"train/loss": 0.9, "val/loss": 1.3}, step=15)
+    assert [(r["step"], r["val/loss"], r["train/loss"]) for r in _rows(path)] == [
+        ("3", "2.0", ""),
+        ("7", "1.5", ""),
+        ("11", "1.4", ""),
+        ("15", "1.3", "0.9"),
+    ]
+
+
+def test_without_a_resumed_step_the_file_found_is_replaced(tmp_path: Path) -> None:
+    _write(tmp_path / "csv" / "metrics.csv", "step,val/loss\n3,2.0\n")
+    path = _resume(tmp_path, None, {"val/loss": 1.0}, step=0)
+    assert [(r["step"], r["val/loss"]) for r in _rows(path)] == [("0", "1.0")]
+
+
+def test_a_resume_that_logs_nothing_leaves_the_files_as_they_were(tmp_path: Path) -> None:
+    # A resume refused inside fit (a changed schedule) has logged its settings by then: the
+    # interrupted run's hparams.yaml stayed only until that save replaced it with the refused one's.
+    path, hparams = tmp_path / "csv" / "metrics.csv", tmp_path / "csv" / "hparams.yaml"
+    _write(path, "step,val/loss\n3,2.0\n7,1.5\n")
+    hparams.write_text("lr: 0.5\n")
+    logger = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="", purge_step=4)
+    logger.log_hyperparams({"lr": 0.1})
+    logger.save()
+    assert path.read_text() == "step,val/loss\n3,2.0\n7,1.5\n"
+    assert hparams.read_text() == "lr: 0.5\n"
+    # Once the resumed run logs, its settings are the folder's.
+    logger.log_metrics({"val/loss": 1.2}, step=7)
+    logger.save()
+    assert hparams.read_text() == "lr: 0.1\n"
+
+
+def test_a_row_with_more_cells_than_the_header_does_not_stop_the_resumed_run(tmp_path: Path) -> None:
+    _write(tmp_path / "csv" / "metrics.csv", "step,val/loss\n3,2.0,stray\n9,1.0\n")
+    path = _resume(tmp_path, 4, {"val/loss": 1.5}, step=7)
+    assert [(r["step"], r["val/loss"]) for r in _rows(path)] == [("3", "2.0"), ("7", "1.5")]
