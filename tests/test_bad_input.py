@@ -962,6 +962,14 @@ def test_sweep_functions_and_spaced_lists_of_group_options_pass_to_hydra() -> No
         check_overrides(["-m", "model=lenet5, nope"])
 
 
+def test_a_list_of_group_options_taken_together_is_checked_name_by_name() -> None:
+    # logger=[tensorboard,csv] (both loggers at once, as Hydra composes it) was an "unknown logger
+    # '[tensorboard'".
+    check_overrides(["logger=[tensorboard,csv]"])
+    with pytest.raises(UserError, match="unknown logger 'cvs'"):
+        check_overrides(["logger=[tensorboard,cvs]"])
+
+
 @pytest.mark.parametrize("override", ["~finetune", "finetune=null", "finetune="])
 def test_finetune_section_cannot_be_removed(override: str) -> None:
     # ~finetune and finetune=null ended in "cannot resolve None: ... node 'finetune' is not a container";

@@ -123,7 +123,10 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
             if "(" in value:  # a sweep function, choice(a,b) or glob(res*): Hydra expands and checks it
                 continue
             known = options(key)
-            for choice in (c.strip() for c in value.split(",")):  # a -m sweep lists several
+            # A -m sweep lists several (logger=csv,none); so does a list of options taken together
+            # (logger=[tensorboard,csv]).
+            listed = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+            for choice in (c.strip() for c in listed.split(",")):
                 if choice in ("null", ""):
                     raise UserError(_no_option_named(key, choice, config_name))
                 if choice not in known:
