@@ -177,38 +177,43 @@ def test_a_data_root_a_level_too_high_prints_the_one_below(tmp_path: Path) -> No
     assert value_hydra_reads(str(raised.value), "data.root") == str(root / "ds 1,x")
 
 
+def _described_lenet5_checkpoint(folder: Path) -> Path:
+    """A run checkpoint with its model description and no weights: enough for the sweep checks,
+    which read only the description."""
+    source = folder / "best.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}, source)
+    return source
+
+
+def _refused_in_a_fine_tune_sweep(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_sweep_points(["-m", *overrides], "finetune")
+
+
 def test_a_fine_tune_sweep_over_models_of_one_checkpoint_is_refused_before_any_point_trains(
     tmp_path: Path,
 ) -> None:
     # The first point trained; the second (model=alexnet) was refused only when its turn came, as
     # the lenet5 checkpoint holds no alexnet weights.
-    source = tmp_path / "best.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}, source)
-    with pytest.raises(
-        UserError,
-        match=re.escape(
-            f"sweep point #1 (model=alexnet) of 2: {source} holds a model=lenet5, not model=alexnet"
-        ),
-    ):
-        check_sweep_points(["-m", f"ckpt_path={source}", "model=lenet5,alexnet"], "finetune")
-    with pytest.raises(
-        UserError,
-        match=re.escape(
-            "sweep point #1 (finetune.head=new) of 2: finetune.head must be one of replace, extend"
-        ),
-    ):
-        check_sweep_points(["-m", f"ckpt_path={source}", "finetune.head=extend,new"], "finetune")
+    source = _described_lenet5_checkpoint(tmp_path)
+    _refused_in_a_fine_tune_sweep(
+        [f"ckpt_path={source}", "model=lenet5,alexnet"],
+        f"sweep point #1 (model=alexnet) of 2: {source} holds a model=lenet5, not model=alexnet",
+    )
+    _refused_in_a_fine_tune_sweep(
+        [f"ckpt_path={source}", "finetune.head=extend,new"],
+        "sweep point #1 (finetune.head=new) of 2: finetune.head must be one of replace, extend",
+    )
     # The settings every run's config is checked for are checked for a fine-tune's points too.
-    with pytest.raises(
-        UserError, match=re.escape("sweep point #1 (optimizer.lr=abc) of 2: optimizer.lr must be a number")
-    ):
-        check_sweep_points(["-m", f"ckpt_path={source}", "optimizer.lr=0.1,abc"], "finetune")
+    _refused_in_a_fine_tune_sweep(
+        [f"ckpt_path={source}", "optimizer.lr=0.1,abc"],
+        "sweep point #1 (optimizer.lr=abc) of 2: optimizer.lr must be a number",
+    )
     missing = tmp_path / "nope.ckpt"
-    with pytest.raises(
-        UserError,
-        match=re.escape(f"sweep point #1 (ckpt_path={missing}) of 2: checkpoint {missing} does not exist"),
-    ):
-        check_sweep_points(["-m", f"ckpt_path={source},{missing}"], "finetune")
+    _refused_in_a_fine_tune_sweep(
+        [f"ckpt_path={source},{missing}"],
+        f"sweep point #1 (ckpt_path={missing}) of 2: checkpoint {missing} does not exist",
+    )
     # Points the checkpoint can start are let through, model= of its own architecture included.
     check_sweep_points(
         ["-m", f"ckpt_path={source}", "model=lenet5", "finetune.head=extend,replace"], "finetune"
@@ -216,8 +221,7 @@ def test_a_fine_tune_sweep_over_models_of_one_checkpoint_is_refused_before_any_p
 
 
 def test_finetune_py_refuses_such_a_sweep_before_hydra_makes_its_folder(tmp_path: Path) -> None:
-    source = tmp_path / "best.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}, source)
+    source = _described_lenet5_checkpoint(tmp_path)
     sweep = tmp_path / "sweep"
     result = run_script(
         "finetune.py",
@@ -250,16 +254,9 @@ def test_a_fine_tune_sweep_point_whose_head_options_contradict_is_refused_before
 ) -> None:
     # head=replace,extend with reset=classifier: the replace point trained, and the extend one was
     # refused only when the head was rebuilt for it.
-    source = tmp_path / "best.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"model": {"name": "lenet5"}, "data": {}}}, source)
-    with pytest.raises(
-        UserError,
-        match=re.escape(
-            "sweep point #1 (finetune.head=extend) of 2: finetune.head=extend keeps the trained head, "
-            "so finetune.reset=classifier contradicts it"
-        ),
-    ):
-        check_sweep_points(
-            ["-m", f"ckpt_path={source}", "finetune.head=replace,extend", "finetune.reset=classifier"],
-            "finetune",
-        )
+    source = _described_lenet5_checkpoint(tmp_path)
+    _refused_in_a_fine_tune_sweep(
+        [f"ckpt_path={source}", "finetune.head=replace,extend", "finetune.reset=classifier"],
+        "sweep point #1 (finetune.head=extend) of 2: finetune.head=extend keeps the trained head, "
+        "so finetune.reset=classifier contradicts it",
+    )

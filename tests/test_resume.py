@@ -657,6 +657,16 @@ class _DiesAtSecondValidation(pl.Callback):
             raise _Crash
 
 
+def _crashed_at_second_validation(run_dir: Path, overrides: tuple[str, ...]) -> Path:
+    """A run trained as train.py would, crashed as its second validation starts; its last.ckpt."""
+    cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _DiesAtSecondValidation())
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def test_a_resumed_run_logs_on_in_its_tensorboard_run_without_repeating_a_step(tmp_path: Path) -> None:
     # The crashed run logged epoch 2's learning rate (step 4) after its last checkpoint (step 4); the
     # resumed run logs it again, and TensorBoard keeps one of the two (purge_step).
@@ -667,12 +677,7 @@ def test_a_resumed_run_logs_on_in_its_tensorboard_run_without_repeating_a_step(t
         "callbacks.last_checkpoint.every_n_train_steps=100",
     )
     run_dir = tmp_path / "run"
-    cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
-    _, datamodule, trainer = start_run(cfg)
-    trainer.callbacks.insert(0, _DiesAtSecondValidation())
-    with pytest.raises(_Crash):
-        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = _crashed_at_second_validation(run_dir, overrides)
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
     _fit_in_process(run_dir, overrides, resume=last)
 
@@ -707,15 +712,10 @@ def test_a_resumed_run_keeps_its_csv_history_and_logs_on_without_repeating_a_ste
         "+logger.csv.flush_logs_every_n_steps=1",
     )
     run_dir = tmp_path / "run"
-    cfg = compose_config(*overrides, f"paths.output_dir={run_dir}")
-    _, datamodule, trainer = start_run(cfg)
-    trainer.callbacks.insert(0, _DiesAtSecondValidation())
-    with pytest.raises(_Crash):
-        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = _crashed_at_second_validation(run_dir, overrides)
     metrics_csv = run_dir / "csv" / "metrics.csv"
     assert _csv_steps(metrics_csv, "val/loss") == [3] and _csv_steps(metrics_csv, "lr-Adam") == [0, 4]
     before = metrics_csv.read_bytes()
-    last = run_dir / "checkpoints" / "last.ckpt"
     # Refused inside fit (a longer one-cycle horizon would be, as a longer cosine is here), the resume
     # leaves the file as it was.
     with pytest.raises(UserError, match="T_max"):
@@ -1127,14 +1127,22 @@ def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_p
         assert resolve_resume(given, task="train") == [*recorded, *given]
 
 
+def _run_started_in(started: Path, runs: Path, overrides: list[str]) -> tuple[Path, Path, list[str]]:
+    """A run recorded as started in the working folder `started`: its folder, its last.ckpt, and the
+    overrides a resume of it from elsewhere ends with."""
+    run = _fake_run(runs, "1", overrides)
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
+    last = run / "checkpoints" / "last.ckpt"
+    return run, last, [f"ckpt_path={last}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+
+
 def test_a_recorded_relative_data_root_is_the_folder_the_run_read(tmp_path: Path, monkeypatch) -> None:
     started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     (started / "images").mkdir(parents=True)
     elsewhere.mkdir()
-    run = _fake_run(tmp_path / "runs", "1", ["data=imagefolder", "data.root=images", "paths.data_dir=gone"])
-    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
-    last = run / "checkpoints" / "last.ckpt"
-    tail = [f"ckpt_path={last}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
+    run, last, tail = _run_started_in(
+        started, tmp_path / "runs", ["data=imagefolder", "data.root=images", "paths.data_dir=gone"]
+    )
     monkeypatch.chdir(elsewhere)
     # A folder the run's starting folder no longer holds is left as written, for the data to report.
     assert resolve_resume([f"ckpt_path={last}"]) == [
@@ -1200,12 +1208,9 @@ def test_the_configs_own_relative_data_dir_is_the_folder_the_run_read(tmp_path: 
     started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     (started / "data" / "images").mkdir(parents=True)
     (elsewhere / "data" / "images").mkdir(parents=True)
-    run = _fake_run(tmp_path / "runs", "1", ["data=imagefolder"])
-    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {started}\n")
+    run, last, tail = _run_started_in(started, tmp_path / "runs", ["data=imagefolder"])
     config = "paths:\n  data_dir: data\ndata:\n  root: ${paths.data_dir}/images\n"
     (run / ".hydra" / "config.yaml").write_text(config)
-    last = run / "checkpoints" / "last.ckpt"
-    tail = [f"ckpt_path={last}", f"hydra.run.dir={run}", "hydra.output_subdir=null"]
     monkeypatch.chdir(elsewhere)
     assert resolve_resume([f"ckpt_path={last}"]) == [
         "data=imagefolder",
