@@ -107,9 +107,12 @@ def test_resume_refusals_print_commands_that_name_the_run(tmp_path: Path) -> Non
         resolve_resume([f"resume={only_best}"], "ckpt_path", task="train")
     assert value_hydra_reads(str(raised.value), "ckpt_path") == str(only_best / "checkpoints" / "best.ckpt")
 
-    with pytest.raises(UserError, match="or resume it with") as raised:
+    with pytest.raises(UserError, match="or resume it with python train.py ") as raised:
         refuse_reused_run_dir(trained, resuming=False)
     assert value_hydra_reads(str(raised.value), "resume") == str(trained)
+    # It gave resume=DIR alone; a fine-tune's run resumes with the script that made it.
+    with pytest.raises(UserError, match="or resume it with python finetune.py resume="):
+        refuse_reused_run_dir(_run(runs, "tuned", "finetune", finished=False), resuming=False)
 
 
 def test_a_finished_runs_refusals_print_commands_that_name_its_checkpoint(tmp_path: Path) -> None:

@@ -72,8 +72,10 @@ def refuse_reused_run_dir(
             f"run directory {run_dir} already holds a finished run (metrics.json); choose another {key}{also}"
         )
     if not resuming and any((run_dir / "checkpoints").glob("*.ckpt")):
-        # The command last, where nothing the shell would take for part of it follows it.
-        resume = f", or resume it with {typed_override('resume', run_dir)}" if can_resume else ""
+        # The command last, where nothing the shell would take for part of it follows it; run by the
+        # script that made the run (a fine-tune resumes with finetune.py).
+        command = f"python {run_task(run_dir) or 'train'}.py {typed_override('resume', run_dir)}"
+        resume = f", or resume it with {command}" if can_resume else ""
         raise UserError(
             f"run directory {run_dir} holds the checkpoints of an unfinished run; "
             f"choose another {key}{resume}"
