@@ -155,6 +155,13 @@ def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def epoch_progress(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Lightning's count of the fit loop's epochs (ready, started, processed, completed) over the whole
+    run, from a loaded checkpoint; {} when it holds none."""
+    loops = checkpoint.get("loops") or {}
+    return ((loops.get("fit_loop") or {}).get("epoch_progress") or {}).get("total") or {}
+
+
 def saved_step(path: str | Path) -> int | None:
     """The global step a checkpoint was written at, or None when the file cannot tell; the full,
     checked load comes later and reports any problem."""

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException, SI
 
 from . import builders, outputs
 from .callbacks import RecordResolvedConfig
-from .checkpoint import peek_checkpoint, saved_step
+from .checkpoint import epoch_progress, peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .errors import UserError, in_one_line
 from .quoting import typed_override
@@ -99,8 +99,7 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
 def _resumed_into_an_ended_epoch(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> bool:
     """Whether `checkpoint` was written in an epoch's end hooks (epoch processed, not yet completed)
     and this run is step-based, the case Lightning restarts by running the epoch's end once more."""
-    loops = checkpoint.get("loops") or {}
-    progress = ((loops.get("fit_loop") or {}).get("epoch_progress") or {}).get("total") or {}
+    progress = epoch_progress(checkpoint)
     processed, completed = progress.get("processed"), progress.get("completed")
     return (
         trainer.max_steps != -1

@@ -169,6 +169,12 @@ def data_settings_over_the_checkpoints(argv: list[str], config_name: str) -> lis
     return [f"++{token}" if token.startswith("data.") and "=" in token else token for token in argv]
 
 
+def job_overrides(argv: list[str]) -> list[str]:
+    """The overrides that compose the job's config: Hydra's own settings (run and sweep folders,
+    launcher) and flags (-m) are not part of it."""
+    return [t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
 def check_sweep_points(argv: list[str], config_name: str) -> None:
     """Every point of a -m sweep, composed and checked against the config rules before the first
     one trains: a bad value in the last point was found only once the points before it had run."""
@@ -179,10 +185,7 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
 
     from .validation import validate_config
 
-    # Hydra's own settings (run and sweep folders, launcher) are not the job's config.
-    overrides = [
-        t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))
-    ]
+    overrides = job_overrides(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:
             parsed = OverridesParser.create().parse_overrides(overrides)

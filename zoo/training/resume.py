@@ -10,9 +10,10 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .overrides import CONFIG_DIR, given_overrides, is_multirun
+from .overrides import CONFIG_DIR, given_overrides, is_multirun, job_overrides
 from .quoting import override, train_on_command, typed_override, unquoted
-from .run_dirs import first_process, is_finished, run_task
+from .run_dirs import first_process, hydra_record, is_finished, run_task
+from .validation import is_integer
 
 RUNS_DIR = Path("runs")
 # Overrides that say where and how to resume, not what to train: ignored when matching runs.
@@ -210,11 +211,7 @@ _DATA_PATH_KEYS = ("data.root", "paths.data_dir")
 
 def _started_in(run_dir: Path) -> Path | None:
     """The working folder a run was started in, from Hydra's record of it; None when unknown."""
-    try:
-        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
-        cwd = hydra["hydra"]["runtime"]["cwd"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
+    cwd = hydra_record(run_dir, "runtime", "cwd")
     return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
 
 
@@ -269,17 +266,13 @@ def _refuse_nothing_left_to_train(
     from the run's recorded overrides then the `given` ones) made a new run folder that trained
     nothing and only tested again; refused before Hydra makes that folder. A checkpoint that does
     not say how far it got is left to train on."""
-    from .checkpoint import peek_checkpoint  # torch: only on this path, not on every command's
+    from .checkpoint import epoch_progress, peek_checkpoint  # torch: only on this path
 
     saved = peek_checkpoint(checkpoint)
-    progress = ((saved.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
     # Lightning counts an epoch as processed before its end hooks save last.ckpt, and stops at
     # max_epochs processed ones (completed lags by one in such a checkpoint).
-    done = {
-        "max_epochs": (progress.get("total") or {}).get("processed"),
-        "max_steps": saved.get("global_step"),
-    }
-    if not all(_is_count(value) for value in done.values()):
+    done = {"max_epochs": epoch_progress(saved).get("processed"), "max_steps": saved.get("global_step")}
+    if not all(is_integer(value) for value in done.values()):
         return
     reached = [key for key in ("max_epochs", "max_steps") if key in limits and done[key] >= limits[key]]
     if not reached:
@@ -319,11 +312,13 @@ def _refuse_another_schedule_length(
     (`now`; the default cosine's T_max is trainer.max_epochs) is refused once fit restores the
     checkpoint's schedule, by which time Hydra had made a run folder for nothing; refused here,
     before it. A run without its record of overrides is left to fit: its limits are not known here."""
-    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
+    followed = [key for key in ("max_epochs", "max_steps") if now.get(f"schedule follows {key}")]
+    # The run's own config is composed only when there is a limit to compare.
+    if not followed or not (run_dir / ".hydra" / "overrides.yaml").is_file():
         return
     before = _training_limits(_recorded_overrides(run_dir), task)
-    for key in ("max_epochs", "max_steps"):
-        if now.get(f"schedule follows {key}") and before and now.get(key) != before.get(key):
+    for key in followed:
+        if before and now.get(key) != before.get(key):
             shown = {limit: "none" if limit is None else limit for limit in (before.get(key), now.get(key))}
             raise UserError(
                 f"{checkpoint} continues a schedule whose length follows trainer.{key} "
@@ -331,10 +326,6 @@ def _refuse_another_schedule_length(
                 "run keeps its checkpoint's schedule; train on from its weights with a fresh schedule: "
                 f"{fine_tune}"
             )
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
@@ -347,13 +338,9 @@ def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    # Hydra's own settings (the run folder) are not the job's config.
-    overrides = [
-        t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))
-    ]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=job_overrides(argv))
         if cfg.trainer.get("fast_dev_run"):  # a few batches whatever the limits
             return {}
         factory = OmegaConf.select(cfg, "scheduler.factory", default=None)
@@ -361,7 +348,7 @@ def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
         limits = {}
         for key in ("max_epochs", "max_steps"):
             limit = cfg.trainer.get(key)
-            if _is_count(limit) and limit != -1:
+            if is_integer(limit) and limit != -1:
                 limits[key] = limit
                 limits[f"schedule follows {key}"] = schedule.get("total_steps", 0) is None or any(
                     f"trainer.{key}" in str(value) for value in schedule.values()

@@ -97,15 +97,23 @@ def refuse_reused_sweep_dir(sweep_dir: Path) -> None:
         )
 
 
+def hydra_record(run_dir: Path, *keys: str) -> object:
+    """A setting Hydra recorded for a run (its .hydra/hydra.yaml), by its keys under `hydra`; None
+    when the run has no such record."""
+    try:
+        setting = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
+        for key in ("hydra", *keys):
+            setting = setting[key]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return setting
+
+
 def run_task(run_dir: Path) -> str | None:
     """Which entry point made a run (train, finetune), from the records it left. Hydra's record of
     the config it was composed from comes first: an experiment file may set task_name to name its
     runs' folder (runs/resnet18_digits/), and its runs were taken for another script's."""
-    try:
-        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
-        config_name = hydra["hydra"]["job"]["config_name"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        config_name = None
+    config_name = hydra_record(run_dir, "job", "config_name")
     if config_name:
         return str(config_name)
     for record in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
