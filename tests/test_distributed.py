@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from .conftest import ROOT, run_script
@@ -66,6 +68,57 @@ def test_two_processes_share_one_run_directory_and_match_one_process(
         f"hydra.run.dir={finetune_dir}",
     )
     assert json.loads((finetune_dir / "metrics.json").read_text())["test/acc"] > 0.5
+
+
+class _RankTally(pl.Callback):
+    """Writes the training loss and accuracy of each process's own batches, worked out step by step
+    apart from the module's tally, to rank<N>.json in `folder`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # The weights the step's forward sees: the optimizer steps after it.
+        images, targets = batch
+        with torch.no_grad():
+            self.correct += int((pl_module(images).argmax(dim=1) == targets).sum())
+        self.seen += len(targets)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.loss_sum += float(outputs["loss"]) * len(batch[1])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        figures = {"loss": self.loss_sum / self.seen, "acc": self.correct / self.seen}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(figures))
+
+
+@pytest.mark.slow
+def test_the_training_figures_are_the_mean_over_processes(tmp_path: Path) -> None:
+    # The logged figures were rank 0's alone: without sync_dist, and with it too while DDP copied rank
+    # 0's tally (a buffer then) into the other process at every forward.
+    run_dir = tmp_path / "ddp"
+    run_script(
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data=synthetic",
+        "data.num_samples=64",
+        "data.num_classes=4",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "test=false",
+        "logger=csv",
+        f"+callbacks.rank_tally._target_={__name__}._RankTally",
+        f"+callbacks.rank_tally.folder={tmp_path}",
+        f"hydra.run.dir={run_dir}",
+    )
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(ranks[0][name] != ranks[1][name] for name in ("loss", "acc")), f"nothing to average: {ranks}"
+    (logged,) = [row for row in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if row["train/loss"]]
+    for name in ("loss", "acc"):
+        expected = (ranks[0][name] + ranks[1][name]) / 2
+        assert float(logged[f"train/{name}"]) == pytest.approx(expected, rel=1e-5), name
 
 
 @pytest.mark.slow

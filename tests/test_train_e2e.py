@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -363,3 +365,50 @@ def test_a_stop_held_off_by_min_epochs_logs_each_later_epoch_over_all_its_batche
     trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
     assert len(stopper.tallies) == 3
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(stopper.tallies[-1])
+
+
+class _TallyAtEpochEnd(pl.Callback):
+    """The loss of each epoch's batches, read as the epoch ends."""
+
+    def __init__(self) -> None:
+        self.tallies: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.tallies.append(float(pl_module.train_sums[0] / pl_module.train_seen))
+
+
+def test_the_progress_bar_shows_the_training_loss_of_an_epoch_early_stopping_ended_in_its_middle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At a terminal the bar's last picture of that epoch showed the epoch before's train/loss: the
+    # figures were logged only in the module's on_train_epoch_end, after the bar's.
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    # Validations at the middle and end of each epoch; none can gain 1.0 in accuracy, so the third,
+    # in the middle of the second epoch, is the second without a gain and stops the run.
+    cfg = compose_config(
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=2",
+        "+callbacks.early_stopping.min_delta=1.0",
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=4",
+        "trainer.val_check_interval=0.5",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+    )
+    _, datamodule, trainer = start_run(cfg)
+    (bar,) = [c for c in trainer.callbacks if isinstance(c, RichProgressBar)]
+    shown: list[float] = []
+    on_train_epoch_end = bar.on_train_epoch_end
+
+    def record_the_bar(trainer, pl_module) -> None:
+        on_train_epoch_end(trainer, pl_module)
+        shown.append(float(bar.get_metrics(trainer, pl_module)["train/loss"]))
+
+    monkeypatch.setattr(bar, "on_train_epoch_end", record_the_bar)
+    tally = _TallyAtEpochEnd()
+    trainer.callbacks.append(tally)
+    trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    assert trainer.current_epoch == 2 and len(tally.tallies) == 2, "the run did not stop in its 2nd epoch"
+    assert tally.tallies[0] != tally.tallies[1]
+    assert shown == pytest.approx(tally.tallies)

@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models, model_entrypoint
 from ..models._input_size import smallest_image_size, wants_small_input, why_not_at
-from .callbacks import EpochSummary
+from .callbacks import EpochSummary, TerminalProgressBar
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
 from .errors import UserError, in_one_line
@@ -239,11 +239,9 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
         instantiate_section(c, f"callbacks.{name}") for name, c in cfg.callbacks.items() if c is not None
     ]
     if sys.stdout.isatty():
-        from pytorch_lightning.callbacks import RichProgressBar
-
         # Lightning's default redraws the bar 100 times a second from a thread that shares the
         # interpreter with training; ten is as much as a person can read.
-        callbacks.append(RichProgressBar(refresh_rate=PROGRESS_REDRAWS_PER_SECOND))
+        callbacks.append(TerminalProgressBar(refresh_rate=PROGRESS_REDRAWS_PER_SECOND))
     else:
         callbacks.append(EpochSummary())
     return callbacks

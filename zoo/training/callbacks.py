@@ -1,5 +1,5 @@
-"""Callbacks for what a person watches (plain epoch lines for logs, TensorBoard images) and for the
-run's record of its settings."""
+"""Callbacks for what a person watches (a progress bar at a terminal, plain epoch lines for logs,
+TensorBoard images) and for the run's record of its settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
@@ -40,16 +40,29 @@ class RecordResolvedConfig(pl.Callback):
         self.saved = True
 
 
+def _log_pending_train_tally(pl_module: pl.LightningModule) -> None:
+    # A callback's on_train_epoch_end runs after the epoch's validation, so both train/ and val/
+    # figures are current; but before the module's own hook, which logs the figures of an epoch
+    # stopped after a mid-epoch validation: without this, such an epoch showed the epoch before's.
+    log_pending = getattr(pl_module, "log_pending_train_tally", None)
+    if log_pending is not None:
+        log_pending()
+
+
+class TerminalProgressBar(RichProgressBar):
+    """Lightning's RichProgressBar, whose last picture of an epoch shows that epoch's training figures."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # On every process, though the bar shows on the first alone: the figures are synced.
+        _log_pending_train_tally(pl_module)
+        super().on_train_epoch_end(trainer, pl_module)
+
+
 class EpochSummary(pl.Callback):
     """One plain line per epoch, for logs where a live progress bar would be noise (CI, files)."""
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Called after the epoch's validation, so both train/ and val/ figures are current; but
-        # before the module's own hook, which logs the figures of an epoch stopped after a mid-epoch
-        # validation: without this, that epoch's line showed the epoch before's train/ figures.
-        log_pending = getattr(pl_module, "log_pending_train_tally", None)
-        if log_pending is not None:
-            log_pending()
+        _log_pending_train_tally(pl_module)
         if not trainer.is_global_zero:
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}

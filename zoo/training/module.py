@@ -94,7 +94,9 @@ class ImageClassifier(pl.LightningModule):
         # once per epoch (training_step): a few kernels a step, where torchmetrics' accuracy runs a
         # dozen and its argument check (torch.unique) waits for the device. A NaN or infinite loss
         # stays in the loss sum until the epoch ends, which is what NonFiniteLossGuard reads.
-        self.register_buffer("train_sums", torch.zeros(2), persistent=False)
+        # Not a buffer: DDP copies rank 0's buffers into every process at each forward, and each
+        # process's sums were rank 0's with its own last step added (see _apply for the device).
+        self.train_sums = torch.zeros(2)
         self.train_seen = 0
         self._train_tally_logged = False
         # validate_args off: the metrics' input check (torch.unique over the targets) waits for the
@@ -122,12 +124,11 @@ class ImageClassifier(pl.LightningModule):
             super().__setattr__(name, value)
 
     def _apply(self, fn: Callable, recurse: bool = True) -> ImageClassifier:
-        # Moved with the module, but never cast: trainer.precision=16-true and bf16-true cast every
-        # floating buffer, and an epoch's sums in float16 passed 65504 (an "infinite loss" that
+        # The sums follow the buffers' device but keep float32, where trainer.precision=16-true and
+        # bf16-true cast the buffers: an epoch's sums in float16 passed 65504 (an "infinite loss" that
         # NonFiniteLossGuard stopped the run for) or in bfloat16 kept 8 bits (counts past 256 rounded).
-        sums = self.train_sums
         super()._apply(fn, recurse)
-        self.train_sums = sums.to(self.train_sums.device)
+        self.train_sums = self.train_sums.to(self.mean.device)
         return self
 
     # --- inputs -------------------------------------------------------------------------------
@@ -187,8 +188,8 @@ class ImageClassifier(pl.LightningModule):
     def log_pending_train_tally(self) -> None:
         """Logs the epoch's training tally if no batch did: an epoch stopped after a validation in its
         middle (early stopping at val_check_interval). Lightning runs most callbacks' on_train_epoch_end
-        before this module's, so one that reads the epoch's figures there (EpochSummary) calls it first;
-        on every process, as its figures are synced."""
+        before this module's, so one that shows the epoch's figures there (EpochSummary,
+        TerminalProgressBar) calls it first; on every process, as its figures are synced."""
         if not self._train_tally_logged and self.train_seen:
             self._log_train_tally()
 
