@@ -1065,6 +1065,23 @@ def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before
         f"python evaluate.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}"  # the weights its test used
     )
     assert list(work.iterdir()) == []
+    # So is such a point of a sweep, before any point runs: it made a folder that only tested again
+    # (and before that, the run's recorded overrides put ahead of -m ended in Hydra's usage text).
+    result = run_script(
+        "train.py",
+        "-m",
+        f"ckpt_path={last}",
+        "trainer.max_epochs=2,1",
+        "scheduler=none",
+        check=False,
+        cwd=work,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: sweep point #1 (trainer.max_epochs=1) of 2: run {run} already finished, and {last} has "
+        "trained 1 epoch of this command's trainer.max_epochs=1: nothing is left to train; "
+    )
+    assert list(work.iterdir()) == []
     # A higher limit trains on from it, in a new folder, as before.
     result = run_script("train.py", f"ckpt_path={last}", "trainer.max_epochs=2", "scheduler=none", cwd=work)
     assert "already finished: training on from" in result.stdout
@@ -1113,11 +1130,10 @@ def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_p
     cosine = _with_progress(_fake_run(runs, "z", ["trainer.max_epochs=3"], finished=True), epochs=3, step=60)
     with pytest.raises(UserError, match="with a fresh schedule: python finetune.py"):
         resolve_resume([f"ckpt_path={cosine}", "trainer.max_steps=60"], task="train")
-    # A checkpoint that does not say how far it got trains on, as do a sweep and a fast_dev_run.
+    # A checkpoint that does not say how far it got trains on, as does a fast_dev_run.
     recorded = ["trainer.max_epochs=3", "scheduler=step"]
     for given, saved in (
         ([f"ckpt_path={last}"], {"global_step": 60}),
-        (["-m", f"ckpt_path={last}"], None),
         ([f"ckpt_path={last}", "trainer.fast_dev_run=true"], None),
     ):
         if saved is None:
@@ -1125,6 +1141,92 @@ def test_a_finished_run_is_measured_against_the_limits_its_resume_composes(tmp_p
         else:
             torch.save(saved, last)
         assert resolve_resume(given, task="train") == [*recorded, *given]
+
+
+def _with_time_trained(last: Path, seconds: float) -> Path:
+    """`last`, made to hold Lightning's Timer state after `seconds` of training, as a run with
+    trainer.max_time saves it."""
+    saved = torch.load(last, weights_only=True)
+    saved["callbacks"] = {"Timer": {"time_elapsed": {"train": seconds, "validate": 0.5, "test": 0}}}
+    torch.save(saved, last)
+    return last
+
+
+def test_a_finished_run_whose_time_limit_is_spent_is_refused_before_a_run_folder(tmp_path: Path) -> None:
+    # Lightning's Timer restores the time trained from the checkpoint and stops a resumed run at once
+    # when none is left: a new folder that trained nothing and only tested again.
+    recorded = ["trainer.max_time=00:00:01:00", "trainer.max_epochs=100", "scheduler=step"]
+    run = _fake_run(tmp_path / "runs", "t", recorded, finished=True)
+    last = _with_time_trained(_with_progress(run, epochs=5, step=100), 60.4)
+    again = f"python train.py ckpt_path={last} trainer.max_time=00:00:02:00, or test it"
+    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")) as refused:
+        resolve_resume([f"ckpt_path={last}"], task="train")
+    assert "has trained for 00:00:01:00 of this command's trainer.max_time=00:00:01:00" in str(refused.value)
+    # Time left, a higher limit, no limit, or more epochs that min_epochs holds it to: it trains on.
+    for given in (["trainer.max_time=00:00:02:00"], ["trainer.max_time=null"], ["trainer.min_epochs=6"]):
+        assert resolve_resume([f"ckpt_path={last}", *given], task="train")[-len(given) :] == given
+    _with_time_trained(last, 59.9)
+    assert resolve_resume([f"ckpt_path={last}"], task="train") == [*recorded, f"ckpt_path={last}"]
+    # A run without a time limit saved no Timer state: one given now starts from nothing.
+    run = _fake_run(tmp_path / "runs", "u", ["trainer.max_epochs=100", "scheduler=step"], finished=True)
+    last = _with_progress(run, epochs=5, step=100)
+    given = [f"ckpt_path={last}", "trainer.max_time=00:00:00:01"]
+    assert resolve_resume(given, task="train") == ["trainer.max_epochs=100", "scheduler=step", *given]
+
+
+def test_train_py_refuses_a_finished_runs_checkpoint_with_its_time_spent_and_trains_on_as_advised(
+    tmp_path: Path,
+) -> None:
+    # Against Lightning's own Timer and checkpoint, which the test above stands in for.
+    run = tmp_path / "a"
+    timed = ("trainer.max_time=00:00:00:01", "trainer.max_epochs=1000", "scheduler=step")
+    run_script(
+        "train.py", "trainer.accelerator=cpu", "logger=none", *timed, "test=false", f"hydra.run.dir={run}"
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    first_steps = torch.load(last, weights_only=True)["global_step"]
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_script("train.py", f"ckpt_path={last}", check=False, cwd=work)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        re.escape(f"error: run {run} already finished, and {last} has trained for ")
+        + r"00:00:00:\d\d"
+        + re.escape(
+            " of this command's trainer.max_time=00:00:00:01: nothing is left to train; train on with "
+        )
+        + re.escape(f"a higher limit: python train.py ckpt_path={last} trainer.max_time=")
+        + r"00:00:00:\d\d, or test it: python evaluate.py ckpt_path=\S+",
+        line,
+    ), line
+    assert list(work.iterdir()) == []
+    advised = shlex.split(line.partition("a higher limit: ")[2].partition(", or test it")[0])
+    result = run_script("train.py", *advised[2:], "test=false", cwd=work)
+    (new_run,) = (work / "runs" / "train").iterdir()
+    assert torch.load(new_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > first_steps
+
+
+def test_a_sweep_from_a_finished_run_is_refused_before_any_point_when_one_would_be(tmp_path: Path) -> None:
+    # Every point went to its job: one with nothing left to train made a folder that only tested
+    # again, one that lengthens the schedule was refused there, after the points before it had run.
+    run = _fake_run(tmp_path / "runs", "s", ["trainer.max_epochs=3", "scheduler=step"], finished=True)
+    last = _with_progress(run, epochs=3, step=60)
+    again = f"python train.py seed=1 ckpt_path={last} trainer.max_epochs=4, or test it"
+    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")) as refused:
+        resolve_resume(["-m", "seed=1", f"ckpt_path={last}", "trainer.max_epochs=4,3"], task="train")
+    assert str(refused.value).startswith(f"sweep point #1 (trainer.max_epochs=3) of 2: run {run} already")
+    # Nothing swept, -m runs the command once, and is refused as the command alone is.
+    with pytest.raises(UserError, match=r"^run .* nothing is left to train; .* python train.py -m ckpt_path"):
+        resolve_resume(["-m", f"ckpt_path={last}"], task="train")
+    # The run's recorded overrides go after -m, where Hydra's command line takes them.
+    given = [f"ckpt_path={last}", "trainer.max_epochs=4,5"]
+    assert resolve_resume(["-m", *given], task="train") == ["-m", "scheduler=step", *given]
+    cosine = _fake_run(tmp_path / "runs", "c", ["trainer.max_epochs=3"], finished=True)
+    last = _with_progress(cosine, epochs=2, step=40)
+    with pytest.raises(UserError, match=re.escape("sweep point #1 (trainer.max_epochs=4) of 2: ")) as refused:
+        resolve_resume(["-m", f"ckpt_path={last}", "trainer.max_epochs=3,4"], task="train")
+    assert "follows trainer.max_epochs (3 in run" in str(refused.value)
 
 
 def _run_started_in(started: Path, runs: Path, overrides: list[str]) -> tuple[Path, Path, list[str]]:

@@ -175,61 +175,74 @@ def job_overrides(argv: list[str]) -> list[str]:
     return [t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
+def sweep_points(argv: list[str]) -> tuple[list[list[str]], set[str]] | None:
+    """The job overrides of each point of a -m sweep (one point when nothing is swept) and the keys
+    it sweeps; None for a sweep Hydra expands only once it runs (glob() of a group's options)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's default sweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(job_overrides(argv))
+        swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
+        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    except OverrideParseException as error:
+        raise UserError(describe_override_error(error)) from None
+    except HydraException:
+        return None
+    return [list(point) for batch in batches for point in batch], swept
+
+
+def sweep_point_named(number: int, points: list[list[str]], swept: set[str]) -> str:
+    """How an error names a point of a sweep: its number and its values of the swept keys."""
+    shown = " ".join(o for o in points[number] if o.partition("=")[0] in swept)
+    return f"sweep point #{number} ({shown}) of {len(points)}"
+
+
 def check_sweep_points(argv: list[str], config_name: str) -> None:
     """Every point of a -m sweep, composed and checked against the config rules before the first
     one trains: a bad value in the last point was found only once the points before it had run."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's default sweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+    from hydra.errors import ConfigCompositionException, OverrideParseException
 
     from .validation import validate_config
 
-    overrides = job_overrides(argv)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        try:
-            parsed = OverridesParser.create().parse_overrides(overrides)
-            if not any(override.is_sweep_override() for override in parsed):
-                return
-            batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-        except OverrideParseException as error:
-            raise UserError(describe_override_error(error)) from None
-        except HydraException:
-            return  # a sweep Hydra expands only once it runs (glob() of a group's options)
-        points = [point for batch in batches for point in batch]
-        subdir = given_overrides(argv).get("hydra.sweep.subdir")
-        if subdir is not None and "${" not in subdir and len(points) > 1:
-            raise UserError(
-                f"hydra.sweep.subdir={subdir} puts all {len(points)} points of the sweep in one folder; "
-                "name each its own, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)"
-            )
-        output_dir = given_overrides(argv).get("paths.output_dir")
-        if output_dir is not None and len(points) > 1:
-            # It follows each point's folder in the configs; set, it took every point's checkpoints.
-            raise UserError(
-                f"paths.output_dir={output_dir} puts the checkpoints of all {len(points)} points of the "
-                f"sweep in one folder; name the sweep's folder instead, "
-                f"{typed_override('hydra.sweep.dir', unquoted(output_dir))} "
-                "(each point gets a folder in it)"
-            )
-        swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
-        checks = [validate_config]
-        if config_name == "finetune":
-            # Its options and source, which the job checks only once its turn comes (model=a,b from
-            # one checkpoint: the point whose model is not the checkpoint's).
-            from .finetuning import check_finetune_request
+    expanded = sweep_points(argv)
+    if expanded is None or not expanded[1]:
+        return
+    points, swept = expanded
+    subdir = given_overrides(argv).get("hydra.sweep.subdir")
+    if subdir is not None and "${" not in subdir and len(points) > 1:
+        raise UserError(
+            f"hydra.sweep.subdir={subdir} puts all {len(points)} points of the sweep in one folder; "
+            "name each its own, e.g. hydra.sweep.subdir=${hydra.job.num} (the default)"
+        )
+    output_dir = given_overrides(argv).get("paths.output_dir")
+    if output_dir is not None and len(points) > 1:
+        # It follows each point's folder in the configs; set, it took every point's checkpoints.
+        raise UserError(
+            f"paths.output_dir={output_dir} puts the checkpoints of all {len(points)} points of the "
+            f"sweep in one folder; name the sweep's folder instead, "
+            f"{typed_override('hydra.sweep.dir', unquoted(output_dir))} "
+            "(each point gets a folder in it)"
+        )
+    checks = [validate_config]
+    if config_name == "finetune":
+        # Its options and source, which the job checks only once its turn comes (model=a,b from
+        # one checkpoint: the point whose model is not the checkpoint's).
+        from .finetuning import check_finetune_request
 
-            checks.append(check_finetune_request)
+        checks.append(check_finetune_request)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for number, point in enumerate(points):
             try:
-                cfg = compose(config_name=config_name, overrides=list(point))
+                cfg = compose(config_name=config_name, overrides=point)
                 for check in checks:
                     check(cfg)
             except (ConfigCompositionException, OverrideParseException) as error:
                 raise UserError(describe_override_error(error)) from None
             except UserError as error:
-                shown = " ".join(o for o in point if o.partition("=")[0] in swept)
-                raise UserError(f"sweep point #{number} ({shown}) of {len(points)}: {error}") from None
+                raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
 
 
 def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:

@@ -10,10 +10,17 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .overrides import CONFIG_DIR, given_overrides, is_multirun, job_overrides
+from .overrides import (
+    CONFIG_DIR,
+    given_overrides,
+    is_multirun,
+    job_overrides,
+    sweep_point_named,
+    sweep_points,
+)
 from .quoting import override, train_on_command, typed_override, unquoted
 from .run_dirs import first_process, hydra_record, is_finished, run_task
-from .validation import is_integer
+from .validation import duration_seconds, is_integer, is_number
 
 RUNS_DIR = Path("runs")
 # Overrides that say where and how to resume, not what to train: ignored when matching runs.
@@ -141,16 +148,32 @@ def _train_on_from_finished(
             f"weights with {train_on_command(checkpoint, _data_of([*_recorded_overrides(run_dir), *argv]))}"
         )
     given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
-    if not is_multirun(argv):
-        limits = _training_limits(argv, task or "train")
-        train_on = train_on_command(checkpoint, _data_of(argv))
-        _refuse_nothing_left_to_train(limits, given, run_dir, checkpoint, task or "train", train_on)
-        _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on)
+    train_on = train_on_command(checkpoint, _data_of(argv))
+    # Each point of a -m sweep, before the first one runs: one with nothing left to train made a run
+    # folder that only tested again, and one that changes the schedule was refused once it had one.
+    expanded = sweep_points(argv) if is_multirun(argv) else ([argv], set())
+    points, swept = expanded or ([], set())  # a sweep Hydra expands only as it runs: left to fit
+    for number, point in enumerate(points):
+        limits = _training_limits(point, task or "train")
+        command = _as_one_run(given, point, swept) if swept else given
+        try:
+            _refuse_nothing_left_to_train(limits, command, run_dir, checkpoint, task or "train", train_on)
+            _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on)
+        except UserError as error:
+            if not swept:
+                raise
+            raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
     # Said, because the README's "continues that run in its folder" is about unfinished runs; once,
     # not again by each process Lightning starts for DDP (its command names the new folder).
     if first_process():
         print(f"run {run_dir} already finished: training on from {checkpoint} in a new run directory")
     return argv
+
+
+def _as_one_run(given: list[str], point: list[str], swept: set[str]) -> list[str]:
+    """This command as a run of one of its sweep points: no -m, each swept key at the point's value."""
+    at_point = {token.partition("=")[0]: token for token in point if token.partition("=")[0] in swept}
+    return [at_point.get(token.partition("=")[0], token) for token in given if not is_multirun([token])]
 
 
 _KEEP_RECORD = ("hydra.output_subdir=null",)
@@ -202,7 +225,10 @@ def _with_recorded_overrides(argv: list[str], run_dir: Path, resume_key: str) ->
         recorded += _default_data_dir_the_run_read(run_dir, started_in)
     if recorded:
         print(f"resuming {run_dir} with the overrides it was started with: {' '.join(recorded)}", flush=True)
-    return [*recorded, *argv]
+    # After the command's leading flags: Hydra reads its overrides as one unbroken list, and recorded
+    # ones put before -m were refused with its usage text.
+    at = next((i for i, token in enumerate(argv) if "=" in token and not token.startswith("-")), len(argv))
+    return [*argv[:at], *recorded, *argv[at:]]
 
 
 # Recorded overrides that name the run's data by a path, relative to where the run was started.
@@ -262,10 +288,10 @@ def _data_of(argv: list[str]) -> list[str]:
 def _refuse_nothing_left_to_train(
     limits: dict[str, Any], given: list[str], run_dir: Path, checkpoint: str, task: str, fine_tune: str
 ) -> None:
-    """A finished run's checkpoint that has reached the epoch or step limit of this command (`limits`,
-    from the run's recorded overrides then the `given` ones) made a new run folder that trained
-    nothing and only tested again; refused before Hydra makes that folder. A checkpoint that does
-    not say how far it got is left to train on."""
+    """A finished run's checkpoint that has reached the epoch, step or time limit of this command
+    (`limits`, from the run's recorded overrides then the `given` ones) made a new run folder that
+    trained nothing and only tested again; refused before Hydra makes that folder. A checkpoint that
+    does not say how far it got is left to train on."""
     from .checkpoint import epoch_progress, peek_checkpoint  # torch: only on this path
 
     saved = peek_checkpoint(checkpoint)
@@ -275,18 +301,32 @@ def _refuse_nothing_left_to_train(
     if not all(is_integer(value) for value in done.values()):
         return
     reached = [key for key in ("max_epochs", "max_steps") if key in limits and done[key] >= limits[key]]
+    # Lightning's Timer keeps the time trained in the checkpoint, and a run resumed with its time
+    # spent stops at once, unless min_epochs or min_steps hold it.
+    timer = (saved.get("callbacks") or {}).get("Timer") or {}
+    elapsed = (timer.get("time_elapsed") or {}).get("train")
+    held = done["max_epochs"] < limits.get("min_epochs", 0) or done["max_steps"] < limits.get("min_steps", 0)
+    if "max_time" in limits and is_number(elapsed) and elapsed >= limits["max_time"] and not held:
+        reached.append("max_time")
     if not reached:
         return
     key = reached[0]
-    unit = ("epoch" if key == "max_epochs" else "step") + ("s" if done[key] != 1 else "")
+    if key == "max_time":
+        trained, limit = f"for {_as_duration(elapsed)}", _as_duration(limits[key])
+    else:
+        unit = ("epoch" if key == "max_epochs" else "step") + ("s" if done[key] != 1 else "")
+        trained, limit = f"{done[key]} {unit}", limits[key]
     source = typed_override("ckpt_path", checkpoint)
-    if any(limits[f"schedule follows {reached_key}"] for reached_key in reached):
+    if any(limits.get(f"schedule follows {reached_key}") for reached_key in reached):
         # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
         train_on = f"train on from its weights with a fresh schedule: {fine_tune}"
     else:
-        # One epoch more, or as many steps again: numbers, so that the command runs as printed; every
-        # limit reached is raised, or the command would be refused again for the other.
+        # One epoch more, or as many steps again, or the time trained and the limit again: values,
+        # so that the command runs as printed; every limit reached is raised, or the command would
+        # be refused again for another.
         higher = {"max_epochs": done["max_epochs"] + 1, "max_steps": 2 * done["max_steps"]}
+        if "max_time" in reached:
+            higher["max_time"] = _as_duration(int(elapsed) + max(limits["max_time"], 1))
         raised = [f"trainer.{reached_key}={higher[reached_key]}" for reached_key in reached]
         kept = [
             shlex.quote(t)
@@ -299,10 +339,18 @@ def _refuse_nothing_left_to_train(
     best = Path(checkpoint).parent / "best.ckpt"
     tested = typed_override("ckpt_path", best) if best.is_file() else source
     raise UserError(
-        f"run {run_dir} already finished, and {checkpoint} has trained {done[key]} {unit} of this "
-        f"command's trainer.{key}={limits[key]}: nothing is left to train; {train_on}, or test it: "
+        f"run {run_dir} already finished, and {checkpoint} has trained {trained} of this "
+        f"command's trainer.{key}={limit}: nothing is left to train; {train_on}, or test it: "
         f"python evaluate.py {tested}"
     )
+
+
+def _as_duration(seconds: float) -> str:
+    """Whole seconds as trainer.max_time takes them: DD:HH:MM:SS."""
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    day, hour = divmod(hours, 24)
+    return f"{day:02d}:{hour:02d}:{minute:02d}:{second:02d}"
 
 
 def _refuse_another_schedule_length(
@@ -329,10 +377,11 @@ def _refuse_another_schedule_length(
 
 
 def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
-    """The epoch and step limits the command's config sets (an experiment file may set them too), and
-    whether the learning-rate schedule's length follows each (a cosine T_max of ${trainer.max_epochs},
-    OneCycle's total_steps left to the run's step count). Empty when the config does not compose or
-    sets no limit: the command is then answered as it would be without this check."""
+    """The epoch, step and time limits the command's config sets (an experiment file may set them
+    too), its minimum epochs and steps, and whether the learning-rate schedule's length follows each
+    limit (a cosine T_max of ${trainer.max_epochs}, OneCycle's total_steps left to the run's step
+    count). Empty when the config does not compose or sets no limit: the command is then answered as
+    it would be without this check."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import DictConfig, OmegaConf
@@ -353,6 +402,11 @@ def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
                 limits[f"schedule follows {key}"] = schedule.get("total_steps", 0) is None or any(
                     f"trainer.{key}" in str(value) for value in schedule.values()
                 )
+        if duration_seconds(cfg.trainer.get("max_time")) is not None:
+            limits["max_time"] = duration_seconds(cfg.trainer.get("max_time"))
+        limits.update(
+            {key: cfg.trainer[key] for key in ("min_epochs", "min_steps") if is_integer(cfg.trainer.get(key))}
+        )
         return limits
     except (HydraException, OmegaConfBaseException):
         return {}

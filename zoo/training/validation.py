@@ -51,6 +51,14 @@ def is_boolean(value: Any) -> bool:
 _DURATION = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")
 
 
+def duration_seconds(value: Any) -> int | None:
+    """A max_time duration (DD:HH:MM:SS) in seconds; None for anything else."""
+    if not isinstance(value, str) or _DURATION.fullmatch(value) is None:
+        return None
+    days, hours, minutes, seconds = (int(part) for part in value.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
 def _batch_limit(value: Any) -> bool:
     """Lightning's limit_*_batches: a count of batches, or a float fraction of them."""
     if value is None or isinstance(value, float):
