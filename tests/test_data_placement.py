@@ -107,6 +107,14 @@ def test_config_values_are_checked_before_any_work(key: str, value, accepted: bo
             validate_config(cfg)
 
 
+def _one_process(**trainer) -> SimpleNamespace:
+    """A trainer of one process, as the loss guard reads it; `others_saw_nan`: what the other
+    processes' tallies answer in the guard's vote."""
+    others_saw_nan = trainer.pop("others_saw_nan", False)
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision or others_saw_nan)
+    return SimpleNamespace(strategy=strategy, **trainer)
+
+
 class _Module:
     def __init__(self) -> None:
         self.reads = 0
@@ -122,26 +130,26 @@ def test_the_loss_guard_reads_only_at_checkpoint_steps(interval: int, read_at: l
     reads = []
     for step in range(1, 11):
         before = module.reads
-        guard.on_train_batch_end(SimpleNamespace(global_step=step), module, None, None, step - 1)
+        guard.on_train_batch_end(_one_process(global_step=step), module, None, None, step - 1)
         if module.reads > before:
             reads.append(step)
     assert reads == read_at
-    guard.on_validation_start(SimpleNamespace(global_step=10), module)
-    guard.on_train_epoch_end(SimpleNamespace(global_step=10), module)
+    guard.on_validation_start(_one_process(global_step=10), module)
+    guard.on_train_epoch_end(_one_process(global_step=10), module)
     assert module.reads == len(read_at) + 2  # and always before validation and at the epoch's end
 
 
 @pytest.mark.parametrize(("precision", "fix"), [("32-true", "lower optimizer.lr"), ("16-true", "16-mixed")])
 def test_the_loss_guard_names_the_fix_for_the_precision(precision: str, fix: str) -> None:
     module = SimpleNamespace(nonfinite_loss_seen=lambda: True)
-    trainer = SimpleNamespace(global_step=20, precision=precision, checkpoint_callback=None)
+    trainer = _one_process(global_step=20, precision=precision, checkpoint_callback=None)
     with pytest.raises(UserError, match=f"NaN or infinite by step 20; .*{fix}"):
         NonFiniteLossGuard(check_every_n_steps=1).on_train_epoch_end(trainer, module)
 
 
 def test_the_loss_guard_names_a_kept_checkpoint_only_where_there_is_one(tmp_path: Path) -> None:
     module = SimpleNamespace(nonfinite_loss_seen=lambda: True)
-    trainer = SimpleNamespace(
+    trainer = _one_process(
         global_step=20, precision="32-true", checkpoint_callback=SimpleNamespace(dirpath=str(tmp_path))
     )
     guard = NonFiniteLossGuard(check_every_n_steps=1)
@@ -152,6 +160,15 @@ def test_the_loss_guard_names_a_kept_checkpoint_only_where_there_is_one(tmp_path
         UserError, match=f"training stopped and the last good checkpoint in {tmp_path} is kept; "
     ):
         guard.on_train_epoch_end(trainer, module)
+
+
+def test_the_loss_guard_stops_every_process_when_one_saw_a_nonfinite_loss() -> None:
+    # A NaN in another process's tally alone stopped that process, and this one waited for it in
+    # its next collective.
+    trainer = _one_process(global_step=20, precision="32-true", checkpoint_callback=None, others_saw_nan=True)
+    with pytest.raises(UserError, match="NaN or infinite by step 20"):
+        NonFiniteLossGuard(check_every_n_steps=1).on_train_epoch_end(trainer, _Module())
+    NonFiniteLossGuard(check_every_n_steps=1).on_train_epoch_end(_one_process(global_step=20), _Module())
 
 
 def test_evaluation_shards_mark_their_padding_so_every_image_counts_once() -> None:

@@ -121,6 +121,39 @@ def test_the_training_figures_are_the_mean_over_processes(tmp_path: Path) -> Non
         assert float(logged[f"train/{name}"]) == pytest.approx(expected, rel=1e-5), name
 
 
+class _NaNInTheSecondProcess(pl.Callback):
+    """Puts a NaN in the second process's training tally only, as a loss that diverged there first."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == 1 and batch_idx == 0:
+            pl_module.train_sums[0] = float("nan")
+
+
+@pytest.mark.slow
+def test_a_nonfinite_loss_in_one_process_stops_every_process(tmp_path: Path) -> None:
+    # The guard stopped the process whose tally held the NaN alone; the other failed in its next
+    # collective with gloo's "Connection closed by peer" traceback (NCCL waits there until its timeout).
+    run_dir = tmp_path / "ddp"
+    result = run_script(
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data=synthetic",
+        "data.num_samples=64",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "test=false",
+        "logger=none",
+        f"+callbacks.nan_in_one._target_={__name__}._NaNInTheSecondProcess",
+        f"hydra.run.dir={run_dir}",
+        check=False,
+        timeout=180,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "the training loss became NaN or infinite by step 4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_processes_count_each_test_image_once(tmp_path: Path) -> None:
     # 5 test images over 2 processes: one process's share was padded with a repeated image, which the

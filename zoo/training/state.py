@@ -55,7 +55,13 @@ class NonFiniteLossGuard(pl.Callback):
     @staticmethod
     def _check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         seen = getattr(pl_module, "nonfinite_loss_seen", None)
-        if seen is not None and seen():
+        if seen is None:
+            return
+        # Decided alike on every process: a NaN that one process's tally holds, and another's does not
+        # yet, stopped that process alone, and the others failed in their next collective (gloo) or
+        # waited there until its timeout (NCCL). Every process checks at the same points, as a
+        # collective needs.
+        if trainer.strategy.reduce_boolean_decision(seen(), all=False):
             folder = getattr(trainer.checkpoint_callback, "dirpath", None)
             kept = (
                 f"the last good checkpoint in {folder} is kept"
