@@ -18,12 +18,14 @@ from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.finetuning import build_finetune_module, check_finetune_request  # noqa: E402
 from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
+from zoo.training.freezing import refuse_freezing_under_plain_ddp  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 
 
 def finetune(cfg: DictConfig) -> dict[str, float]:
     check_finetune_request(cfg)  # before the trainer and its loggers exist
     run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)
+    refuse_freezing_under_plain_ddp(trainer)
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         say(summary)

@@ -154,6 +154,51 @@ def test_a_nonfinite_loss_in_one_process_stops_every_process(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
+class _CrashUnlessResumed(pl.Callback):
+    """Fails every process at the end of training step `step`, in a run that did not resume."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            raise RuntimeError("crash")
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_logs_the_figures_of_an_unbroken_run(tmp_path: Path) -> None:
+    # The checkpoint held rank 0's share of the epoch's tally, which every process took back: the
+    # resumed epoch's train/acc was 0.2656 where the unbroken run's, on the same weights, was 0.25.
+    common = (
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data=synthetic",
+        "data.num_samples=64",
+        "data.num_classes=4",
+        "data.batch_size=8",  # 4 steps a process
+        "trainer.max_epochs=1",
+        "trainer.deterministic=true",
+        "test=false",
+        "logger=csv",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+        f"+callbacks.crash._target_={__name__}._CrashUnlessResumed",
+    )
+    reference, cut = tmp_path / "reference", tmp_path / "cut"
+    run_script("train.py", *common, "+callbacks.crash.step=0", f"hydra.run.dir={reference}")
+    crashed = run_script("train.py", *common, "+callbacks.crash.step=3", f"hydra.run.dir={cut}", check=False)
+    assert crashed.returncode != 0 and _global_step(cut) == 2
+    run_script("train.py", f"resume={cut}", cwd=tmp_path)
+
+    def logged(run_dir: Path) -> dict[str, float]:
+        rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
+        return {k: float(v) for row in rows for k, v in row.items() if k.startswith(("train/", "val/")) and v}
+
+    expected, resumed = logged(reference), logged(cut)
+    assert sorted(resumed) == ["train/acc", "train/loss", "val/acc", "val/loss"]
+    for name, value in expected.items():
+        assert resumed[name] == pytest.approx(value, rel=1e-6), name
+
+
 @pytest.mark.slow
 def test_processes_count_each_test_image_once(tmp_path: Path) -> None:
     # 5 test images over 2 processes: one process's share was padded with a repeated image, which the
@@ -248,6 +293,35 @@ def test_multirun_with_ddp_makes_one_directory_per_point(tmp_path: Path) -> None
         assert (sweep / run / "metrics.json").exists()
         assert sorted(p.name for p in (sweep / run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert _stray_runs() == before
+
+
+def test_a_frozen_backbone_under_plain_ddp_is_one_line_before_the_processes_start(tmp_path: Path) -> None:
+    # Plain DDP fails at the second step on parameters without a gradient: a traceback per process.
+    from zoo.models import create_model
+    from zoo.training.errors import EXIT_USER_ERROR
+
+    source = tmp_path / "lenet5.pth"
+    torch.save(create_model("lenet5", num_classes=10, in_chans=1).state_dict(), source)
+    result = run_script(
+        "finetune.py",
+        f"ckpt_path={source}",
+        "model=lenet5",
+        "finetune.freeze_backbone=true",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data=synthetic",
+        "data.num_samples=64",
+        "data.batch_size=8",  # the failure came at the second step
+        "trainer.max_epochs=1",
+        "test=false",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "set trainer.strategy=ddp_find_unused_parameters_true" in result.stderr
 
 
 def test_processes_from_torchrun_or_slurm_must_share_a_named_run_directory() -> None:

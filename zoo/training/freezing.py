@@ -12,9 +12,11 @@ optimizer when it unfreezes, and freezes again from scratch when a run resumes.
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
 from ..models import ClassifierModel
+from .errors import UserError
 from .runlog import say
 
 
@@ -54,7 +56,7 @@ class BackboneFreeze(pl.Callback):
     Whether it has unfrozen is part of the checkpoint (`state_dict`), so a resumed run never freezes a
     backbone that was already training, even if the resumed command asks for a later epoch.
     Under DDP, choose trainer.strategy=ddp_find_unused_parameters_true: frozen parameters get no
-    gradient, which plain DDP takes for an error.
+    gradient, which plain DDP takes for an error (see refuse_freezing_under_plain_ddp).
     """
 
     def __init__(self, freeze: bool = False, unfreeze_at_epoch: int | None = None) -> None:
@@ -103,3 +105,24 @@ class BackboneFreeze(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.unfrozen_at_epoch = state_dict.get("unfrozen_at_epoch")
+
+
+def refuse_freezing_under_plain_ddp(trainer: pl.Trainer) -> None:
+    """A frozen backbone under DDP that expects every parameter to get a gradient failed at the second
+    training step, with a traceback from each process; refused before the processes start."""
+    strategy = trainer.strategy
+    freezes = any(
+        isinstance(callback, BackboneFreeze) and callback.freeze and callback.unfreeze_at_epoch != 0
+        for callback in trainer.callbacks
+    )
+    if (
+        freezes
+        and trainer.world_size > 1
+        and isinstance(strategy, DDPStrategy)
+        and not strategy._ddp_kwargs.get("find_unused_parameters")  # Lightning has no public reader
+    ):
+        raise UserError(
+            "a frozen backbone (finetune.freeze_backbone, finetune.unfreeze_at_epoch) gets no gradients, "
+            "which DDP with trainer.strategy=ddp fails on at the second step; "
+            "set trainer.strategy=ddp_find_unused_parameters_true"
+        )

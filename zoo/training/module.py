@@ -210,18 +210,31 @@ class ImageClassifier(pl.LightningModule):
 
     # The epoch's running tally travels in the checkpoint: a run resumed mid-epoch does not call
     # on_train_epoch_start, and would otherwise report that epoch over the batches after the resume.
-    # Under DDP it is rank 0's tally that every process takes back.
+    # One row per process, each taking its own back: with rank 0's alone in the file, every process
+    # resumed with rank 0's, and the resumed epoch's figures counted rank 0's first batches twice.
     # The optimizer's class is saved too: its state alone does not tell Adam from AdamW.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[TRAIN_TALLY_KEY] = {"sums": self.train_sums.detach().cpu(), "seen": self.train_seen}
+        sums = self.train_sums.detach()
+        seen = torch.tensor([self.train_seen], device=sums.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Every process builds the checkpoint (Lightning's dump_checkpoint), rank 0 writes it.
+            sums, seen = self.all_gather(sums), self.all_gather(seen)
+        checkpoint[TRAIN_TALLY_KEY] = {"sums": sums.reshape(-1, 2).cpu(), "seen": seen.reshape(-1).tolist()}
         if self._trainer is not None and self.trainer.optimizers:
             checkpoint[OPTIMIZER_KIND_KEY] = type(self.trainer.optimizers[0]).__name__
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         tally = checkpoint.get(TRAIN_TALLY_KEY)
         if tally is not None:
-            self.train_sums.copy_(tally["sums"])
-            self.train_seen = int(tally["seen"])
+            sums = tally["sums"].reshape(-1, 2)
+            seen = tally["seen"] if isinstance(tally["seen"], list) else [tally["seen"]]  # one process's
+            world_size = self._trainer.world_size if self._trainer is not None else 1
+            if len(seen) == world_size:
+                self.train_sums.copy_(sums[self.global_rank])
+                self.train_seen = int(seen[self.global_rank])
+            else:  # another number of processes, or a file from before: each resumes with the mean share
+                self.train_sums.copy_(sums.mean(dim=0))
+                self.train_seen = round(sum(seen) / len(seen))
         self._remember_saved_optimization(checkpoint)
 
     def _remember_saved_optimization(self, checkpoint: dict[str, Any]) -> None:
