@@ -14,6 +14,7 @@ from zoo.data import DataSpec
 from zoo.training.errors import UserError
 from zoo.training.finetuning import build_finetune_module
 from zoo.training.fit import start_run
+from zoo.training.resume import refuse_a_changed_continuation
 
 from .conftest import compose_config
 
@@ -100,6 +101,25 @@ def test_a_frozen_backbone_stays_the_sources_after_a_mid_epoch_resume(
         )
         module, _ = build_finetune_module(cfg, DataSpec.from_dict(saved["hyper_parameters"]["data"]))
         module.refuse_a_changed_optimization(str(last), saved)  # as fit_test_and_record does
+    # Each of them before Hydra makes a run folder too, for the run and each point of a -m sweep:
+    # in the job, the refusal came after the points before it had run.
+    started = [t for t in QUICK if not t.startswith("finetune.backbone_lr_scale=")]
+    given = [*started, source, f"resume_ckpt={last}"]
+    for change, refusal in (
+        ("data.batch_size=4", re.escape(other_batches)),
+        ("finetune.backbone_lr_scale=0.5", backbone),
+        ("model=resnet34", re.escape(f"{last} holds a model=resnet18, not model=resnet34; leave model= out")),
+    ):
+        with pytest.raises(UserError, match=refusal) as refused:
+            refuse_a_changed_continuation([*given, change], "resume_ckpt", "finetune")
+        assert str(refused.value).startswith(f"{last} "), change
+    point = re.escape("sweep point #1 (finetune.backbone_lr_scale=0.5) of 2: ")
+    with pytest.raises(UserError, match=f"^{point}.*{backbone}"):
+        refuse_a_changed_continuation(
+            ["-m", *given, "finetune.backbone_lr_scale=0.1,0.5"], "resume_ckpt", "finetune"
+        )
+    # The settings the run began with pass.
+    refuse_a_changed_continuation(["-m", *given, "finetune.backbone_lr_scale=0.1"], "resume_ckpt", "finetune")
 
     trainer, module = _finetune(run_dir, source, resume=last)
     assert trainer.global_step == 6

@@ -34,7 +34,7 @@ from zoo.training.errors import UserError
 from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_sigterm
 from zoo.training.module import ImageClassifier
 from zoo.training.overrides import check_overrides
-from zoo.training.resume import find_interrupted_run, resolve_resume
+from zoo.training.resume import find_interrupted_run, refuse_a_changed_continuation, resolve_resume
 from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
 from zoo.training.state import RNGState
 
@@ -868,6 +868,53 @@ def test_resuming_with_other_batches_or_images_is_refused(tmp_path: Path) -> Non
         check_resumable(last, module("data=synthetic", "data.channels=3"))
 
 
+def test_a_continued_runs_changes_are_refused_before_a_run_folder_as_the_job_refuses_them(
+    tmp_path: Path,
+) -> None:
+    # Refused only in the job, once Hydra had made its run folder; in a -m sweep from a checkpoint
+    # (seed=1,2), after the points before it had run.
+    overrides = (*EXACT, "trainer.limit_train_batches=2", "trainer.max_epochs=1")
+    _fit_in_process(tmp_path / "run", overrides)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    def before_hydra(*given: str) -> None:
+        refuse_a_changed_continuation([*overrides, f"ckpt_path={last}", *given], "ckpt_path", "train")
+
+    def in_the_job(change: str) -> None:
+        cfg = compose_config(*overrides, change, f"paths.output_dir={tmp_path / 'new'}")
+        check_resumable(last, builders.build_module(cfg, builders.build_datamodule(cfg).spec))
+
+    def in_fit(change: str) -> None:
+        _fit_in_process(tmp_path / "run", (*overrides, change), resume=last)
+
+    for change, job in (
+        ("seed=1", in_the_job),
+        ("data.batch_size=32", in_the_job),
+        ("model.dropout=0.3", in_the_job),
+        ("model=resnet18", in_the_job),
+        ("optimizer=sgd", in_fit),
+        ("optimizer.lr=0.2", in_fit),
+        ("trainer.max_epochs=3", in_fit),  # the cosine's T_max
+    ):
+        with pytest.raises(UserError) as refused:
+            job(change)
+        with pytest.raises(UserError) as early:
+            before_hydra(change)
+        assert str(early.value) == str(refused.value), change
+    with pytest.raises(UserError) as early:
+        refuse_a_changed_continuation(
+            ["-m", *overrides, f"ckpt_path={last}", "seed=42,1"], "ckpt_path", "train"
+        )
+    assert str(early.value) == (
+        f"sweep point #1 (seed=1) of 2: {last} was trained with data.seed=42 (now 1); resume with the data "
+        f"settings the run began with, or train on from its weights with python finetune.py ckpt_path={last} "
+        "finetune.head=extend"
+    )
+    # What a resume may change, and a rate scale_lr scales by the run's processes (known in the job).
+    before_hydra("data.eval_batch_size=100", "data.on_device=false")
+    before_hydra("scale_lr=true", "optimizer.lr=0.2")
+
+
 def test_a_resume_compares_the_data_settings_both_sides_have_and_names_each_change(tmp_path: Path) -> None:
     last = tmp_path / "last.ckpt"
     saved = {"root": "/old/photos", "batch_size": 64, "augment": "standard", "image_size": 224}
@@ -1065,6 +1112,7 @@ def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before
         f"python evaluate.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}"  # the weights its test used
     )
     assert list(work.iterdir()) == []
+    more = ("trainer.max_epochs=2", "scheduler=none")
     # So is such a point of a sweep, before any point runs: it made a folder that only tested again
     # (and before that, the run's recorded overrides put ahead of -m ended in Hydra's usage text).
     result = run_script(
@@ -1082,8 +1130,16 @@ def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before
         "trained 1 epoch of this command's trainer.max_epochs=1: nothing is left to train; "
     )
     assert list(work.iterdir()) == []
+    # A point that changes what the checkpoint continues, refused in its job once Hydra had made its
+    # folder, after the points before it had run.
+    result = run_script("train.py", "-m", f"ckpt_path={last}", "seed=1,2", *more, check=False, cwd=work)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: sweep point #0 (seed=1) of 2: {last} was trained with data.seed=42 (now 1); resume with "
+    )
+    assert list(work.iterdir()) == []
     # A higher limit trains on from it, in a new folder, as before.
-    result = run_script("train.py", f"ckpt_path={last}", "trainer.max_epochs=2", "scheduler=none", cwd=work)
+    result = run_script("train.py", f"ckpt_path={last}", *more, cwd=work)
     assert "already finished: training on from" in result.stdout
     assert [p.name for p in work.iterdir()] == ["runs"]
 

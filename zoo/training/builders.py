@@ -179,7 +179,7 @@ def build_optimization(cfg: DictConfig) -> tuple[Any, Any | None]:
     return optimizer, scheduler
 
 
-def _recorded_data_config(data: DictConfig) -> dict:
+def recorded_data_config(data: DictConfig) -> dict:
     """The data section a checkpoint keeps, for evaluate.py and resumes to rebuild the data from. A
     relative data.root is relative to where the run started: evaluate.py started elsewhere found no
     folder there, or another folder of that name."""
@@ -205,7 +205,7 @@ def build_module(
         return module_class(
             model=model,
             data=spec.to_dict(),
-            data_config=_recorded_data_config(cfg.data),
+            data_config=recorded_data_config(cfg.data),
             optimizer=optimizer,
             scheduler=scheduler,
             scheduler_interval=cfg.scheduler.interval,

@@ -218,11 +218,17 @@ def check_resumable(path: str | Path, module) -> None:
     fail half-way with a wall of shape mismatches."""
     # The description alone: Lightning reads the weights and optimizer state itself.
     hparams = load_run_checkpoint(path, mmap=True)["hyper_parameters"]
-    saved, wanted = hparams["model"], module.hparams["model"]
-    saved_classes, wanted_classes = (
-        len(hparams["data"]["class_names"]),
-        len(module.hparams["data"]["class_names"]),
-    )
+    refuse_another_model(path, hparams, module.hparams["model"], len(module.hparams["data"]["class_names"]))
+    refuse_other_data(path, hparams, module)
+
+
+def refuse_another_model(
+    path: str | Path, hparams: dict[str, Any], wanted: dict, wanted_classes: int
+) -> None:
+    """Another model, or other model settings, than the checkpoint's (`hparams`) under a resumed run;
+    `wanted` is the run's model description, filled in from its data."""
+    saved = hparams["model"]
+    saved_classes = len(hparams["data"]["class_names"])
     described = ("name", "num_classes", "in_chans")
     if any(saved.get(key) != wanted.get(key) for key in described) or saved_classes != wanted_classes:
         raise UserError(
@@ -237,7 +243,6 @@ def check_resumable(path: str | Path, module) -> None:
             f"{path} was trained with {changed}; resume with the model settings the run began with, or "
             f"train on from its weights with {train_on_command(path)}"
         )
-    refuse_other_data(path, hparams, module)
 
 
 # Data settings a resumed run may change: where the files are and how they are loaded, not which
@@ -251,14 +256,22 @@ def refuse_other_data(path: str | Path, hparams: dict[str, Any], module) -> None
     """Another data set, batch size or split under a resumed run (`hparams` are the checkpoint's): a
     checkpoint saved mid-epoch then resumes into an epoch of other batches (or none), and another
     split can put test images in training."""
-    changed = _changed_settings(
-        "data", hparams.get("data_config"), module.hparams.get("data_config"), _DATA_KEYS_FREE_ON_RESUME
-    )
+    refuse_other_data_config(path, hparams, module.hparams.get("data_config"))
+
+
+def refuse_other_data_config(path: str | Path, hparams: dict[str, Any], data_config: Any) -> None:
+    """refuse_other_data for the run's data section as a checkpoint records it (`data_config`)."""
+    changed = other_data_settings(hparams, data_config)
     if changed:
         raise UserError(
             f"{path} was trained with {changed}; resume with the data settings the run began with, or "
             f"train on from its weights with {train_on_command(path)}"
         )
+
+
+def other_data_settings(hparams: dict[str, Any], data_config: Any) -> str:
+    """The data settings a resume may not change that `data_config` changes, named; empty when none."""
+    return _changed_settings("data", hparams.get("data_config"), data_config, _DATA_KEYS_FREE_ON_RESUME)
 
 
 def _changed_settings(section: str, saved: Any, wanted: Any, free: frozenset[str] = frozenset()) -> str:

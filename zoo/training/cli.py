@@ -22,7 +22,7 @@ from .overrides import (
     is_multirun,
     run_dir_of_output_dir,
 )
-from .resume import resolve_resume
+from .resume import refuse_a_changed_continuation, resolve_resume
 
 
 def external_launch_overrides(argv: list[str], environ: dict[str, str], task: str = "train") -> list[str]:
@@ -90,6 +90,8 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
         sys.argv[1:] = run_dir_of_output_dir(sys.argv[1:])
         if is_multirun(sys.argv[1:]):
             check_sweep_points(sys.argv[1:], config_name)
+        if resume_key is not None:
+            refuse_a_changed_continuation(sys.argv[1:], resume_key, config_name)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ), task=config_name)
 
 

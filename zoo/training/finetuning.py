@@ -39,8 +39,15 @@ class FineTuneClassifier(ImageClassifier):
 
     def parameter_groups(self) -> list[dict]:
         head, backbone = split_parameters(self.net)
-        backbone_lr = base_learning_rate(self.optimizer_factory) * self.backbone_lr_scale
-        return [{"params": head, "name": "head"}, {"params": backbone, "name": "backbone", "lr": backbone_lr}]
+        named = named_groups(self.optimizer_factory, self.backbone_lr_scale)
+        return [{"params": head, **named[0]}, {"params": backbone, **named[1]}]
+
+
+def named_groups(optimizer_factory, backbone_lr_scale: float) -> list[dict]:
+    """The head's and the backbone's parameter groups without their parameters: the names and rates
+    a resume is checked against, also before Hydra makes a run folder, where there is no network."""
+    backbone_lr = base_learning_rate(optimizer_factory) * backbone_lr_scale
+    return [{"name": "head"}, {"name": "backbone", "lr": backbone_lr}]
 
 
 def base_learning_rate(optimizer_factory) -> float:
@@ -52,18 +59,21 @@ def base_learning_rate(optimizer_factory) -> float:
 
 
 def _scale_scheduler_peak(module: FineTuneClassifier) -> None:
-    # One-cycle style schedulers set every group's peak rate from one `max_lr`, which would undo the
-    # backbone's scale; they also take one peak per group, so give them both.
-    factory = module.scheduler_factory
+    module.scheduler_factory = scaled_scheduler_peak(module.scheduler_factory, module.backbone_lr_scale)
+
+
+def scaled_scheduler_peak(factory, backbone_lr_scale: float):
+    """`factory` with one peak per group, the backbone's scaled. One-cycle style schedulers set every
+    group's peak rate from one `max_lr`, which would undo the backbone's scale; they also take one
+    peak per group, so give them both."""
     max_lr = getattr(factory, "keywords", {}).get("max_lr")
-    if isinstance(max_lr, (int, float)) and module.backbone_lr_scale != 1.0:
-        # Flat, not a partial of Hydra's partial: functools does not merge the two, and
-        # configure_optimizers reads `keywords` for total_steps=None to fill in the run's step count.
-        module.scheduler_factory = functools.partial(
-            factory.func,
-            *factory.args,
-            **{**factory.keywords, "max_lr": [max_lr, max_lr * module.backbone_lr_scale]},
-        )
+    if not isinstance(max_lr, (int, float)) or backbone_lr_scale == 1.0:
+        return factory
+    # Flat, not a partial of Hydra's partial: functools does not merge the two, and
+    # configure_optimizers reads `keywords` for total_steps=None to fill in the run's step count.
+    return functools.partial(
+        factory.func, *factory.args, **{**factory.keywords, "max_lr": [max_lr, max_lr * backbone_lr_scale]}
+    )
 
 
 # (key under finetune., test, what the value must be), checked before any file is read.
@@ -138,6 +148,16 @@ def _transplanted_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClass
     return module, "; ".join(parts)
 
 
+def refuse_another_model_named(path: str | Path, hparams: dict, cfg: DictConfig) -> None:
+    """A resumed fine-tune is rebuilt from its checkpoint's model (`hparams`): model=NAME may only
+    name that one."""
+    requested = (builders.to_plain(cfg.get("model")) or {}).get("name")
+    if requested is not None and requested != hparams["model"]["name"]:
+        raise UserError(
+            f"{path} holds a model={hparams['model']['name']}, not model={requested}; leave model= out"
+        )
+
+
 def _resumed_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier, str]:
     # Rebuilt from the checkpoint it resumes; Lightning then restores its weights, optimizer, epoch
     # and the freezing schedule. The source is not read again.
@@ -155,11 +175,7 @@ def _resumed_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier
             f"{path} was fine-tuned on {channels}-channel images, but this data has {spec.channels}; "
             "resume with the same data.channels"
         )
-    requested = (builders.to_plain(cfg.get("model")) or {}).get("name")
-    if requested is not None and requested != hparams["model"]["name"]:
-        raise UserError(
-            f"{path} holds a model={hparams['model']['name']}, not model={requested}; leave model= out"
-        )
+    refuse_another_model_named(path, hparams, cfg)
     module = builders.build_module(
         cfg,
         DataSpec.from_dict(hparams["data"]),

@@ -240,11 +240,9 @@ class ImageClassifier(pl.LightningModule):
     def _remember_saved_optimization(self, checkpoint: dict[str, Any]) -> None:
         """What a resumed run's optimizer and scheduler will be restored to, to compare with this run's
         settings before Lightning restores them."""
-        self._saved_optimizer_kind = checkpoint.get(OPTIMIZER_KIND_KEY)  # None: a checkpoint from before
-        optimizers = checkpoint.get("optimizer_states") or []
-        schedulers = checkpoint.get("lr_schedulers") or []
-        self._saved_optimizer_groups = list((optimizers[0].get("param_groups") if optimizers else None) or [])
-        self._saved_schedule = schedulers[0] if schedulers else None
+        self._saved_optimizer_kind, self._saved_optimizer_groups, self._saved_schedule = saved_optimization(
+            checkpoint
+        )
 
     def nonfinite_loss_seen(self) -> bool:
         """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
@@ -319,16 +317,15 @@ class ImageClassifier(pl.LightningModule):
         }
 
     def refuse_a_changed_optimization(self, checkpoint_path: str, checkpoint: dict[str, Any]) -> None:
-        """Refuse to resume `checkpoint` with another optimizer, optimizer setting or schedule than it
-        holds. Lightning would load its state into whatever this run builds: an optimizer of another
-        kind fails at its first step (SGD finds no momentum in Adam's groups), a changed value
-        (optimizer.lr, weight_decay, a cosine T_max that follows trainer.max_epochs) is silently
-        replaced by the checkpoint's. Called before the run writes anything to its folder."""
+        """refuse_another_optimization for this run's optimizer, schedule and parameter groups; called
+        before the run writes anything to its folder."""
         self._remember_saved_optimization(checkpoint)
-        self._refuse_a_replaced_optimizer(checkpoint_path)
-        settings = getattr(self.scheduler_factory, "keywords", {})
-        self._refuse_a_replaced_schedule(
-            checkpoint_path, {k: v for k, v in settings.items() if v is not None}
+        refuse_another_optimization(
+            checkpoint_path,
+            checkpoint,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.parameter_groups(),
         )
 
     def on_fit_start(self) -> None:
@@ -336,87 +333,145 @@ class ImageClassifier(pl.LightningModule):
         # the data and trainer (OneCycle's total_steps), known only now; the optimizer and scheduler
         # are not yet replaced by the checkpoint's.
         if self.trainer.ckpt_path is not None:
-            self._refuse_a_replaced_optimizer(self.trainer.ckpt_path)
-            self._refuse_a_replaced_schedule(self.trainer.ckpt_path, getattr(self, "_planned_schedule", {}))
-
-    def _refuse_a_replaced_optimizer(self, checkpoint: str) -> None:
-        saved_groups = getattr(self, "_saved_optimizer_groups", None)
-        if not saved_groups or self.optimizer_factory is None:
-            return
-        restored = saved_groups[0]
-        fresh_optimizer = self.optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))])
-        fresh, kind = fresh_optimizer.param_groups[0], type(fresh_optimizer).__name__
-        saved_kind = self._saved_optimizer_kind
-        if (saved_kind or kind) != kind or set(fresh) - set(restored):
-            raise UserError(
-                f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
-                f"builds {kind}; resume with the optimizer the run began with, or "
-                f"{_train_on_afresh(checkpoint, 'one')}"
+            path = self.trainer.ckpt_path
+            refuse_a_replaced_optimizer(
+                path,
+                getattr(self, "_saved_optimizer_kind", None),
+                getattr(self, "_saved_optimizer_groups", None),
+                self.optimizer_factory,
+                self.scheduler_factory,
+                self.parameter_groups(),
             )
-        # A schedule moves lr (its start kept as initial_lr), and OneCycle momentum and betas too.
-        moved = {"momentum", "betas"} if "max_momentum" in restored else set()
-        if "max_lr" in restored:
-            moved.add("lr")
-        for key in getattr(self.optimizer_factory, "keywords", {}):
-            if key in moved or key not in fresh:
-                continue
-            kept = restored.get("initial_lr", restored["lr"]) if key == "lr" else restored.get(key)
-            wanted = fresh[key]
-            if _as_plain(kept) != _as_plain(wanted):
-                raise UserError(
-                    f"{checkpoint} continues its {kind} optimizer with {key}={_as_plain(kept)}, but this "
-                    f"run's settings give {key}={_as_plain(wanted)}; a resumed run keeps its checkpoint's "
-                    "optimizer state. Resume with the settings the run began with, or "
-                    f"{_train_on_afresh(checkpoint, 'optimizer')}"
-                )
-        self._refuse_changed_group_rates(checkpoint, kind, base_lr=fresh["lr"])
-
-    def _refuse_changed_group_rates(self, checkpoint: str, kind: str, base_lr: float) -> None:
-        """A group's own rate (fine-tuning's backbone, at finetune.backbone_lr_scale of the head's),
-        or its own peak under a one-cycle schedule, is the checkpoint's on resume, whatever the
-        settings now say."""
-        peaks = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
-        groups = self.parameter_groups()
-        for index, (group, saved) in enumerate(zip(groups, self._saved_optimizer_groups, strict=False)):
-            if "max_lr" in saved:
-                key, kept = "max_lr", saved["max_lr"]
-                wanted = peaks[index] if isinstance(peaks, (list, tuple)) and index < len(peaks) else peaks
-            else:
-                key, kept, wanted = "lr", saved.get("initial_lr", saved.get("lr")), group.get("lr", base_lr)
-            if not isinstance(kept, (int, float)) or not isinstance(wanted, (int, float)):
-                continue
-            if not math.isclose(kept, wanted, rel_tol=1e-6):
-                name = group.get("name", f"group {index}")
-                hint = " (did finetune.backbone_lr_scale change?)" if name == "backbone" else ""
-                raise UserError(
-                    f"{checkpoint} continues its {kind} optimizer with {key}={kept:g} for its {name} "
-                    f"parameters, but this run's settings give {key}={wanted:g}{hint}; a resumed run keeps "
-                    "its checkpoint's optimizer state. Resume with the settings the run began with, or "
-                    f"{_train_on_afresh(checkpoint, 'optimizer')}"
-                )
-
-    def _refuse_a_replaced_schedule(self, checkpoint: str, planned: dict[str, Any]) -> None:
-        # Past its old end a cosine learning rate climbs again, and OneCycle fails.
-        restored = getattr(self, "_saved_schedule", None)
-        if not planned or not restored or self.scheduler_factory is None:
-            return
-        for key, wanted in planned.items():
-            kept = restored.get(key)
-            if isinstance(wanted, bool) or not isinstance(wanted, (int, float)) or kept in (None, wanted):
-                continue
-            hint = (
-                " (did trainer.max_epochs or trainer.max_steps change?)"
-                if key in ("T_max", "total_steps")
-                else ""
-            )
-            name = getattr(self.scheduler_factory, "func", type(self.scheduler_factory)).__name__
-            raise UserError(
-                f"{checkpoint} continues a {name} schedule with {key}={kept}, "
-                f"but this run's settings give {key}={wanted}{hint}; a resumed run keeps its checkpoint's "
-                "schedule. Resume with the settings the run began with, or "
-                f"{_train_on_afresh(checkpoint, 'schedule')}"
-            )
+            restored, planned = getattr(self, "_saved_schedule", None), getattr(self, "_planned_schedule", {})
+            refuse_a_replaced_schedule(path, restored, self.scheduler_factory, planned)
 
     def parameter_groups(self) -> list[dict]:
         """One group of every trainable parameter; fine-tuning overrides this to split backbone and head."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+
+def saved_optimization(checkpoint: dict[str, Any]) -> tuple[str | None, list[dict], dict | None]:
+    """The optimizer's class (None: a checkpoint from before it was saved), its parameter groups and
+    the schedule's state that a resume from `checkpoint` restores."""
+    optimizers = checkpoint.get("optimizer_states") or []
+    schedulers = checkpoint.get("lr_schedulers") or []
+    groups = list((optimizers[0].get("param_groups") if optimizers else None) or [])
+    return checkpoint.get(OPTIMIZER_KIND_KEY), groups, schedulers[0] if schedulers else None
+
+
+def refuse_another_optimization(
+    checkpoint_path: str,
+    checkpoint: dict[str, Any],
+    optimizer_factory: OptimizerFactory | None,
+    scheduler_factory: SchedulerFactory | None,
+    groups: list[dict],
+) -> None:
+    """Refuse to resume `checkpoint` with another optimizer, optimizer setting or schedule than it
+    holds. Lightning would load its state into whatever this run builds: an optimizer of another
+    kind fails at its first step (SGD finds no momentum in Adam's groups), a changed value
+    (optimizer.lr, weight_decay, a cosine T_max that follows trainer.max_epochs) is silently
+    replaced by the checkpoint's. `groups` are the run's parameter groups, of which only the names
+    and rates are read: the command line's check, before Hydra makes a run folder, has no module."""
+    kind, saved_groups, schedule = saved_optimization(checkpoint)
+    refuse_a_replaced_optimizer(
+        checkpoint_path, kind, saved_groups, optimizer_factory, scheduler_factory, groups
+    )
+    settings = getattr(scheduler_factory, "keywords", {})
+    planned = {k: v for k, v in settings.items() if v is not None}
+    refuse_a_replaced_schedule(checkpoint_path, schedule, scheduler_factory, planned)
+
+
+def refuse_a_replaced_optimizer(
+    checkpoint: str,
+    saved_kind: str | None,
+    saved_groups: list[dict] | None,
+    optimizer_factory: OptimizerFactory | None,
+    scheduler_factory: SchedulerFactory | None,
+    groups: list[dict],
+) -> None:
+    if not saved_groups or optimizer_factory is None:
+        return
+    restored = saved_groups[0]
+    fresh_optimizer = optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))])
+    fresh, kind = fresh_optimizer.param_groups[0], type(fresh_optimizer).__name__
+    if (saved_kind or kind) != kind or set(fresh) - set(restored):
+        raise UserError(
+            f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
+            f"builds {kind}; resume with the optimizer the run began with, or "
+            f"{_train_on_afresh(checkpoint, 'one')}"
+        )
+    # A schedule moves lr (its start kept as initial_lr), and OneCycle momentum and betas too.
+    moved = {"momentum", "betas"} if "max_momentum" in restored else set()
+    if "max_lr" in restored:
+        moved.add("lr")
+    for key in getattr(optimizer_factory, "keywords", {}):
+        if key in moved or key not in fresh:
+            continue
+        kept = restored.get("initial_lr", restored["lr"]) if key == "lr" else restored.get(key)
+        wanted = fresh[key]
+        if _as_plain(kept) != _as_plain(wanted):
+            raise UserError(
+                f"{checkpoint} continues its {kind} optimizer with {key}={_as_plain(kept)}, but this "
+                f"run's settings give {key}={_as_plain(wanted)}; a resumed run keeps its checkpoint's "
+                "optimizer state. Resume with the settings the run began with, or "
+                f"{_train_on_afresh(checkpoint, 'optimizer')}"
+            )
+    _refuse_changed_group_rates(checkpoint, kind, fresh["lr"], saved_groups, scheduler_factory, groups)
+
+
+def _refuse_changed_group_rates(
+    checkpoint: str,
+    kind: str,
+    base_lr: float,
+    saved_groups: list[dict],
+    scheduler_factory: SchedulerFactory | None,
+    groups: list[dict],
+) -> None:
+    """A group's own rate (fine-tuning's backbone, at finetune.backbone_lr_scale of the head's),
+    or its own peak under a one-cycle schedule, is the checkpoint's on resume, whatever the
+    settings now say."""
+    peaks = getattr(scheduler_factory, "keywords", {}).get("max_lr")
+    for index, (group, saved) in enumerate(zip(groups, saved_groups, strict=False)):
+        if "max_lr" in saved:
+            key, kept = "max_lr", saved["max_lr"]
+            wanted = peaks[index] if isinstance(peaks, (list, tuple)) and index < len(peaks) else peaks
+        else:
+            key, kept, wanted = "lr", saved.get("initial_lr", saved.get("lr")), group.get("lr", base_lr)
+        if not isinstance(kept, (int, float)) or not isinstance(wanted, (int, float)):
+            continue
+        if not math.isclose(kept, wanted, rel_tol=1e-6):
+            name = group.get("name", f"group {index}")
+            hint = " (did finetune.backbone_lr_scale change?)" if name == "backbone" else ""
+            raise UserError(
+                f"{checkpoint} continues its {kind} optimizer with {key}={kept:g} for its {name} "
+                f"parameters, but this run's settings give {key}={wanted:g}{hint}; a resumed run keeps "
+                "its checkpoint's optimizer state. Resume with the settings the run began with, or "
+                f"{_train_on_afresh(checkpoint, 'optimizer')}"
+            )
+
+
+def refuse_a_replaced_schedule(
+    checkpoint: str,
+    restored: dict | None,
+    scheduler_factory: SchedulerFactory | None,
+    planned: dict[str, Any],
+) -> None:
+    # Past its old end a cosine learning rate climbs again, and OneCycle fails.
+    if not planned or not restored or scheduler_factory is None:
+        return
+    for key, wanted in planned.items():
+        kept = restored.get(key)
+        if isinstance(wanted, bool) or not isinstance(wanted, (int, float)) or kept in (None, wanted):
+            continue
+        hint = (
+            " (did trainer.max_epochs or trainer.max_steps change?)"
+            if key in ("T_max", "total_steps")
+            else ""
+        )
+        name = getattr(scheduler_factory, "func", type(scheduler_factory)).__name__
+        raise UserError(
+            f"{checkpoint} continues a {name} schedule with {key}={kept}, "
+            f"but this run's settings give {key}={wanted}{hint}; a resumed run keeps its checkpoint's "
+            "schedule. Resume with the settings the run began with, or "
+            f"{_train_on_afresh(checkpoint, 'schedule')}"
+        )

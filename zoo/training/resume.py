@@ -176,6 +176,89 @@ def _as_one_run(given: list[str], point: list[str], swept: set[str]) -> list[str
     return [at_point.get(token.partition("=")[0], token) for token in given if not is_multirun([token])]
 
 
+def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name: str) -> None:
+    """What a run continued from a checkpoint may not change (its model, data settings, optimizer and
+    schedule), checked from that checkpoint and the composed config before Hydra makes a run folder:
+    for the run, and for each point of a -m sweep before the first one runs. In the job, the refusal
+    came after Hydra had made that job's folder, and after the points before it had run; it is made
+    there again, by the same functions. What only the job knows is left to it: the data's classes when
+    the data settings changed, OneCycle's step count, a rate that scale_lr scales by the processes."""
+    given = given_overrides(argv).get(resume_key)
+    if given is None or unquoted(given) in ("", "null"):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .checkpoint import peek_checkpoint
+
+    expanded = sweep_points(argv) if is_multirun(argv) else ([argv], set())
+    points, swept = expanded or ([], set())  # a sweep Hydra expands only as it runs: left to the jobs
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for number, point in enumerate(points):
+            try:
+                cfg = compose(config_name=config_name, overrides=job_overrides(point))
+                path = cfg.get(resume_key)
+            except (HydraException, OmegaConfBaseException):
+                continue  # Hydra reports it, as the job starts
+            saved = peek_checkpoint(path) if path else {}
+            hparams = saved.get("hyper_parameters")
+            if (
+                "state_dict" not in saved
+                or not isinstance(hparams, dict)
+                or not {"model", "data"} <= set(hparams)
+            ):
+                continue  # not a run's checkpoint, or not readable: the job says which
+            try:
+                _refuse_a_changed_run(str(path), saved, cfg, config_name)
+            except UserError as error:
+                if not swept:
+                    raise
+                raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
+
+
+def _refuse_a_changed_run(path: str, saved: dict[str, Any], cfg: Any, config_name: str) -> None:
+    """The job's refusals of a continued run (checkpoint.check_resumable, the fine-tune's
+    refuse_another_model_named, module.refuse_another_optimization), from `cfg` and the checkpoint
+    (`saved`) alone."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..data import DataSpec
+    from .builders import build_optimization, model_config, recorded_data_config
+    from .checkpoint import other_data_settings, refuse_another_model, refuse_other_data_config
+    from .finetuning import named_groups, refuse_another_model_named, scaled_scheduler_peak
+    from .module import refuse_another_optimization
+
+    hparams = saved["hyper_parameters"]
+    try:
+        data_config = recorded_data_config(cfg.data)
+    except OmegaConfBaseException:
+        data_config = None  # resolved only in the job (a ${hydra:...}): compared there
+    if config_name == "finetune":
+        refuse_another_model_named(path, hparams, cfg)
+    elif data_config is not None and not other_data_settings(hparams, data_config):
+        # The same data settings: the data the checkpoint describes, which the model is filled in from.
+        try:
+            spec = DataSpec.from_dict(hparams["data"])
+        except (KeyError, TypeError, ValueError):
+            spec = None  # a description the job's full load refuses
+        if spec is not None:
+            refuse_another_model(path, hparams, model_config(cfg, spec), spec.num_classes)
+    if data_config is not None:
+        refuse_other_data_config(path, hparams, data_config)
+    if cfg.get("scale_lr"):
+        return  # the rate is scaled by the run's processes, known only in the job
+    try:
+        optimizer, scheduler = build_optimization(cfg)
+        groups = [{}]  # train.py's one group, at the optimizer's rate
+        if config_name == "finetune":
+            scale = float(cfg.finetune.backbone_lr_scale)
+            groups, scheduler = named_groups(optimizer, scale), scaled_scheduler_peak(scheduler, scale)
+    except Exception:
+        return  # settings the job refuses, with its own message, before it compares them
+    refuse_another_optimization(path, saved, optimizer, scheduler, groups)
+
+
 _KEEP_RECORD = ("hydra.output_subdir=null",)
 
 
