@@ -32,7 +32,12 @@ from zoo.training.checkpoint import check_resumable, refuse_other_data
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.errors import UserError
 from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_sigterm
-from zoo.training.module import ImageClassifier
+from zoo.training.module import (
+    OPTIMIZER_KIND_KEY,
+    SCHEDULER_KIND_KEY,
+    ImageClassifier,
+    refuse_another_optimization,
+)
 from zoo.training.overrides import check_overrides
 from zoo.training.resume import find_interrupted_run, refuse_a_changed_continuation, resolve_resume
 from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
@@ -784,6 +789,53 @@ def test_resuming_with_another_optimizer_or_its_values_is_refused(
     assert trainer.global_step == 4
 
 
+def _saved_with(scheduler: str, recorded: bool = True) -> dict:
+    """A checkpoint's optimizer and schedule entries as a run with `scheduler` saves them; without
+    the scheduler's class when not `recorded`, as before it was saved."""
+    optimizer_factory, scheduler_factory = builders.build_optimization(
+        compose_config(f"scheduler={scheduler}")
+    )
+    optimizer = optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))])
+    built = scheduler_factory(optimizer=optimizer) if scheduler_factory else None
+    saved = {
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [built.state_dict()] if built else [],
+        OPTIMIZER_KIND_KEY: type(optimizer).__name__,
+    }
+    if recorded:
+        saved[SCHEDULER_KIND_KEY] = type(built).__name__ if built else None
+    return saved
+
+
+def test_resuming_with_another_kind_of_scheduler_is_refused() -> None:
+    # Lightning loaded a cosine's state into a StepLR (T_max and the cosine's last rate kept: neither
+    # schedule), started a fresh StepLR from a checkpoint without one, and dropped a saved schedule
+    # for scheduler=none; each trained on, exit 0.
+    def resume(saved: dict, scheduler: str) -> None:
+        optimizer, scheduler_factory = builders.build_optimization(compose_config(f"scheduler={scheduler}"))
+        refuse_another_optimization("last.ckpt", saved, optimizer, scheduler_factory, [{}])
+
+    way_on = (
+        "; resume with the schedule the run began with, or train on from its weights with a fresh schedule: "
+        "python finetune.py ckpt_path=last.ckpt finetune.head=extend"
+    )
+    for before, after, held, built in (
+        ("none", "step", "no scheduler's state (scheduler=none)", "StepLR"),
+        ("cosine", "step", "the state of scheduler CosineAnnealingLR", "StepLR"),
+        ("step", "none", "the state of scheduler StepLR", "no scheduler (scheduler=none)"),
+    ):
+        with pytest.raises(UserError) as refused:
+            resume(_saved_with(before), after)
+        assert str(refused.value) == f"last.ckpt holds {held}, and this run builds {built}{way_on}"
+    for kind in ("none", "step", "cosine"):
+        resume(_saved_with(kind), kind)
+    # A checkpoint from before the class was saved: one without a schedule held none, and one with a
+    # schedule is left to resume as before.
+    with pytest.raises(UserError, match=re.escape("holds no scheduler's state (scheduler=none), and")):
+        resume(_saved_with("none", recorded=False), "step")
+    resume(_saved_with("cosine", recorded=False), "step")
+
+
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path: Path) -> None:
     # The refusal came once Lightning had opened the run's TensorBoard writer (a new event file with
     # a purge mark at the checkpoint's step) and config.yaml had been rewritten with the refused values.
@@ -895,6 +947,8 @@ def test_a_continued_runs_changes_are_refused_before_a_run_folder_as_the_job_ref
         ("optimizer=sgd", in_fit),
         ("optimizer.lr=0.2", in_fit),
         ("trainer.max_epochs=3", in_fit),  # the cosine's T_max
+        ("scheduler=step", in_fit),
+        ("scheduler=none", in_fit),
     ):
         with pytest.raises(UserError) as refused:
             job(change)
@@ -1093,6 +1147,28 @@ def _with_progress(run: Path, epochs: int, step: int) -> Path:
     return last
 
 
+def test_a_run_continued_with_another_kind_of_scheduler_is_refused_before_a_run_folder(
+    tmp_path: Path,
+) -> None:
+    # A fresh StepLR was started from a run trained without a schedule, and trained on with exit 0.
+    run = tmp_path / "a"
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    run_script("train.py", *EXACT, *short, "test=false", "scheduler=none", f"hydra.run.dir={run}")
+    last = run / "checkpoints" / "last.ckpt"
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_script(
+        "train.py", f"ckpt_path={last}", "scheduler=step", "trainer.max_epochs=2", check=False, cwd=work
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {last} holds no scheduler's state (scheduler=none), and this run builds StepLR; resume "
+        "with the schedule the run began with, or train on from its weights with a fresh schedule: "
+        f"python finetune.py ckpt_path={last} finetune.head=extend"
+    )
+    assert list(work.iterdir()) == []
+
+
 def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before_a_run_folder(
     tmp_path: Path,
 ) -> None:
@@ -1112,7 +1188,8 @@ def test_a_finished_runs_checkpoint_with_nothing_left_to_train_is_refused_before
         f"python evaluate.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}"  # the weights its test used
     )
     assert list(work.iterdir()) == []
-    more = ("trainer.max_epochs=2", "scheduler=none")
+    # The run's cosine, its length kept: scheduler=none trained on at the rate the cosine had reached (0).
+    more = ("trainer.max_epochs=2", "scheduler.factory.T_max=1")
     # So is such a point of a sweep, before any point runs: it made a folder that only tested again
     # (and before that, the run's recorded overrides put ahead of -m ended in Hydra's usage text).
     result = run_script(

@@ -42,6 +42,10 @@ def _train_on_afresh(checkpoint: str, what: str) -> str:
 # The checkpoint entry that holds the running training loss and accuracy of the epoch under way.
 TRAIN_TALLY_KEY = "train_epoch_tally"
 OPTIMIZER_KIND_KEY = "optimizer_kind"
+SCHEDULER_KIND_KEY = "scheduler_kind"
+# The scheduler kind of a checkpoint from before SCHEDULER_KIND_KEY that holds a schedule, or of a
+# factory that is not a class: not known, so not compared.
+_UNTOLD = "(not recorded)"
 
 
 def last_batch_of_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -212,7 +216,8 @@ class ImageClassifier(pl.LightningModule):
     # on_train_epoch_start, and would otherwise report that epoch over the batches after the resume.
     # One row per process, each taking its own back: with rank 0's alone in the file, every process
     # resumed with rank 0's, and the resumed epoch's figures counted rank 0's first batches twice.
-    # The optimizer's class is saved too: its state alone does not tell Adam from AdamW.
+    # The optimizer's class is saved too: its state alone does not tell Adam from AdamW. So is the
+    # scheduler's (None without one): Lightning loads a cosine's state into a StepLR without a word.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sums = self.train_sums.detach()
         seen = torch.tensor([self.train_seen], device=sums.device)
@@ -222,6 +227,7 @@ class ImageClassifier(pl.LightningModule):
         checkpoint[TRAIN_TALLY_KEY] = {"sums": sums.reshape(-1, 2).cpu(), "seen": seen.reshape(-1).tolist()}
         if self._trainer is not None and self.trainer.optimizers:
             checkpoint[OPTIMIZER_KIND_KEY] = type(self.trainer.optimizers[0]).__name__
+            checkpoint[SCHEDULER_KIND_KEY] = built_scheduler_kind(self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         tally = checkpoint.get(TRAIN_TALLY_KEY)
@@ -243,6 +249,7 @@ class ImageClassifier(pl.LightningModule):
         self._saved_optimizer_kind, self._saved_optimizer_groups, self._saved_schedule = saved_optimization(
             checkpoint
         )
+        self._saved_scheduler_kind = saved_scheduler_kind(checkpoint)
 
     def nonfinite_loss_seen(self) -> bool:
         """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
@@ -334,6 +341,8 @@ class ImageClassifier(pl.LightningModule):
         # are not yet replaced by the checkpoint's.
         if self.trainer.ckpt_path is not None:
             path = self.trainer.ckpt_path
+            saved_kind = getattr(self, "_saved_scheduler_kind", _UNTOLD)
+            refuse_another_scheduler(path, saved_kind, built_scheduler_kind(self.trainer))
             refuse_a_replaced_optimizer(
                 path,
                 getattr(self, "_saved_optimizer_kind", None),
@@ -359,6 +368,45 @@ def saved_optimization(checkpoint: dict[str, Any]) -> tuple[str | None, list[dic
     return checkpoint.get(OPTIMIZER_KIND_KEY), groups, schedulers[0] if schedulers else None
 
 
+def saved_scheduler_kind(checkpoint: dict[str, Any]) -> str | None:
+    """The class of the schedule a resume from `checkpoint` restores, None when it holds none. A
+    checkpoint from before the class was saved holds none when its list of schedules is empty; one
+    with a schedule, or with no training state at all, is _UNTOLD."""
+    if SCHEDULER_KIND_KEY in checkpoint:
+        return checkpoint[SCHEDULER_KIND_KEY]
+    return None if checkpoint.get("lr_schedulers") == [] else _UNTOLD
+
+
+def scheduler_kind(scheduler_factory: SchedulerFactory | None) -> str | None:
+    """The class `scheduler_factory` builds, None for no scheduler; _UNTOLD for a function that builds
+    one, whose class is known only once it has (on_fit_start compares it then)."""
+    if scheduler_factory is None:
+        return None
+    built = getattr(scheduler_factory, "func", scheduler_factory)
+    return built.__name__ if isinstance(built, type) else _UNTOLD
+
+
+def built_scheduler_kind(trainer: pl.Trainer) -> str | None:
+    """The class of the scheduler `trainer` built from configure_optimizers, None without one."""
+    configs = trainer.lr_scheduler_configs
+    return type(configs[0].scheduler).__name__ if configs else None
+
+
+def refuse_another_scheduler(checkpoint: str, saved_kind: str | None, kind: str | None) -> None:
+    """Refuse to resume `checkpoint` with another kind of scheduler than it holds the state of.
+    Lightning loads the saved state into whatever this run builds (a cosine's T_max and rate into a
+    StepLR: neither schedule), builds a fresh one from the checkpoint's rate when it saved none, and
+    drops it for a run without one, at the rate it had reached (0 at a cosine's end). Checked before
+    the optimizer's settings, which a schedule moves."""
+    if _UNTOLD in (saved_kind, kind) or saved_kind == kind:
+        return
+    held = f"the state of scheduler {saved_kind}" if saved_kind else "no scheduler's state (scheduler=none)"
+    raise UserError(
+        f"{checkpoint} holds {held}, and this run builds {kind or 'no scheduler (scheduler=none)'}; resume "
+        f"with the schedule the run began with, or {_train_on_afresh(checkpoint, 'schedule')}"
+    )
+
+
 def refuse_another_optimization(
     checkpoint_path: str,
     checkpoint: dict[str, Any],
@@ -366,13 +414,16 @@ def refuse_another_optimization(
     scheduler_factory: SchedulerFactory | None,
     groups: list[dict],
 ) -> None:
-    """Refuse to resume `checkpoint` with another optimizer, optimizer setting or schedule than it
-    holds. Lightning would load its state into whatever this run builds: an optimizer of another
+    """Refuse to resume `checkpoint` with another optimizer, optimizer setting, scheduler or schedule
+    than it holds. Lightning would load its state into whatever this run builds: an optimizer of another
     kind fails at its first step (SGD finds no momentum in Adam's groups), a changed value
     (optimizer.lr, weight_decay, a cosine T_max that follows trainer.max_epochs) is silently
     replaced by the checkpoint's. `groups` are the run's parameter groups, of which only the names
     and rates are read: the command line's check, before Hydra makes a run folder, has no module."""
     kind, saved_groups, schedule = saved_optimization(checkpoint)
+    refuse_another_scheduler(
+        checkpoint_path, saved_scheduler_kind(checkpoint), scheduler_kind(scheduler_factory)
+    )
     refuse_a_replaced_optimizer(
         checkpoint_path, kind, saved_groups, optimizer_factory, scheduler_factory, groups
     )
