@@ -25,7 +25,7 @@ from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 def finetune(cfg: DictConfig) -> dict[str, float]:
     check_finetune_request(cfg)  # before the trainer and its loggers exist
     run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)
-    refuse_freezing_under_plain_ddp(trainer)
+    refuse_freezing_under_plain_ddp(trainer, resume_from=cfg.resume_ckpt)
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         say(summary)

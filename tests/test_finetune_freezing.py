@@ -229,3 +229,30 @@ def test_resuming_at_the_unfreezing_epoch_unfreezes_and_says_so_once(
     assert seen.trainable == {1: True} and freeze.unfrozen_at_epoch == 1
     out = capsys.readouterr().out
     assert out.count("backbone unfrozen") == 1 and "epoch 2: backbone unfrozen" in out
+
+
+def test_plain_ddp_is_refused_for_a_frozen_backbone_but_not_for_a_resume_past_its_unfreezing(
+    tmp_path: Path,
+) -> None:
+    # A fine-tune resumed after its backbone unfroze trains every parameter, as plain DDP needs:
+    # refused, it could not move to several processes without the slower find_unused_parameters.
+    from zoo.training.errors import UserError
+    from zoo.training.freezing import refuse_freezing_under_plain_ddp
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        callbacks=[BackboneFreeze(unfreeze_at_epoch=1)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    unfrozen, frozen = tmp_path / "unfrozen.ckpt", tmp_path / "frozen.ckpt"
+    torch.save({"callbacks": {"BackboneFreeze": {"unfrozen_at_epoch": 1}}}, unfrozen)
+    torch.save({"callbacks": {"BackboneFreeze": {"unfrozen_at_epoch": None}}}, frozen)
+
+    refuse_freezing_under_plain_ddp(trainer, resume_from=str(unfrozen))
+    for resume_from in (None, str(frozen)):
+        with pytest.raises(UserError, match="ddp_find_unused_parameters_true"):
+            refuse_freezing_under_plain_ddp(trainer, resume_from=resume_from)

@@ -16,6 +16,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
 from ..models import ClassifierModel
+from .checkpoint import peek_checkpoint
 from .errors import UserError
 from .runlog import say
 
@@ -107,12 +108,17 @@ class BackboneFreeze(pl.Callback):
         self.unfrozen_at_epoch = state_dict.get("unfrozen_at_epoch")
 
 
-def refuse_freezing_under_plain_ddp(trainer: pl.Trainer) -> None:
+def refuse_freezing_under_plain_ddp(trainer: pl.Trainer, resume_from: str | None = None) -> None:
     """A frozen backbone under DDP that expects every parameter to get a gradient failed at the second
-    training step, with a traceback from each process; refused before the processes start."""
+    training step, with a traceback from each process; refused before the processes start. A resumed
+    fine-tune (`resume_from`) whose backbone has unfrozen never freezes it again, so it may go on
+    under plain DDP."""
     strategy = trainer.strategy
     freezes = any(
-        isinstance(callback, BackboneFreeze) and callback.freeze and callback.unfreeze_at_epoch != 0
+        isinstance(callback, BackboneFreeze)
+        and callback.freeze
+        and callback.unfreeze_at_epoch != 0
+        and not _unfrozen_in(resume_from, callback)
         for callback in trainer.callbacks
     )
     if (
@@ -126,3 +132,12 @@ def refuse_freezing_under_plain_ddp(trainer: pl.Trainer) -> None:
             "which DDP with trainer.strategy=ddp fails on at the second step; "
             "set trainer.strategy=ddp_find_unused_parameters_true"
         )
+
+
+def _unfrozen_in(checkpoint: str | None, callback: BackboneFreeze) -> bool:
+    """Whether `checkpoint` records that `callback`'s backbone has unfrozen (read without its tensors,
+    before Lightning restores the callback's state at the start of fit)."""
+    if not checkpoint:
+        return False
+    state = (peek_checkpoint(checkpoint).get("callbacks") or {}).get(callback.state_key)
+    return isinstance(state, dict) and state.get("unfrozen_at_epoch") is not None

@@ -48,6 +48,15 @@ SCHEDULER_KIND_KEY = "scheduler_kind"
 _UNTOLD = "(not recorded)"
 
 
+def gathered_from_every_process(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` of every process, stacked in rank order. Not LightningModule.all_gather: it goes
+    through torch.distributed.nn.functional.all_gather, which torch 2.14 deprecates with a
+    FutureWarning that each process printed at the run's first checkpoint."""
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
+
+
 def last_batch_of_epoch(trainer: pl.Trainer, batch_idx: int) -> bool:
     """Whether the training batch `batch_idx` is the epoch's last one."""
     # is_last_batch: the loader ran out; num_training_batches: limit_train_batches, overfit_batches.
@@ -223,7 +232,7 @@ class ImageClassifier(pl.LightningModule):
         seen = torch.tensor([self.train_seen], device=sums.device)
         if self._trainer is not None and self.trainer.world_size > 1:
             # Every process builds the checkpoint (Lightning's dump_checkpoint), rank 0 writes it.
-            sums, seen = self.all_gather(sums), self.all_gather(seen)
+            sums, seen = gathered_from_every_process(sums), gathered_from_every_process(seen)
         checkpoint[TRAIN_TALLY_KEY] = {"sums": sums.reshape(-1, 2).cpu(), "seen": seen.reshape(-1).tolist()}
         if self._trainer is not None and self.trainer.optimizers:
             checkpoint[OPTIMIZER_KIND_KEY] = type(self.trainer.optimizers[0]).__name__
