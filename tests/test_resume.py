@@ -38,7 +38,7 @@ from zoo.training.module import (
     ImageClassifier,
     refuse_another_optimization,
 )
-from zoo.training.overrides import check_overrides
+from zoo.training.overrides import check_overrides, data_overrides
 from zoo.training.resume import find_interrupted_run, refuse_a_changed_continuation, resolve_resume
 from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
 from zoo.training.state import RNGState
@@ -934,7 +934,8 @@ def test_a_continued_runs_changes_are_refused_before_a_run_folder_as_the_job_ref
 
     def in_the_job(change: str) -> None:
         cfg = compose_config(*overrides, change, f"paths.output_dir={tmp_path / 'new'}")
-        check_resumable(last, builders.build_module(cfg, builders.build_datamodule(cfg).spec))
+        module = builders.build_module(cfg, builders.build_datamodule(cfg).spec)
+        check_resumable(last, module, data_overrides([*overrides, change]))
 
     def in_fit(change: str) -> None:
         _fit_in_process(tmp_path / "run", (*overrides, change), resume=last)
@@ -955,6 +956,10 @@ def test_a_continued_runs_changes_are_refused_before_a_run_folder_as_the_job_ref
         with pytest.raises(UserError) as early:
             before_hydra(change)
         assert str(early.value) == str(refused.value), change
+        if change == "data.batch_size=32":
+            # The advised fine-tune trains on the data the command asked for, not finetune.py's default.
+            advice = f"python finetune.py ckpt_path={last} {change} finetune.head=extend"
+            assert str(early.value).endswith(advice)
     with pytest.raises(UserError) as early:
         refuse_a_changed_continuation(
             ["-m", *overrides, f"ckpt_path={last}", "seed=42,1"], "ckpt_path", "train"

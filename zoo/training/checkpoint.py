@@ -213,13 +213,13 @@ def module_from_checkpoint(checkpoint: dict[str, Any]):
     return module
 
 
-def check_resumable(path: str | Path, module) -> None:
+def check_resumable(path: str | Path, module, data: list[str] | None = None) -> None:
     """A checkpoint to resume from must describe the model this run builds, or loading it would
-    fail half-way with a wall of shape mismatches."""
+    fail half-way with a wall of shape mismatches. `data`: as refuse_other_data takes it."""
     # The description alone: Lightning reads the weights and optimizer state itself.
     hparams = load_run_checkpoint(path, mmap=True)["hyper_parameters"]
     refuse_another_model(path, hparams, module.hparams["model"], len(module.hparams["data"]["class_names"]))
-    refuse_other_data(path, hparams, module)
+    refuse_other_data(path, hparams, module, data)
 
 
 def refuse_another_model(
@@ -252,20 +252,29 @@ _DATA_KEYS_FREE_ON_RESUME = frozenset(
 )
 
 
-def refuse_other_data(path: str | Path, hparams: dict[str, Any], module) -> None:
+def refuse_other_data(
+    path: str | Path, hparams: dict[str, Any], module, data: list[str] | None = None
+) -> None:
     """Another data set, batch size or split under a resumed run (`hparams` are the checkpoint's): a
     checkpoint saved mid-epoch then resumes into an epoch of other batches (or none), and another
-    split can put test images in training."""
-    refuse_other_data_config(path, hparams, module.hparams.get("data_config"))
+    split can put test images in training. `data`: the command's data overrides, which the advised
+    fine-tune takes on; None: those of the Hydra job under way."""
+    from .overrides import the_jobs_data_overrides
+
+    data = the_jobs_data_overrides() if data is None else data
+    refuse_other_data_config(path, hparams, module.hparams.get("data_config"), data)
 
 
-def refuse_other_data_config(path: str | Path, hparams: dict[str, Any], data_config: Any) -> None:
+def refuse_other_data_config(
+    path: str | Path, hparams: dict[str, Any], data_config: Any, data: list[str] | tuple[str, ...] = ()
+) -> None:
     """refuse_other_data for the run's data section as a checkpoint records it (`data_config`)."""
     changed = other_data_settings(hparams, data_config)
     if changed:
+        # With the command's data overrides: without them, the fine-tune trained on its default data set.
         raise UserError(
             f"{path} was trained with {changed}; resume with the data settings the run began with, or "
-            f"train on from its weights with {train_on_command(path)}"
+            f"train on from its weights with {train_on_command(path, data)}"
         )
 
 

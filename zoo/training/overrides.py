@@ -175,6 +175,25 @@ def job_overrides(argv: list[str]) -> list[str]:
     return [t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
+def data_overrides(argv: list[str]) -> list[str]:
+    """The overrides among `argv` that choose or place a run's data (the last of each key), for a
+    command that trains on from its weights."""
+    latest: dict[str, str] = {}
+    for token in argv:
+        key = token.partition("=")[0].lstrip("+~")
+        if key == "data" or key.startswith("data.") or key == "paths.data_dir":
+            latest.pop(key, None)
+            latest[key] = token
+    return list(latest.values())
+
+
+def the_jobs_data_overrides() -> list[str]:
+    """data_overrides of the Hydra job under way; none outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return data_overrides(list(HydraConfig.get().overrides.task)) if HydraConfig.initialized() else []
+
+
 def sweep_points(argv: list[str]) -> tuple[list[list[str]], set[str]] | None:
     """The job overrides of each point of a -m sweep (one point when nothing is swept) and the keys
     it sweeps; None for a sweep Hydra expands only once it runs (glob() of a group's options)."""

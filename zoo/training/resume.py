@@ -12,6 +12,7 @@ import yaml
 from .errors import UserError
 from .overrides import (
     CONFIG_DIR,
+    data_overrides,
     given_overrides,
     is_multirun,
     job_overrides,
@@ -143,12 +144,13 @@ def _train_on_from_finished(
     if made_by is not None:
         # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
         # finetune.* overrides) ended in a traceback or an unknown key.
+        data = data_overrides([*_recorded_overrides(run_dir), *argv])
         raise UserError(
             f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
-            f"weights with {train_on_command(checkpoint, _data_of([*_recorded_overrides(run_dir), *argv]))}"
+            f"weights with {train_on_command(checkpoint, data)}"
         )
     given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
-    train_on = train_on_command(checkpoint, _data_of(argv))
+    train_on = train_on_command(checkpoint, data_overrides(argv))
     # Each point of a -m sweep, before the first one runs: one with nothing left to train made a run
     # folder that only tested again, and one that changes the schedule was refused once it had one.
     expanded = sweep_points(argv) if is_multirun(argv) else ([argv], set())
@@ -210,17 +212,19 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
             ):
                 continue  # not a run's checkpoint, or not readable: the job says which
             try:
-                _refuse_a_changed_run(str(path), saved, cfg, config_name)
+                _refuse_a_changed_run(str(path), saved, cfg, config_name, data_overrides(point))
             except UserError as error:
                 if not swept:
                     raise
                 raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
 
 
-def _refuse_a_changed_run(path: str, saved: dict[str, Any], cfg: Any, config_name: str) -> None:
+def _refuse_a_changed_run(
+    path: str, saved: dict[str, Any], cfg: Any, config_name: str, data: list[str]
+) -> None:
     """The job's refusals of a continued run (checkpoint.check_resumable, the fine-tune's
     refuse_another_model_named, module.refuse_another_optimization), from `cfg` and the checkpoint
-    (`saved`) alone."""
+    (`saved`) alone; `data` are the point's data overrides, which the advised fine-tune takes on."""
     from omegaconf.errors import OmegaConfBaseException
 
     from ..data import DataSpec
@@ -245,7 +249,7 @@ def _refuse_a_changed_run(path: str, saved: dict[str, Any], cfg: Any, config_nam
         if spec is not None:
             refuse_another_model(path, hparams, model_config(cfg, spec), spec.num_classes)
     if data_config is not None:
-        refuse_other_data_config(path, hparams, data_config)
+        refuse_other_data_config(path, hparams, data_config, data)
     if cfg.get("scale_lr"):
         return  # the rate is scaled by the run's processes, known only in the job
     try:
@@ -354,18 +358,6 @@ def _default_data_dir_the_run_read(run_dir: Path, started_in: Path | None) -> li
     as_written = override("paths.data_dir", data_dir)
     token = _data_where_the_run_read_it(as_written, started_in)
     return [] if token == as_written else [token]
-
-
-def _data_of(argv: list[str]) -> list[str]:
-    """The overrides among `argv` that choose or place a run's data (the last of each key), for a
-    command that trains on from its weights."""
-    latest: dict[str, str] = {}
-    for token in argv:
-        key = token.partition("=")[0].lstrip("+~")
-        if key == "data" or key.startswith("data.") or key == "paths.data_dir":
-            latest.pop(key, None)
-            latest[key] = token
-    return list(latest.values())
 
 
 def _refuse_nothing_left_to_train(
