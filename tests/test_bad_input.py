@@ -23,6 +23,7 @@ from zoo.training.overrides import (
     check_sweep_points,
     describe_override_error,
     run_dir_of_output_dir,
+    sweep_points,
 )
 from zoo.training.validation import validate_config
 
@@ -960,6 +961,12 @@ def test_sweep_functions_and_spaced_lists_of_group_options_pass_to_hydra() -> No
         check_overrides(["-m", sweep])
     with pytest.raises(UserError, match="unknown model 'nope'"):
         check_overrides(["-m", "model=lenet5, nope"])
+
+
+def test_a_sweep_hydra_expands_only_as_it_runs_is_left_to_hydra_by_the_checks_before_it() -> None:
+    # glob() of a group's options has no points until Hydra runs the sweep: they cannot be checked.
+    assert sweep_points(["-m", "model=glob(lenet*)"]) is None
+    check_sweep_points(["-m", "model=glob(lenet*)", "optimizer.lr=0.1,0.2"], "train")
 
 
 def test_a_list_of_group_options_taken_together_is_checked_name_by_name() -> None:

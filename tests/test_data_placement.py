@@ -111,7 +111,12 @@ def _one_process(**trainer) -> SimpleNamespace:
     """A trainer of one process, as the loss guard reads it; `others_saw_nan`: what the other
     processes' tallies answer in the guard's vote."""
     others_saw_nan = trainer.pop("others_saw_nan", False)
-    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision or others_saw_nan)
+    # all=True would stop only when every process saw one: the vote must ask whether any did.
+    strategy = SimpleNamespace(
+        reduce_boolean_decision=lambda decision, all: (
+            (decision and others_saw_nan) if all else (decision or others_saw_nan)
+        )
+    )
     return SimpleNamespace(strategy=strategy, **trainer)
 
 

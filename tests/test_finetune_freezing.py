@@ -15,6 +15,8 @@ from zoo.data import InMemoryDataModule
 from zoo.training.finetuning import FineTuneClassifier
 from zoo.training.freezing import BackboneFreeze, backbone_batch_norms, set_backbone_frozen, split_parameters
 
+from .conftest import run_script
+
 CLASSES = ["a", "b", "c"]
 
 
@@ -256,3 +258,55 @@ def test_plain_ddp_is_refused_for_a_frozen_backbone_but_not_for_a_resume_past_it
     for resume_from in (None, str(frozen)):
         with pytest.raises(UserError, match="ddp_find_unused_parameters_true"):
             refuse_freezing_under_plain_ddp(trainer, resume_from=resume_from)
+
+
+def test_plain_ddp_is_left_to_a_fine_tune_that_freezes_nothing_or_runs_one_process() -> None:
+    # Every fine-tune has a BackboneFreeze, which by default freezes nothing: a refusal there kept
+    # every fine-tune from plain DDP. Unfrozen from epoch 0, or on one process, nothing goes unused.
+    from zoo.training.freezing import refuse_freezing_under_plain_ddp
+
+    def trainer(freeze: BackboneFreeze, devices: int = 2) -> pl.Trainer:
+        return pl.Trainer(
+            accelerator="cpu",
+            devices=devices,
+            strategy="ddp",
+            callbacks=[freeze],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+        )
+
+    refuse_freezing_under_plain_ddp(trainer(BackboneFreeze()))
+    refuse_freezing_under_plain_ddp(trainer(BackboneFreeze(freeze=True, unfreeze_at_epoch=0)))
+    refuse_freezing_under_plain_ddp(trainer(BackboneFreeze(freeze=True), devices=1))
+
+
+def test_finetune_py_lets_a_resume_past_the_unfreezing_go_on_under_plain_ddp(tmp_path: Path) -> None:
+    # The check must be given the checkpoint the run resumes: without it, every resumed fine-tune
+    # that had frozen was refused plain DDP. This stand-in holds only the freezing state, so the run
+    # stops at its missing model, past the DDP check and before any process starts.
+    from zoo.training.errors import EXIT_USER_ERROR
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save(
+        {"global_step": 8, "epoch": 1, "callbacks": {"BackboneFreeze": {"unfrozen_at_epoch": 1}}}, last
+    )
+    result = run_script(
+        "finetune.py",
+        f"resume={last}",
+        "finetune.freeze_backbone=true",
+        "finetune.unfreeze_at_epoch=1",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "data=synthetic",
+        "logger=none",
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    assert "ddp_find_unused_parameters_true" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {last} is not a cnn-zoo checkpoint (no model description inside); "
+        "use a .ckpt written by train.py or finetune.py"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import random
@@ -35,8 +36,11 @@ from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by
 from zoo.training.module import (
     OPTIMIZER_KIND_KEY,
     SCHEDULER_KIND_KEY,
+    TRAIN_TALLY_KEY,
     ImageClassifier,
     refuse_another_optimization,
+    refuse_another_scheduler,
+    scheduler_kind,
 )
 from zoo.training.overrides import check_overrides, data_overrides
 from zoo.training.resume import find_interrupted_run, refuse_a_changed_continuation, resolve_resume
@@ -996,6 +1000,30 @@ def test_a_resume_compares_the_data_settings_both_sides_have_and_names_each_chan
         refuse_other_data(last, {"data_config": saved}, now(augment="none", batch_size=32, image_size=112))
 
 
+def test_a_data_refusal_in_the_job_advises_a_fine_tune_on_the_jobs_data(tmp_path: Path) -> None:
+    # Refused in the job (a data section that resolves only there), without the job's data overrides
+    # the advised fine-tune trained on finetune.py's default data set.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from zoo.training.overrides import CONFIG_DIR
+
+    last = tmp_path / "last.ckpt"
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        given = ["data=synthetic", "data.batch_size=32", "seed=1"]
+        HydraConfig.instance().set_config(
+            compose(config_name="train", overrides=given, return_hydra_config=True)
+        )
+    try:
+        with pytest.raises(UserError) as refused:
+            now = SimpleNamespace(hparams={"data_config": {"batch_size": 32}})
+            refuse_other_data(last, {"data_config": {"batch_size": 64}}, now)
+    finally:
+        HydraConfig.instance().cfg = None
+    advice = f"python finetune.py ckpt_path={last} data=synthetic data.batch_size=32 finetune.head=extend"
+    assert str(refused.value).endswith(advice), str(refused.value)
+
+
 def test_a_resumed_runs_settings_are_recorded_as_its_training_starts(tmp_path: Path) -> None:
     # Not only at the end of fit: a resumed run stopped part-way still names the settings it ran with.
     cfg = compose_config("logger=none", "data.eval_batch_size=100", f"paths.output_dir={tmp_path}")
@@ -1312,6 +1340,55 @@ def test_a_finished_run_whose_time_limit_is_spent_is_refused_before_a_run_folder
     assert resolve_resume(given, task="train") == ["trainer.max_epochs=100", "scheduler=step", *given]
 
 
+def test_a_spent_time_limit_counts_days_and_holds_only_until_min_epochs_or_min_steps(tmp_path: Path) -> None:
+    # A day is 24 hours, in the limit read and in the advice printed; and a minimum that the
+    # checkpoint has reached no longer holds the run, which Lightning would stop at once.
+    recorded = ["trainer.max_time=01:00:00:00", "trainer.max_epochs=100", "scheduler=step"]
+    run = _fake_run(tmp_path / "runs", "t", recorded, finished=True)
+    last = _with_time_trained(_with_progress(run, epochs=5, step=100), 86400.5)
+    again = f"python train.py ckpt_path={last} trainer.max_time=02:00:00:00, or test it"
+    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")) as refused:
+        resolve_resume([f"ckpt_path={last}"], task="train")
+    assert "has trained for 01:00:00:00 of this command's trainer.max_time=01:00:00:00" in str(refused.value)
+    for reached in ("trainer.min_epochs=5", "trainer.min_steps=100"):
+        with pytest.raises(UserError, match="nothing is left to train"):
+            resolve_resume([f"ckpt_path={last}", reached], task="train")
+    assert (
+        resolve_resume([f"ckpt_path={last}", "trainer.min_steps=101"], task="train")[-1]
+        == "trainer.min_steps=101"
+    )
+
+
+def test_a_tally_saved_by_another_number_of_processes_resumes_with_the_mean_share() -> None:
+    # Each process takes the mean row, so that the epoch's figures are those of all its batches:
+    # with one row alone, they were that process's figures.
+    cfg = compose_config(*EXACT)
+    module = builders.build_module(cfg, builders.build_datamodule(cfg).spec)
+    module.on_load_checkpoint(
+        {TRAIN_TALLY_KEY: {"sums": torch.tensor([[4.0, 1.0], [8.0, 3.0]]), "seen": [10, 20]}}
+    )
+    assert module.train_sums.tolist() == [6.0, 2.0] and module.train_seen == 15
+    # A checkpoint from before the rows: one process's tally, as it was.
+    module.on_load_checkpoint({TRAIN_TALLY_KEY: {"sums": torch.tensor([5.0, 2.0]), "seen": 7}})
+    assert module.train_sums.tolist() == [5.0, 2.0] and module.train_seen == 7
+
+
+def test_a_schedule_built_by_a_function_is_compared_by_its_kind_only_once_built() -> None:
+    # Its class is known only once it has built one (on_fit_start compares it then); taken for
+    # another kind before, every resume with such a schedule was refused.
+    def cosine(optimizer, T_max):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max)
+
+    refuse_another_scheduler(
+        "last.ckpt", "CosineAnnealingLR", scheduler_kind(functools.partial(cosine, T_max=3))
+    )
+    step = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1)
+    with pytest.raises(
+        UserError, match="holds the state of scheduler CosineAnnealingLR, and this run builds StepLR"
+    ):
+        refuse_another_scheduler("last.ckpt", "CosineAnnealingLR", scheduler_kind(step))
+
+
 def test_train_py_refuses_a_finished_runs_checkpoint_with_its_time_spent_and_trains_on_as_advised(
     tmp_path: Path,
 ) -> None:
@@ -1360,6 +1437,9 @@ def test_a_sweep_from_a_finished_run_is_refused_before_any_point_when_one_would_
     # The run's recorded overrides go after -m, where Hydra's command line takes them.
     given = [f"ckpt_path={last}", "trainer.max_epochs=4,5"]
     assert resolve_resume(["-m", *given], task="train") == ["-m", "scheduler=step", *given]
+    # As do leading flags written with their value: an override before one broke Hydra's list too.
+    flag = f"--config-dir={tmp_path}"
+    assert resolve_resume([flag, "-m", *given], task="train") == [flag, "-m", "scheduler=step", *given]
     cosine = _fake_run(tmp_path / "runs", "c", ["trainer.max_epochs=3"], finished=True)
     last = _with_progress(cosine, epochs=2, step=40)
     with pytest.raises(UserError, match=re.escape("sweep point #1 (trainer.max_epochs=4) of 2: ")) as refused:

@@ -399,13 +399,22 @@ def test_the_progress_bar_shows_the_training_loss_of_an_epoch_early_stopping_end
     _, datamodule, trainer = start_run(cfg)
     (bar,) = [c for c in trainer.callbacks if isinstance(c, RichProgressBar)]
     shown: list[float] = []
-    on_train_epoch_end = bar.on_train_epoch_end
+    on_train_epoch_end, refresh = bar.on_train_epoch_end, bar.refresh
+    at_epoch_end: list[tuple] = []
 
     def record_the_bar(trainer, pl_module) -> None:
+        at_epoch_end.append((trainer, pl_module))
         on_train_epoch_end(trainer, pl_module)
-        shown.append(float(bar.get_metrics(trainer, pl_module)["train/loss"]))
+        at_epoch_end.clear()
+
+    def record_the_picture(*args, **kwargs) -> None:
+        # What the bar draws at the epoch's end, not what it would show if drawn again later.
+        if at_epoch_end:
+            shown.append(float(bar.get_metrics(*at_epoch_end[0])["train/loss"]))
+        refresh(*args, **kwargs)
 
     monkeypatch.setattr(bar, "on_train_epoch_end", record_the_bar)
+    monkeypatch.setattr(bar, "refresh", record_the_picture)
     tally = _TallyAtEpochEnd()
     trainer.callbacks.append(tally)
     trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
