@@ -17,6 +17,16 @@ TRAIN_SAMPLES = 1257  # the digits training split
 EPOCHS = 2
 
 
+# Two gloo processes over a small synthetic set: 4 steps of 8 images a process in an epoch.
+SMALL_TWO_PROCESS_RUN = (
+    "trainer=ddp_cpu",
+    "trainer.devices=2",
+    "data=synthetic",
+    "data.num_samples=64",
+    "data.batch_size=8",
+)
+
+
 def _global_step(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
         "global_step"
@@ -100,12 +110,8 @@ def test_the_training_figures_are_the_mean_over_processes(tmp_path: Path) -> Non
     run_dir = tmp_path / "ddp"
     result = run_script(
         "train.py",
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
-        "data=synthetic",
-        "data.num_samples=64",
+        *SMALL_TWO_PROCESS_RUN,
         "data.num_classes=4",
-        "data.batch_size=8",
         "trainer.max_epochs=1",
         "test=false",
         "logger=csv",
@@ -141,11 +147,7 @@ def test_a_nonfinite_loss_in_one_process_stops_every_process(tmp_path: Path) -> 
     run_dir = tmp_path / "ddp"
     result = run_script(
         "train.py",
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
-        "data=synthetic",
-        "data.num_samples=64",
-        "data.batch_size=8",
+        *SMALL_TWO_PROCESS_RUN,
         "trainer.max_epochs=2",
         "test=false",
         "logger=none",
@@ -175,12 +177,8 @@ def test_a_run_resumed_mid_epoch_logs_the_figures_of_an_unbroken_run(tmp_path: P
     # The checkpoint held rank 0's share of the epoch's tally, which every process took back: the
     # resumed epoch's train/acc was 0.2656 where the unbroken run's, on the same weights, was 0.25.
     common = (
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
-        "data=synthetic",
-        "data.num_samples=64",
+        *SMALL_TWO_PROCESS_RUN,
         "data.num_classes=4",
-        "data.batch_size=8",  # 4 steps a process
         "trainer.max_epochs=1",
         "trainer.deterministic=true",
         "test=false",
@@ -312,11 +310,7 @@ def test_a_frozen_backbone_under_plain_ddp_is_one_line_before_the_processes_star
         f"ckpt_path={source}",
         "model=lenet5",
         "finetune.freeze_backbone=true",
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
-        "data=synthetic",
-        "data.num_samples=64",
-        "data.batch_size=8",  # the failure came at the second step
+        *SMALL_TWO_PROCESS_RUN,  # the failure came at the second step
         "trainer.max_epochs=1",
         "test=false",
         "logger=none",
