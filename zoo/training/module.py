@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -255,10 +255,7 @@ class ImageClassifier(pl.LightningModule):
     def _remember_saved_optimization(self, checkpoint: dict[str, Any]) -> None:
         """What a resumed run's optimizer and scheduler will be restored to, to compare with this run's
         settings before Lightning restores them."""
-        self._saved_optimizer_kind, self._saved_optimizer_groups, self._saved_schedule = saved_optimization(
-            checkpoint
-        )
-        self._saved_scheduler_kind = saved_scheduler_kind(checkpoint)
+        self._saved_optimization = saved_optimization(checkpoint)
 
     def nonfinite_loss_seen(self) -> bool:
         """Whether a training loss this epoch was NaN or infinite (one host sync; call it sparingly)."""
@@ -348,33 +345,41 @@ class ImageClassifier(pl.LightningModule):
         # Again for Trainer.fit called directly, and for a horizon configure_optimizers works out from
         # the data and trainer (OneCycle's total_steps), known only now; the optimizer and scheduler
         # are not yet replaced by the checkpoint's.
-        if self.trainer.ckpt_path is not None:
-            path = self.trainer.ckpt_path
-            saved_kind = getattr(self, "_saved_scheduler_kind", _UNTOLD)
-            refuse_another_scheduler(path, saved_kind, built_scheduler_kind(self.trainer))
-            refuse_a_replaced_optimizer(
-                path,
-                getattr(self, "_saved_optimizer_kind", None),
-                getattr(self, "_saved_optimizer_groups", None),
+        saved = getattr(self, "_saved_optimization", None)
+        if self.trainer.ckpt_path is not None and saved is not None:
+            refuse_a_replaced_optimization(
+                self.trainer.ckpt_path,
+                saved,
                 self.optimizer_factory,
                 self.scheduler_factory,
                 self.parameter_groups(),
+                built_scheduler_kind(self.trainer),
+                getattr(self, "_planned_schedule", {}),
             )
-            restored, planned = getattr(self, "_saved_schedule", None), getattr(self, "_planned_schedule", {})
-            refuse_a_replaced_schedule(path, restored, self.scheduler_factory, planned)
 
     def parameter_groups(self) -> list[dict]:
         """One group of every trainable parameter; fine-tuning overrides this to split backbone and head."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
 
-def saved_optimization(checkpoint: dict[str, Any]) -> tuple[str | None, list[dict], dict | None]:
-    """The optimizer's class (None: a checkpoint from before it was saved), its parameter groups and
-    the schedule's state that a resume from `checkpoint` restores."""
+class SavedOptimization(NamedTuple):
+    """What a resume from a checkpoint restores the optimizer and scheduler to."""
+
+    optimizer_kind: str | None  # None: a checkpoint from before the class was saved
+    groups: list[dict]  # the optimizer's parameter groups, without their state
+    schedule: dict | None  # the scheduler's state
+    scheduler_kind: str | None  # see saved_scheduler_kind
+
+
+def saved_optimization(checkpoint: dict[str, Any]) -> SavedOptimization:
     optimizers = checkpoint.get("optimizer_states") or []
     schedulers = checkpoint.get("lr_schedulers") or []
-    groups = list((optimizers[0].get("param_groups") if optimizers else None) or [])
-    return checkpoint.get(OPTIMIZER_KIND_KEY), groups, schedulers[0] if schedulers else None
+    return SavedOptimization(
+        optimizer_kind=checkpoint.get(OPTIMIZER_KIND_KEY),
+        groups=list((optimizers[0].get("param_groups") if optimizers else None) or []),
+        schedule=schedulers[0] if schedulers else None,
+        scheduler_kind=saved_scheduler_kind(checkpoint),
+    )
 
 
 def saved_scheduler_kind(checkpoint: dict[str, Any]) -> str | None:
@@ -429,16 +434,34 @@ def refuse_another_optimization(
     (optimizer.lr, weight_decay, a cosine T_max that follows trainer.max_epochs) is silently
     replaced by the checkpoint's. `groups` are the run's parameter groups, of which only the names
     and rates are read: the command line's check, before Hydra makes a run folder, has no module."""
-    kind, saved_groups, schedule = saved_optimization(checkpoint)
-    refuse_another_scheduler(
-        checkpoint_path, saved_scheduler_kind(checkpoint), scheduler_kind(scheduler_factory)
-    )
-    refuse_a_replaced_optimizer(
-        checkpoint_path, kind, saved_groups, optimizer_factory, scheduler_factory, groups
-    )
     settings = getattr(scheduler_factory, "keywords", {})
-    planned = {k: v for k, v in settings.items() if v is not None}
-    refuse_a_replaced_schedule(checkpoint_path, schedule, scheduler_factory, planned)
+    refuse_a_replaced_optimization(
+        checkpoint_path,
+        saved_optimization(checkpoint),
+        optimizer_factory,
+        scheduler_factory,
+        groups,
+        scheduler_kind(scheduler_factory),
+        {k: v for k, v in settings.items() if v is not None},
+    )
+
+
+def refuse_a_replaced_optimization(
+    checkpoint: str,
+    saved: SavedOptimization,
+    optimizer_factory: OptimizerFactory | None,
+    scheduler_factory: SchedulerFactory | None,
+    groups: list[dict],
+    kind: str | None,
+    planned: dict[str, Any],
+) -> None:
+    """refuse_another_optimization against what the run builds: the scheduler `kind` and the `planned`
+    schedule's settings, from its factory before a trainer exists, or as built once fit starts."""
+    refuse_another_scheduler(checkpoint, saved.scheduler_kind, kind)
+    refuse_a_replaced_optimizer(
+        checkpoint, saved.optimizer_kind, saved.groups, optimizer_factory, scheduler_factory, groups
+    )
+    refuse_a_replaced_schedule(checkpoint, saved.schedule, scheduler_factory, planned)
 
 
 def refuse_a_replaced_optimizer(

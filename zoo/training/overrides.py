@@ -3,9 +3,11 @@ missing option with a multi-line report, or write into a folder it should not to
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,10 +214,24 @@ def sweep_points(argv: list[str]) -> tuple[list[list[str]], set[str]] | None:
     return [list(point) for batch in batches for point in batch], swept
 
 
-def sweep_point_named(number: int, points: list[list[str]], swept: set[str]) -> str:
-    """How an error names a point of a sweep: its number and its values of the swept keys."""
-    shown = " ".join(o for o in points[number] if o.partition("=")[0] in swept)
-    return f"sweep point #{number} ({shown}) of {len(points)}"
+def runs_of(argv: list[str]) -> tuple[list[list[str]], set[str]]:
+    """The runs a command makes and the keys it sweeps: each point of a -m sweep, or the command
+    itself when nothing is swept; none for a sweep Hydra expands only as it runs (left to the jobs)."""
+    expanded = sweep_points(argv) if is_multirun(argv) else ([argv], set())
+    return expanded or ([], set())
+
+
+@contextlib.contextmanager
+def naming_the_sweep_point(number: int, points: list[list[str]], swept: set[str]) -> Iterator[None]:
+    """A refusal of one point of a sweep, named by its number and its values of the swept keys; a
+    command that sweeps nothing is refused as it is."""
+    try:
+        yield
+    except UserError as error:
+        if not swept:
+            raise
+        shown = " ".join(o for o in points[number] if o.partition("=")[0] in swept)
+        raise UserError(f"sweep point #{number} ({shown}) of {len(points)}: {error}") from None
 
 
 def check_sweep_points(argv: list[str], config_name: str) -> None:
@@ -256,12 +272,11 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
         for number, point in enumerate(points):
             try:
                 cfg = compose(config_name=config_name, overrides=point)
-                for check in checks:
-                    check(cfg)
             except (ConfigCompositionException, OverrideParseException) as error:
                 raise UserError(describe_override_error(error)) from None
-            except UserError as error:
-                raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
+            with naming_the_sweep_point(number, points, swept):
+                for check in checks:
+                    check(cfg)
 
 
 def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:

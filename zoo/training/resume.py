@@ -16,8 +16,8 @@ from .overrides import (
     given_overrides,
     is_multirun,
     job_overrides,
-    sweep_point_named,
-    sweep_points,
+    naming_the_sweep_point,
+    runs_of,
 )
 from .quoting import override, train_on_command, typed_override, unquoted
 from .run_dirs import first_process, hydra_record, is_finished, run_task
@@ -153,18 +153,13 @@ def _train_on_from_finished(
     train_on = train_on_command(checkpoint, data_overrides(argv))
     # Each point of a -m sweep, before the first one runs: one with nothing left to train made a run
     # folder that only tested again, and one that changes the schedule was refused once it had one.
-    expanded = sweep_points(argv) if is_multirun(argv) else ([argv], set())
-    points, swept = expanded or ([], set())  # a sweep Hydra expands only as it runs: left to fit
+    points, swept = runs_of(argv)
     for number, point in enumerate(points):
         limits = _training_limits(point, task or "train")
         command = _as_one_run(given, point, swept) if swept else given
-        try:
+        with naming_the_sweep_point(number, points, swept):
             _refuse_nothing_left_to_train(limits, command, run_dir, checkpoint, task or "train", train_on)
             _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on)
-        except UserError as error:
-            if not swept:
-                raise
-            raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
     # Said, because the README's "continues that run in its folder" is about unfinished runs; once,
     # not again by each process Lightning starts for DDP (its command names the new folder).
     if first_process():
@@ -194,8 +189,7 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
 
     from .checkpoint import peek_checkpoint
 
-    expanded = sweep_points(argv) if is_multirun(argv) else ([argv], set())
-    points, swept = expanded or ([], set())  # a sweep Hydra expands only as it runs: left to the jobs
+    points, swept = runs_of(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for number, point in enumerate(points):
             try:
@@ -211,12 +205,8 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
                 or not {"model", "data"} <= set(hparams)
             ):
                 continue  # not a run's checkpoint, or not readable: the job says which
-            try:
+            with naming_the_sweep_point(number, points, swept):
                 _refuse_a_changed_run(str(path), saved, cfg, config_name, data_overrides(point))
-            except UserError as error:
-                if not swept:
-                    raise
-                raise UserError(f"{sweep_point_named(number, points, swept)}: {error}") from None
 
 
 def _refuse_a_changed_run(
