@@ -5,6 +5,8 @@
     trainer.precision=bf16-mixed   bfloat16 autocast
     trainer.benchmark              cuDNN's algorithm search (GPU only; configs/trainer/gpu.yaml turns it
                                    on, so there the comparison is its default against benchmark=false)
+    optimizer.fused                torch's fused optimizer step (on by default, optimizer.fused=auto:
+                                   the comparison is the default against optimizer.fused=false)
 
 Each row trains with overhead.framework_fit (the real config, module, trainer and callbacks) on
 synthetic in-memory data; the runs of one model alternate over rounds, and speedup is the default
@@ -29,6 +31,7 @@ OPTIONS = {
     "compile": (("compile=true",), ()),
     "bf16-mixed": (("trainer.precision=bf16-mixed",), ()),
     "cudnn benchmark": ((), ("trainer.benchmark=false",)),
+    "fused optimizer": ((), ("optimizer.fused=false",)),
 }
 
 
@@ -41,12 +44,12 @@ def plan(device: torch.device, quick: bool) -> dict[Case, list[str]]:
         # Half the overhead case's epoch (25 steps of 512): each of the ten runs keeps a steady
         # epoch to time, and gpu.sh stays within its five minutes.
         resnet = replace(resnet, images=resnet.images // 2)
-        return {resnet: ["channels_last", "bf16-mixed", "compile", "cudnn benchmark"]}
+        return {resnet: ["channels_last", "bf16-mixed", "compile", "cudnn benchmark", "fused optimizer"]}
     # On a CPU: compiling a ResNet-18 training step takes minutes, and on CPUs without native
     # bfloat16 its bf16 step is ~20x slower (measured on a Zen 3), so both run on LeNet-5 there.
     resnet = replace(resnet, batch=16, images=16 * (2 if quick else 4))
     lenet = replace(CASES[("lenet5", "cpu", True)], epochs=epochs)
-    return {resnet: ["channels_last"], lenet: ["bf16-mixed", "compile"]}
+    return {resnet: ["channels_last", "fused optimizer"], lenet: ["bf16-mixed", "compile", "fused optimizer"]}
 
 
 def run(device: torch.device, quick: bool = False, rounds: int | None = None) -> list[dict]:

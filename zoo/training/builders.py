@@ -25,6 +25,7 @@ from .callbacks import EpochSummary, TerminalProgressBar
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
 from .errors import UserError, in_one_line
+from .fused import resolve_fused
 from .host import keep_freed_cpu_memory, skip_nvml_probe_without_gpu
 from .loggers import ResumableCSVLogger
 from .module import ImageClassifier
@@ -170,7 +171,7 @@ def try_optimizer_and_scheduler(optimizer: Any, scheduler: Any | None) -> None:
 
 def build_optimization(cfg: DictConfig) -> tuple[Any, Any | None]:
     """The optimizer and scheduler factories the config describes, their settings checked."""
-    optimizer = instantiate(cfg.optimizer)
+    optimizer = resolve_fused(instantiate(cfg.optimizer), cfg.trainer)
     check_arguments(optimizer.func, optimizer.keywords, "optimizer")
     scheduler = instantiate(cfg.scheduler.factory) if cfg.scheduler.factory is not None else None
     if scheduler is not None:

@@ -21,6 +21,7 @@ from ..data.batches import PADDING
 from ..models import create_model
 from ..models._head import ClassifierModel
 from .errors import UserError
+from .fused import IMPLEMENTATION_KEYS, adopt_this_runs_implementation
 from .quoting import train_on_command
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -251,6 +252,7 @@ class ImageClassifier(pl.LightningModule):
                 self.train_sums.copy_(sums.mean(dim=0))
                 self.train_seen = round(sum(seen) / len(seen))
         self._remember_saved_optimization(checkpoint)
+        adopt_this_runs_implementation(checkpoint, self.optimizer_factory)
 
     def _remember_saved_optimization(self, checkpoint: dict[str, Any]) -> None:
         """What a resumed run's optimizer and scheduler will be restored to, to compare with this run's
@@ -488,7 +490,7 @@ def refuse_a_replaced_optimizer(
     if "max_lr" in restored:
         moved.add("lr")
     for key in getattr(optimizer_factory, "keywords", {}):
-        if key in moved or key not in fresh:
+        if key in moved or key not in fresh or key in IMPLEMENTATION_KEYS:
             continue
         kept = restored.get("initial_lr", restored["lr"]) if key == "lr" else restored.get(key)
         wanted = fresh[key]
