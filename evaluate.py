@@ -12,11 +12,8 @@ precheck("evaluate")
 from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
-import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from zoo.training import builders, evaluation, outputs  # noqa: E402
-from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint  # noqa: E402
 from zoo.training.errors import UserError, user_errors  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
@@ -26,6 +23,13 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.ckpt_path:
         raise UserError("ckpt_path is required: python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt")
     validate_config(cfg)
+    # torch and Lightning (seconds of imports) load only once the config has passed: a mistyped key
+    # or a value out of range is answered at once.
+    import torch
+
+    from zoo.training import builders, evaluation, outputs
+    from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint
+
     if cfg.accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError("accelerator=gpu asks for a GPU, but PyTorch sees none; use accelerator=auto or cpu")
     checkpoint = load_run_checkpoint(cfg.ckpt_path)

@@ -16,26 +16,30 @@ from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
-from zoo.training.finetuning import build_finetune_module, check_finetune_request  # noqa: E402
-from zoo.training.fit import fit_test_and_record, start_run  # noqa: E402
-from zoo.training.freezing import refuse_freezing_under_plain_ddp  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
+from zoo.training.validation import validate_config  # noqa: E402
 
 
 def finetune(cfg: DictConfig) -> dict[str, float]:
+    # torch and Lightning (seconds of imports) load only once Hydra has composed the config and
+    # validate_config has read it: a mistyped key or a value out of range is answered at once.
+    from zoo.training.finetuning import build_finetune_module, check_finetune_request
+    from zoo.training.fit import fit_test_and_record, start_run
+    from zoo.training.freezing import refuse_freezing_under_plain_ddp
+
     check_finetune_request(cfg)  # before the trainer and its loggers exist
     run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)
     refuse_freezing_under_plain_ddp(trainer, resume_from=cfg.resume_ckpt)
     module, summary = build_finetune_module(cfg, datamodule.spec)
     if trainer.is_global_zero:
         say(summary)
-
     return fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=cfg.resume_ckpt)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="finetune")
 def main(cfg: DictConfig) -> float | None:
     with user_errors(), isolated_job(), library_logs_in_run_file():
+        validate_config(cfg)
         metrics = finetune(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/acc")

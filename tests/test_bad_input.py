@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from zoo.training.overrides import (
 )
 from zoo.training.validation import validate_config
 
-from .conftest import compose_config, run_script
+from .conftest import ROOT, compose_config, run_script
 
 
 def _assert_one_clear_line(result, *needles: str) -> None:
@@ -37,6 +39,39 @@ def _assert_one_clear_line(result, *needles: str) -> None:
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+# torch, torchvision and Lightning take seconds to import on a slow CPU: the entry points import them
+# only once Hydra has composed the config and its values have passed, so a mistake in the command
+# is answered at once.
+@pytest.mark.parametrize(
+    ("script", "overrides", "needle"),
+    [
+        ("train.py", ("optimizer.lrr=0.1",), "did you mean optimizer.lr"),
+        ("train.py", ("optimizer.lr=-1",), "optimizer.lr must be"),
+        ("train.py", ("model=resnet9000",), "unknown model"),
+        ("finetune.py", ("ckpt_path=SOURCE", "trainer.max_epochs=0"), "trainer.max_epochs must be"),
+        ("evaluate.py", ("ckpt_path=SOURCE", "data.batch_size=0"), "data.batch_size must be"),
+    ],
+)
+def test_a_mistake_in_the_command_is_answered_before_torch_is_imported(
+    tmp_path: Path, script: str, overrides: tuple[str, ...], needle: str
+) -> None:
+    source = tmp_path / "source.ckpt"
+    source.write_bytes(b"only its existence is checked before the config")
+    given = [override.replace("SOURCE", str(source)) for override in overrides]
+    argv = [script, *given, f"hydra.run.dir={tmp_path / 'run'}"]
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = {argv!r}\n"
+        f"runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    _assert_one_clear_line(result, needle)
+    assert "torch imported: False" in result.stderr
 
 
 def test_unknown_model_lists_the_known_models() -> None:

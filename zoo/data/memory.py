@@ -9,13 +9,7 @@ from .augment import augment_batch, check_augmentation
 from .base import DataSpec, ImageDataModule
 from .batches import InMemoryBatches
 from .mixing import BatchMixer
-
-ON_DEVICE_CHOICES = "true, false or auto"
-
-
-def is_on_device_choice(value: object) -> bool:
-    """Whether `value` is a setting of data.on_device (a bool, not merely equal to one, or "auto")."""
-    return isinstance(value, bool) or value == "auto"
+from .on_device import ON_DEVICE_CHOICES, is_on_device_choice
 
 
 class InMemoryDataModule(ImageDataModule):

@@ -53,9 +53,9 @@ def isolated_job() -> Iterator[None]:
     try:
         yield
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
+        # Not imported for nothing: a job refused before it loaded torch made no process group.
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         os.environ.clear()
         os.environ.update(saved)

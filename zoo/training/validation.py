@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..data.memory import ON_DEVICE_CHOICES, is_on_device_choice
+from ..data.on_device import ON_DEVICE_CHOICES, is_on_device_choice
 from .errors import UserError
 
 _ABSENT = object()
