@@ -16,13 +16,14 @@ from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
+from zoo.training.finetune_request import check_finetune_command  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
 
 def finetune(cfg: DictConfig) -> dict[str, float]:
     # torch and Lightning (seconds of imports) load only once Hydra has composed the config and
-    # validate_config has read it: a mistyped key or a value out of range is answered at once.
+    # main has checked it: a mistyped key, a value out of range or a missing source is answered at once.
     from zoo.training.finetuning import build_finetune_module, check_finetune_request
     from zoo.training.fit import fit_test_and_record, start_run
     from zoo.training.freezing import refuse_freezing_under_plain_ddp
@@ -40,6 +41,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     with user_errors(), isolated_job(), library_logs_in_run_file():
         validate_config(cfg)
+        check_finetune_command(cfg)
         metrics = finetune(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/acc")

@@ -51,6 +51,8 @@ def _assert_one_clear_line(result, *needles: str) -> None:
         ("train.py", ("optimizer.lr=-1",), "optimizer.lr must be"),
         ("train.py", ("model=resnet9000",), "unknown model"),
         ("finetune.py", ("ckpt_path=SOURCE", "trainer.max_epochs=0"), "trainer.max_epochs must be"),
+        ("finetune.py", ("ckpt_path=SOURCE", "finetune.head=bad"), "finetune.head must be one of"),
+        ("finetune.py", (), "finetune.py needs a source"),
         ("evaluate.py", ("ckpt_path=SOURCE", "data.batch_size=0"), "data.batch_size must be"),
     ],
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import math
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -19,13 +18,11 @@ from ..data import DataSpec
 from . import builders
 from .checkpoint import load_run_checkpoint, refuse_other_data
 from .errors import UserError
+from .finetune_request import check_finetune_command, check_finetune_options
 from .freezing import split_parameters
-from .head_surgery import HEAD_MODES, RESETS, rebuild_head, refuse_contradicting_head_options, transplant
+from .head_surgery import rebuild_head, transplant
 from .module import ImageClassifier
-from .validation import is_integer, is_number
-from .weight_sources import check_source_architecture, check_source_request, load_source
-
-NORMALIZATIONS = ("source", "data")
+from .weight_sources import check_source_architecture, load_source
 
 
 class FineTuneClassifier(ImageClassifier):
@@ -76,33 +73,13 @@ def scaled_scheduler_peak(factory, backbone_lr_scale: float):
     )
 
 
-# (key under finetune., test, what the value must be), checked before any file is read.
-OPTION_RULES = [
-    ("head", lambda v: v in HEAD_MODES, f"one of {', '.join(HEAD_MODES)}"),
-    ("reset", lambda v: v in RESETS, f"one of {', '.join(RESETS)}"),
-    ("normalization", lambda v: v in NORMALIZATIONS, f"one of {', '.join(NORMALIZATIONS)}"),
-    ("freeze_backbone", lambda v: isinstance(v, bool), "true or false"),
-    ("unfreeze_at_epoch", lambda v: v is None or (is_integer(v) and v >= 0), "an integer >= 0 or null"),
-    # Finite: inf passes `>= 0` and only surfaces as a NaN loss once training has started.
-    ("backbone_lr_scale", lambda v: is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
-]
-
-
 def check_finetune_request(cfg: DictConfig) -> None:
-    """The finetune options and the source request, checked before the run builds anything (a resumed
-    fine-tune names its checkpoint, not its source)."""
-    check_finetune_options(cfg)
+    """The finetune options and the source request, then a run checkpoint's architecture against
+    model=: checked before the run builds anything (a resumed fine-tune names its checkpoint, not its
+    source)."""
+    check_finetune_command(cfg)
     if not cfg.get("resume_ckpt"):
-        check_source_request(cfg)
         check_source_architecture(cfg)
-
-
-def check_finetune_options(cfg: DictConfig) -> None:
-    for key, test, expected in OPTION_RULES:
-        value = cfg.finetune.get(key)
-        if not test(value):
-            raise UserError(f"finetune.{key} must be {expected}, got {value!r}")
-    refuse_contradicting_head_options(cfg.finetune.head, cfg.finetune.reset)
 
 
 def build_finetune_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier, str]:

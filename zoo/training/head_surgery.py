@@ -21,9 +21,7 @@ from torch import nn
 
 from ..models import ClassifierModel
 from .errors import UserError
-
-HEAD_MODES = ("replace", "extend")
-RESETS = ("last", "classifier")
+from .finetune_request import HEAD_MODES, RESETS, refuse_contradicting_head_options
 
 
 def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -45,16 +43,6 @@ def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 def _final_linears(net: ClassifierModel) -> list[nn.Linear]:
     # The main classifier first, then the auxiliary ones in their fixed order.
     return [net.get_classifier(), *net.aux_classifiers().values()]
-
-
-def refuse_contradicting_head_options(mode: str, reset: str) -> None:
-    """finetune.head and finetune.reset together; also checked with the other options before anything
-    is read, so that a -m sweep refuses such a point before the points ahead of it train."""
-    if mode == "extend" and reset == "classifier":
-        raise UserError(
-            "finetune.head=extend keeps the trained head, so finetune.reset=classifier contradicts it; "
-            "use finetune.head=replace to re-initialise the whole classifier"
-        )
 
 
 def rebuild_head(

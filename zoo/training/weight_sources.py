@@ -29,13 +29,7 @@ from ..models._input_size import smallest_image_size, wants_small_input
 from .builders import to_plain
 from .checkpoint import load_run_checkpoint, load_weights_file, peek_checkpoint
 from .errors import UserError
-from .run_dirs import check_weights_path
-
-TORCHVISION = "torchvision"
-USAGE = (
-    "finetune.py needs a source: ckpt_path=RUN/checkpoints/FILE.ckpt (a run of train.py or finetune.py), "
-    "ckpt_path=WEIGHTS.pth model=NAME (a plain state dict), or pretrained=torchvision model=NAME"
-)
+from .finetune_request import TORCHVISION, check_source_request, source_path
 
 
 @dataclass
@@ -107,42 +101,10 @@ def fit_report(net: ClassifierModel, state: dict[str, torch.Tensor]) -> tuple[li
     return problems, absent
 
 
-def _ckpt_path(value):
-    """ckpt_path as a file name, or None. Hydra reads ckpt_path=123 as a number and ckpt_path=true as
-    a bool; as the config rules do, both are refused with the spelling that keeps a path text."""
-    if value is None or isinstance(value, str):
-        return value
-    raise UserError(
-        "ckpt_path must be a path to a checkpoint file (for a file named 123: ./123), "
-        f"got {to_plain(value)!r}"
-    )
-
-
-def check_source_request(cfg) -> None:
-    """What the config asks of the source, checked before anything is built or read."""
-    ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
-    name = (to_plain(cfg.get("model")) or {}).get("name")
-    if name is not None and name not in list_models():
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    if cfg.get("pretrained") is not None:
-        if cfg.pretrained != TORCHVISION:
-            raise UserError(f"pretrained must be {TORCHVISION} (or null), got {cfg.pretrained!r}")
-        if ckpt_path:
-            raise UserError("give one source, ckpt_path=FILE or pretrained=torchvision, not both")
-        if name is None:
-            raise UserError(
-                "pretrained=torchvision needs the architecture: add model=NAME (e.g. model=resnet18)"
-            )
-    elif not ckpt_path:
-        raise UserError(USAGE)
-    else:
-        check_weights_path(ckpt_path)
-
-
 def load_source(cfg, spec: DataSpec) -> Source:
     """The source the config names: `ckpt_path` (a run checkpoint or a state dict) or `pretrained`."""
     check_source_request(cfg)
-    ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = source_path(cfg.get("ckpt_path"))
     requested = to_plain(cfg.get("model")) or {}
     name = requested.get("name")
     if cfg.get("pretrained") is not None:
@@ -223,7 +185,7 @@ def check_source_architecture(cfg) -> None:
     mapped, not read), before the run builds anything: a -m sweep over model= from one checkpoint
     had each point's refusal only once the points before it had trained. A file that cannot be read
     so is judged when it is loaded."""
-    ckpt_path = _ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = source_path(cfg.get("ckpt_path"))
     requested = to_plain(cfg.get("model")) or {}
     if not ckpt_path or cfg.get("pretrained") is not None or not requested:
         return
