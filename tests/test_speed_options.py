@@ -27,6 +27,7 @@ from zoo.training import builders
 from zoo.training.errors import UserError
 from zoo.training.fused import adopt_this_runs_implementation
 from zoo.training.module import OPTIMIZER_KIND_KEY, ImageClassifier, refuse_another_optimization
+from zoo.training.validation import validate_config
 
 from .conftest import compose_config
 
@@ -359,3 +360,97 @@ def test_a_resume_is_not_refused_for_another_step_implementation() -> None:
     saved["param_groups"][0]["lr"] = 0.5
     with pytest.raises(UserError, match="lr=0.5"):
         refuse_another_optimization("last.ckpt", checkpoint, fused, None, [{}])
+
+
+def test_auto_leaves_fused_off_for_another_step_implementation() -> None:
+    # Torch refuses fused=True beside foreach=true or differentiable=true; auto made it True there, and
+    # +optimizer.foreach=true, which trained before fused=auto, failed with a traceback.
+    for option in ("+optimizer.foreach=true", "+optimizer.differentiable=true"):
+        optimizer = _optimizer_factory(option)
+        assert "fused" not in optimizer.keywords, option
+    with pytest.raises(UserError, match=r"optimizer: Adam refuses these settings \(`fused` and `foreach`"):
+        _optimizer_factory("+optimizer.foreach=true", "optimizer.fused=true")
+
+
+@pytest.mark.parametrize("value", ["1", "0", "1.0"])
+def test_fused_takes_only_true_false_auto_or_null(value: str) -> None:
+    # 1 == True: fused=1 passed the check, escaped the refusal of a fused step that mixed precision
+    # clips, and failed at the first step with Lightning's traceback.
+    clipping = ("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0", f"optimizer.fused={value}")
+    with pytest.raises(UserError, match=rf"optimizer.fused must be auto, true or false, got {value}"):
+        _optimizer_factory(*clipping)
+    # Also before any work, for every point of a -m sweep.
+    with pytest.raises(UserError, match=r"optimizer.fused must be auto, true or false"):
+        validate_config(compose_config(*clipping))
+    for fine in ("auto", "true", "false", "null"):
+        validate_config(compose_config(f"optimizer.fused={fine}"))
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "mps", "fused"),
+    [
+        ("cpu", False, True, True),
+        ("cuda", True, True, True),
+        ("auto", False, False, True),  # the CPU
+        ("auto", True, True, True),  # CUDA first
+        ("auto", False, True, False),  # Apple's GPU
+        ("gpu", True, True, True),
+        ("gpu", False, True, False),  # Apple's GPU
+        ("mps", False, True, False),
+        ("tpu", False, False, False),
+    ],
+)
+def test_auto_is_fused_on_cuda_and_cpu_only(
+    accelerator: str, cuda: bool, mps: bool, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    cfg = compose_config(f"trainer.accelerator={accelerator}")
+    optimizer, _ = builders.build_optimization(cfg)
+    assert optimizer.keywords.get("fused", False) is fused
+
+
+def test_a_state_saved_without_implementation_flags_resumes_with_this_runs() -> None:
+    # An older torch saved some groups without them (SGD's fused): neither another optimizer to refuse,
+    # nor a state to step with torch's default for a flag this run sets.
+    fused = _optimizer_factory()
+    saved = fused(params=[torch.nn.Parameter(torch.zeros(1))]).state_dict()
+    for key in ("fused", "foreach", "capturable"):
+        del saved["param_groups"][0][key]
+    checkpoint = {"optimizer_states": [saved], OPTIMIZER_KIND_KEY: "Adam", "lr_schedulers": []}
+    refuse_another_optimization("last.ckpt", checkpoint, fused, None, [{}])
+    adopt_this_runs_implementation(checkpoint, fused)
+    resumed = fused(params=[torch.nn.Parameter(torch.zeros(1))])
+    resumed.load_state_dict(checkpoint["optimizer_states"][0])
+    assert resumed.param_groups[0]["fused"] is True
+
+
+def test_every_saved_group_and_optimizer_takes_this_runs_flags() -> None:
+    # A fine-tune's head and backbone groups; a checkpoint of a module with two optimizers.
+    factory = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, fused=True)
+    unfused = torch.optim.SGD(
+        [{"params": [torch.nn.Parameter(torch.zeros(1))]}, {"params": [torch.nn.Parameter(torch.zeros(1))]}],
+        lr=0.2,
+        momentum=0.9,
+        fused=False,
+        foreach=True,
+    )
+    checkpoint = {"optimizer_states": [unfused.state_dict(), unfused.state_dict()]}
+    adopt_this_runs_implementation(checkpoint, factory)
+    for state in checkpoint["optimizer_states"]:
+        assert [(g["fused"], g["foreach"]) for g in state["param_groups"]] == [(True, None)] * 2
+        assert [g["lr"] for g in state["param_groups"]] == [0.2, 0.2]  # its settings are the checkpoint's
+    for empty in ({}, {"optimizer_states": []}):
+        adopt_this_runs_implementation(empty, factory)  # evaluate.py's and a weights-only file
+    adopt_this_runs_implementation(checkpoint, None)  # a module built to evaluate
+
+
+@pytest.mark.parametrize("precision", ["16", "bf16", "16-mixed", "bf16-mixed"])
+def test_auto_reads_every_spelling_of_mixed_precision_and_only_a_clip_above_zero(precision: str) -> None:
+    # Lightning takes 16 and bf16 (a number, as Hydra reads 16) for 16-mixed and bf16-mixed, and
+    # clips nothing at gradient_clip_val=0.
+    mixed = f"trainer.precision={precision}"
+    assert "fused" not in _optimizer_factory(mixed, "trainer.gradient_clip_val=0.5").keywords
+    assert _optimizer_factory(mixed, "trainer.gradient_clip_val=0").keywords["fused"] is True
+    unmixed = _optimizer_factory("trainer.precision=32", "trainer.gradient_clip_val=0.5")
+    assert unmixed.keywords["fused"] is True

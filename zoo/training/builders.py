@@ -157,7 +157,7 @@ def try_optimizer_and_scheduler(optimizer: Any, scheduler: Any | None) -> None:
     throwaway parameter, a bad value is one line before any work."""
     try:
         trial = optimizer(params=[torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: fused=true with foreach=true
         raise _refusal("optimizer", optimizer, error) from None
     if scheduler is None:
         return

@@ -7,7 +7,8 @@ CUDA GPUs.
 
 `auto` turns it on unless Lightning's mixed precision clips gradients: it leaves the unscaling of a
 fused optimizer's gradients to the optimizer's step, after clipping would have read them, and so
-refuses that pair at the first step. An optimizer without a fused step is built without the argument.
+refuses that pair at the first step (under bf16-mixed too, which scales nothing). An optimizer
+without a fused step, or asked for another (foreach=true), is built without the argument.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def clips_under_mixed_precision(trainer: DictConfig) -> bool:
 
 
 def _device_has_fused_steps(trainer: DictConfig) -> bool:
-    # Lightning's accelerator=auto takes a CUDA GPU, else Apple's GPU, else the CPU; only the first
-    # and last are sure to have fused steps for all three optimizers.
+    # Lightning's accelerator=auto and gpu take a CUDA GPU, else Apple's GPU (auto then the CPU); only
+    # CUDA and the CPU are sure to have fused steps for all three optimizers.
     accelerator = str(trainer.get("accelerator", AUTO))
-    if accelerator in ("cpu", "gpu", "cuda"):
+    if accelerator in ("cpu", "cuda"):
         return True
     mps = getattr(torch.backends, "mps", None)
-    return accelerator == AUTO and (torch.cuda.is_available() or not (mps and mps.is_available()))
+    return accelerator in (AUTO, "gpu") and (torch.cuda.is_available() or not (mps and mps.is_available()))
 
 
 def resolve_fused(optimizer: functools.partial, trainer: DictConfig) -> functools.partial:
@@ -48,7 +49,8 @@ def resolve_fused(optimizer: functools.partial, trainer: DictConfig) -> functool
     Lightning would fail at the first step), and `auto` made True or dropped."""
     keywords = dict(optimizer.keywords)
     fused = keywords.get("fused")
-    if fused not in (None, True, False, AUTO):
+    # A bool, not a value equal to one: fused=1 would pass `in (True, ...)` but not `is True` below.
+    if not (fused is None or isinstance(fused, bool) or fused == AUTO):
         raise UserError(
             f"optimizer.fused must be auto, true or false, got {fused!r}; fix it on the command line"
         )
@@ -62,7 +64,14 @@ def resolve_fused(optimizer: functools.partial, trainer: DictConfig) -> functool
         return optimizer
     del keywords["fused"]
     takes_fused = "fused" in inspect.signature(optimizer.func).parameters
-    if takes_fused and _device_has_fused_steps(trainer) and not clips_under_mixed_precision(trainer):
+    # Torch refuses fused with foreach=true or differentiable=true when it builds the optimizer.
+    other_step = keywords.get("foreach") or keywords.get("differentiable")
+    if (
+        takes_fused
+        and not other_step
+        and _device_has_fused_steps(trainer)
+        and not clips_under_mixed_precision(trainer)
+    ):
         keywords["fused"] = True
     return functools.partial(optimizer.func, *optimizer.args, **keywords)
 
@@ -71,7 +80,8 @@ def adopt_this_runs_implementation(checkpoint: dict[str, Any], optimizer_factory
     """Give the optimizer state a resume restores this run's implementation flags. Torch's
     load_state_dict takes the saved groups whole, flags included: a run saved unfused, resumed fused,
     stepped unfused, and under a gradient scaler (which skips unscaling for an optimizer built fused)
-    failed at its first step."""
+    failed at its first step. A group saved without a flag (by an older torch) is given it too: torch
+    would fill in its own default."""
     states = checkpoint.get("optimizer_states") or []
     if optimizer_factory is None or not states:
         return
@@ -79,5 +89,5 @@ def adopt_this_runs_implementation(checkpoint: dict[str, Any], optimizer_factory
     for state in states:
         for group in state.get("param_groups", []):
             for key in IMPLEMENTATION_KEYS:
-                if key in group and key in fresh:
+                if key in fresh:
                     group[key] = fresh[key]

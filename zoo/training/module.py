@@ -479,7 +479,8 @@ def refuse_a_replaced_optimizer(
     restored = saved_groups[0]
     fresh_optimizer = optimizer_factory(params=[torch.nn.Parameter(torch.zeros(1))])
     fresh, kind = fresh_optimizer.param_groups[0], type(fresh_optimizer).__name__
-    if (saved_kind or kind) != kind or set(fresh) - set(restored):
+    # The implementation flags are left out: an older torch saved groups without some of them.
+    if (saved_kind or kind) != kind or set(fresh) - set(restored) - set(IMPLEMENTATION_KEYS):
         raise UserError(
             f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
             f"builds {kind}; resume with the optimizer the run began with, or "

@@ -81,6 +81,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.lr", lambda v: is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    # Checked here too, not only when the optimizer is built: every point of a -m sweep before the first.
+    ("optimizer.fused", lambda v: v is None or is_boolean(v) or v == "auto", "auto, true or false"),
     ("trainer.max_epochs", _limit, "an integer >= 1, or -1 (no limit)"),
     ("trainer.max_steps", _limit, "an integer >= 1, or -1 (no limit)"),
     # configs/scheduler/cosine.yaml spans ${trainer.max_epochs}, which may be -1 (no limit).
