@@ -55,9 +55,9 @@ def _images(count: int, spec: DataSpec = SPEC, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-def _assert_trains(module: ImageClassifier, steps: int, batch: int, **trainer_options) -> None:
-    """A few optimiser steps through Lightning's Trainer on the CPU; every one runs, the loss stays finite."""
-    trainer = pl.Trainer(
+def _cpu_trainer(steps: int, **trainer_options) -> pl.Trainer:
+    """Lightning's Trainer on the CPU for `steps` optimiser steps, writing and printing nothing."""
+    return pl.Trainer(
         accelerator="cpu",
         max_steps=steps,
         logger=False,
@@ -66,6 +66,11 @@ def _assert_trains(module: ImageClassifier, steps: int, batch: int, **trainer_op
         enable_model_summary=False,
         **trainer_options,
     )
+
+
+def _assert_trains(module: ImageClassifier, steps: int, batch: int, **trainer_options) -> None:
+    """A few optimiser steps through Lightning's Trainer on the CPU; every one runs, the loss stays finite."""
+    trainer = _cpu_trainer(steps, **trainer_options)
     count = steps * batch
     batches = InMemoryBatches(_images(count), torch.arange(count) % 10, batch, shuffle=True)
     trainer.fit(module, train_dataloaders=batches)
@@ -307,14 +312,7 @@ def test_a_resumed_optimizer_steps_with_this_runs_implementation(tmp_path: Path)
     # and resumed with optimizer.fused=auto stepped unfused.
     def fit(fused: bool, steps: int, ckpt_path: Path | None = None) -> ImageClassifier:
         module = _classifier("lenet5", optimizer=functools.partial(torch.optim.Adam, lr=3e-3, fused=fused))
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            max_steps=steps,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = _cpu_trainer(steps)
         batches = InMemoryBatches(_images(64), torch.arange(64) % 10, 16, shuffle=True)
         trainer.fit(module, train_dataloaders=batches, ckpt_path=ckpt_path)
         if ckpt_path is None:
