@@ -60,7 +60,7 @@ def test_a_mistake_in_the_command_is_answered_before_torch_is_imported(
     tmp_path: Path, script: str, overrides: tuple[str, ...], needle: str
 ) -> None:
     source = tmp_path / "source.ckpt"
-    source.write_bytes(b"only its existence is checked before the config")
+    source.write_bytes(b"not read: the command is refused before any file is loaded")
     given = [override.replace("SOURCE", str(source)) for override in overrides]
     argv = [script, *given, f"hydra.run.dir={tmp_path / 'run'}"]
     code = (

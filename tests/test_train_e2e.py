@@ -33,6 +33,7 @@ def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: 
     # The log file holds what the console showed: Lightning's lines and the run's own.
     log = (trained_run / "train.log").read_text()
     assert "GPU available" in log and "epoch 1/" in log and f"run directory: {trained_run}" in log
+    assert log.count("GPU available") == 1, log  # the file's handler, not the root logger's as well
     # An epoch's line shows its validation figures beside the training ones.
     epoch_line = next(line for line in log.splitlines() if "epoch 1/3" in line)
     assert "train/loss=" in epoch_line and "val/loss=" in epoch_line and "val/acc=" in epoch_line
@@ -45,6 +46,19 @@ def test_run_directory_holds_checkpoints_events_config_and_metrics(trained_run: 
     assert metrics["test/acc"] <= metrics["test/acc_top5"] <= 1
     if metrics["test/acc"] < 1:
         assert metrics["test/acc_top5"] > metrics["test/acc"]
+
+
+# train.py imports Lightning inside the Hydra job, once the root logger has the run's file handler;
+# Lightning then adds no console handler of its own, and its lines had left the console.
+def test_lightning_lines_are_on_the_console_once_and_in_the_log_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    tiny = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    result = run_script("train.py", *tiny, "trainer.limit_test_batches=1", f"hydra.run.dir={run_dir}")
+    console = result.stdout + result.stderr
+    log = (run_dir / "train.log").read_text()
+    for line in ("GPU available", "Restoring states from the checkpoint path"):
+        assert console.count(line) == 1, console
+        assert log.count(line) == 1, log
 
 
 def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> None:

@@ -31,6 +31,7 @@ def library_logs_in_run_file() -> Iterator[None]:
     again after the job, so a sweep's next job does not write into this one's file."""
     files = [handler for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)]
     loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
+    _on_the_console_as_lightning_sets_itself(loggers)
     for logger in loggers:
         for handler in files:
             logger.addHandler(handler)
@@ -40,3 +41,19 @@ def library_logs_in_run_file() -> Iterator[None]:
         for logger in loggers:
             for handler in files:
                 logger.removeHandler(handler)
+
+
+def _on_the_console_as_lightning_sets_itself(loggers: list[logging.Logger]) -> None:
+    """Lightning gives its loggers a console handler of their own only when it is imported before any
+    logging is set up. The entry points import it inside the Hydra job, where the root logger already
+    has the job's file handler: it would add none, so its lines (devices, restored checkpoints, a
+    graceful stop on Ctrl-C) would leave the console and reach the file twice, once through the root
+    logger and once through the handler library_logs_in_run_file adds."""
+    if not logging.getLogger().hasHandlers():
+        return  # Lightning, imported now, adds its own handler
+    for logger in loggers:
+        if any(type(handler) is logging.StreamHandler for handler in logger.handlers):
+            continue  # imported before the job (resume= reads the checkpoint first), or an earlier job
+        logger.setLevel(logging.INFO)
+        logger.addHandler(logging.StreamHandler())
+        logger.propagate = False
