@@ -5,7 +5,7 @@ The model, class names and normalisation come from the checkpoint itself; no mod
 
 from __future__ import annotations
 
-from zoo.training.cli import precheck, run_hydra_main
+from zoo.training.cli import ctrl_c_ends_the_imports, precheck, run_hydra_main
 
 precheck("evaluate")
 
@@ -25,10 +25,11 @@ def evaluate(cfg: DictConfig) -> dict:
     validate_config(cfg)
     # torch and Lightning (seconds of imports) load only once the config has passed: a mistyped key
     # or a value out of range is answered at once.
-    import torch
+    with ctrl_c_ends_the_imports():
+        import torch
 
-    from zoo.training import builders, evaluation, outputs
-    from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint
+        from zoo.training import builders, evaluation, outputs
+        from zoo.training.checkpoint import load_run_checkpoint, module_from_checkpoint
 
     if cfg.accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError("accelerator=gpu asks for a GPU, but PyTorch sees none; use accelerator=auto or cpu")

@@ -5,7 +5,7 @@ head for the new class list, and writes a run directory as train.py does.
 
 from __future__ import annotations
 
-from zoo.training.cli import precheck, run_hydra_main
+from zoo.training.cli import ctrl_c_ends_the_imports, precheck, run_hydra_main
 
 # Before the heavy imports: a typo is answered at once. ckpt_path names the source here, so resume=
 # is rewritten into resume_ckpt (and the run's own directory).
@@ -24,9 +24,10 @@ from zoo.training.validation import validate_config  # noqa: E402
 def finetune(cfg: DictConfig) -> dict[str, float]:
     # torch and Lightning (seconds of imports) load only once Hydra has composed the config and
     # main has checked it: a mistyped key, a value out of range or a missing source is answered at once.
-    from zoo.training.finetuning import build_finetune_module, check_finetune_request
-    from zoo.training.fit import fit_test_and_record, start_run
-    from zoo.training.freezing import refuse_freezing_under_plain_ddp
+    with ctrl_c_ends_the_imports():
+        from zoo.training.finetuning import build_finetune_module, check_finetune_request
+        from zoo.training.fit import fit_test_and_record, start_run
+        from zoo.training.freezing import refuse_freezing_under_plain_ddp
 
     check_finetune_request(cfg)  # before the trainer and its loggers exist
     run_dir, datamodule, trainer = start_run(cfg, resume_from=cfg.resume_ckpt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoo.training.cli import precheck, run_hydra_main
+from zoo.training.cli import ctrl_c_ends_the_imports, precheck, run_hydra_main
 
 precheck("train", resume_key="ckpt_path")  # before Hydra writes anything: a typo is answered at once
 
@@ -18,9 +18,10 @@ from zoo.training.validation import validate_config  # noqa: E402
 def train(cfg: DictConfig) -> dict[str, float]:
     # torch and Lightning (seconds of imports) load only once Hydra has composed the config and
     # validate_config has read it: a mistyped key or a value out of range is answered at once.
-    from zoo.training import builders
-    from zoo.training.checkpoint import check_resumable
-    from zoo.training.fit import fit_test_and_record, start_run
+    with ctrl_c_ends_the_imports():
+        from zoo.training import builders
+        from zoo.training.checkpoint import check_resumable
+        from zoo.training.fit import fit_test_and_record, start_run
 
     resume_from = cfg.ckpt_path or None  # ckpt_path= (empty) is not set, as null
     run_dir, datamodule, trainer = start_run(cfg, resume_from=resume_from)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -1142,6 +1143,29 @@ def test_ctrl_c_ends_a_run_with_one_word_and_the_shells_status(capsys, monkeypat
         cli.run_hydra_main(stopped)
     assert raised.value.code == 128 + signal.SIGINT
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_ctrl_c_while_the_job_imports_ends_the_process_there() -> None:
+    # A library could catch the KeyboardInterrupt halfway through an import; the half-imported module
+    # then failed with an unrelated traceback. Ctrl-C after the imports is a KeyboardInterrupt again.
+    code = (
+        "import os, signal, sys, time\n"
+        "from zoo.training.cli import ctrl_c_ends_the_imports\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "with ctrl_c_ends_the_imports():\n"
+        "    pass\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "with ctrl_c_ends_the_imports():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(30)\n"
+        "    except BaseException:  # what a library catching everything would do\n"
+        "        pass\n"
+        "    print('went on')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr == "interrupted\n" and "went on" not in result.stdout
 
 
 @pytest.mark.parametrize(

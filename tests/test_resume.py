@@ -32,7 +32,7 @@ from zoo.training.callbacks import RecordResolvedConfig
 from zoo.training.checkpoint import check_resumable, refuse_other_data
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.errors import UserError
-from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_sigterm
+from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_ctrl_c, stopped_by_sigterm
 from zoo.training.module import (
     OPTIMIZER_KIND_KEY,
     SCHEDULER_KIND_KEY,
@@ -640,6 +640,44 @@ def test_sigterm_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp
     assert "stopped by SIGTERM at step " in stderr and "Traceback" not in stderr
     assert not (run_dir / "metrics.json").exists()
     assert checkpoint_weights(last)
+
+
+def test_ctrl_c_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp_path: Path) -> None:
+    # Lightning ends a run on Ctrl-C with exit(1), a failure to a script or scheduler, and says
+    # nothing of the checkpoint to go on from.
+    run_dir = tmp_path / "run"
+    process = _start(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert _wait_for(last.exists, process), "the run ended before its first checkpoint"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+    assert f"resume from its last checkpoint with: python train.py resume={run_dir}" in stderr
+    assert "interrupted at step " in stderr and "Traceback" not in stderr
+    assert checkpoint_weights(last)
+
+
+def test_ctrl_c_before_any_checkpoint_says_there_is_none(capsys) -> None:
+    trainer = SimpleNamespace(is_global_zero=True, global_step=3)
+    cfg = OmegaConf.create({"task_name": "train"})
+    for testing, said in (
+        (False, "interrupted at step 3; no checkpoint was saved yet\n"),
+        (True, "interrupted at step 3 while testing\n"),
+    ):
+        with (
+            pytest.raises(SystemExit) as stop,
+            stopped_by_ctrl_c(cfg, trainer, Path("/nonexistent"), testing=testing),
+        ):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                sys.exit(1)  # as Lightning's graceful shutdown ends
+        assert stop.value.code == 128 + signal.SIGINT
+        assert capsys.readouterr().err == said
+    # Another exit(1), not Lightning's answer to a Ctrl-C, is left as it is.
+    with pytest.raises(SystemExit) as stop, stopped_by_ctrl_c(cfg, trainer, Path("/nonexistent")):
+        sys.exit(1)
+    assert stop.value.code == 1
 
 
 def test_a_run_whose_experiment_sets_task_name_is_still_resumed_by_train_py(tmp_path: Path) -> None:

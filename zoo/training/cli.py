@@ -3,13 +3,14 @@ Hydra's run with its reports of a bad override in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,24 @@ def _own_warnings_in_one_line(library_format: Callable[..., str]) -> Callable[..
 def _exit_quietly_on_ctrl_c() -> None:
     # Ctrl-C while the libraries import (seconds) would print a traceback of importlib's frames.
     signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(128 + signal.SIGINT))
+
+
+@contextlib.contextmanager
+def ctrl_c_ends_the_imports() -> Iterator[None]:
+    """Ctrl-C while the job imports torch and Lightning (seconds) ends the process there. Raised as a
+    KeyboardInterrupt, a library could catch it halfway through an import, and the half-imported
+    module then failed with an unrelated traceback (numpy's RecursionError, about one try in four).
+    Nothing of the run exists yet to be saved or closed."""
+
+    def leave(signum, frame) -> None:
+        print("interrupted", file=sys.stderr, flush=True)
+        os._exit(128 + signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def precheck(config_name: str, resume_key: str | None = None) -> None:

@@ -22,7 +22,7 @@ from .checkpoint import epoch_progress, peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .errors import UserError, in_one_line
 from .quoting import typed_override
-from .run_dirs import check_weights_path, refuse_reused_run_dir
+from .run_dirs import check_weights_path, holds_a_run, refuse_reused_run_dir
 from .runlog import say
 from .validation import validate_config
 
@@ -94,6 +94,32 @@ def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> I
                 level=logging.WARNING,
             )
         sys.exit(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stopped_by_ctrl_c(
+    cfg: DictConfig, trainer: pl.Trainer, run_dir: Path, testing: bool = False
+) -> Iterator[None]:
+    """Lightning ends a run on Ctrl-C, after its graceful shutdown, with exit(1): a failure to a shell
+    or scheduler. Here it is the shell's status for an interrupted command, and the way on from the
+    last checkpoint (Lightning saves none at a Ctrl-C, which may come in the middle of a step)."""
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code != 1 or not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        if trainer.is_global_zero:
+            if testing:
+                way_on = " while testing"
+            elif holds_a_run(run_dir):
+                command = f"python {_entry_point(cfg)}.py {typed_override('resume', run_dir)}"
+                way_on = f"; resume from its last checkpoint with: {command}"
+            else:
+                way_on = "; no checkpoint was saved yet"
+            say(
+                f"interrupted at step {trainer.global_step}{way_on}", stream=sys.stderr, level=logging.WARNING
+            )
+        sys.exit(128 + signal.SIGINT)
 
 
 def _resumed_into_an_ended_epoch(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> bool:
@@ -168,6 +194,7 @@ def fit_test_and_record(
         with (
             warnings.catch_warnings(),
             stopped_by_sigterm(cfg, trainer, run_dir),
+            stopped_by_ctrl_c(cfg, trainer, run_dir),
             no_event_file_left_by_a_refused_resume(record, trainer),
         ):
             if resume_from:
@@ -197,7 +224,10 @@ def fit_test_and_record(
         if best is None and not cfg.trainer.fast_dev_run and trainer.is_global_zero:
             note = "no best checkpoint (no validation ran, or none kept): testing the final weights"
             say(note)
-        with stopped_by_sigterm(cfg, trainer, run_dir):
+        with (
+            stopped_by_sigterm(cfg, trainer, run_dir),
+            stopped_by_ctrl_c(cfg, trainer, run_dir, testing=True),
+        ):
             trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics = outputs.scalar_metrics(trainer.callback_metrics)
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
