@@ -628,32 +628,28 @@ def test_the_rng_state_callback_restores_the_torch_python_and_numpy_generators()
     assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
 
 
-def test_sigterm_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp_path: Path) -> None:
+# Lightning ends a run on SIGTERM with no exit code (a success to a shell), and on Ctrl-C with exit(1)
+# (a failure); neither said which checkpoint to go on from.
+@pytest.mark.parametrize(
+    ("stop", "said", "way_on"),
+    [
+        (signal.SIGTERM, "stopped by SIGTERM at step ", "resume with: "),
+        (signal.SIGINT, "interrupted at step ", "resume from its last checkpoint with: "),
+    ],
+)
+def test_a_signal_ends_train_py_with_the_shells_status_and_a_line_on_resuming(
+    tmp_path: Path, stop: signal.Signals, said: str, way_on: str
+) -> None:
     run_dir = tmp_path / "run"
     process = _start(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     assert _wait_for(last.exists, process), "the run ended before its first checkpoint"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    assert f"resume with: python train.py resume={run_dir}" in stderr
-    assert "stopped by SIGTERM at step " in stderr and "Traceback" not in stderr
+    assert process.returncode == 128 + stop, stderr[-2000:]
+    assert f"{way_on}python train.py resume={run_dir}" in stderr
+    assert said in stderr and "Traceback" not in stderr
     assert not (run_dir / "metrics.json").exists()
-    assert checkpoint_weights(last)
-
-
-def test_ctrl_c_ends_train_py_with_the_shells_status_and_a_line_on_resuming(tmp_path: Path) -> None:
-    # Lightning ends a run on Ctrl-C with exit(1), a failure to a script or scheduler, and says
-    # nothing of the checkpoint to go on from.
-    run_dir = tmp_path / "run"
-    process = _start(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    assert _wait_for(last.exists, process), "the run ended before its first checkpoint"
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
-    assert f"resume from its last checkpoint with: python train.py resume={run_dir}" in stderr
-    assert "interrupted at step " in stderr and "Traceback" not in stderr
     assert checkpoint_weights(last)
 
 
