@@ -54,6 +54,7 @@ def _assert_one_clear_line(result, *needles: str) -> None:
         ("finetune.py", ("ckpt_path=SOURCE", "trainer.max_epochs=0"), "trainer.max_epochs must be"),
         ("finetune.py", ("ckpt_path=SOURCE", "finetune.head=bad"), "finetune.head must be one of"),
         ("finetune.py", (), "finetune.py needs a source"),
+        ("finetune.py", ("-m", "ckpt_path=SOURCE", "finetune.head=replace,bad"), "sweep point #1"),
         ("evaluate.py", ("ckpt_path=SOURCE", "data.batch_size=0"), "data.batch_size must be"),
     ],
 )
