@@ -19,7 +19,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from zoo.data.imagefolder import ImageFolderDataModule
 from zoo.training.checkpoint import check_resumable, refuse_other_data
 from zoo.training.errors import UserError
-from zoo.training.fit import stopped_by_sigterm
+from zoo.training.fit import stopped_by_a_signal
 from zoo.training.module import _train_on_afresh
 from zoo.training.overrides import check_sweep_points
 from zoo.training.quoting import override, typed_override, unquoted
@@ -154,7 +154,7 @@ def test_refused_resumes_print_a_fine_tune_of_the_checkpoint(tmp_path: Path) -> 
 def test_a_run_stopped_by_sigterm_prints_its_resume_command(tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "a b,c"
     trainer = SimpleNamespace(is_global_zero=True, global_step=3)
-    with pytest.raises(SystemExit) as raised, stopped_by_sigterm(OmegaConf.create({}), trainer, run_dir):
+    with pytest.raises(SystemExit) as raised, stopped_by_a_signal(OmegaConf.create({}), trainer, run_dir):
         raise SIGTERMException
     assert raised.value.code == 128 + signal.SIGTERM
     printed = capsys.readouterr().err

@@ -32,7 +32,7 @@ from zoo.training.callbacks import RecordResolvedConfig
 from zoo.training.checkpoint import check_resumable, refuse_other_data
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.errors import UserError
-from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_ctrl_c, stopped_by_sigterm
+from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_a_signal
 from zoo.training.module import (
     OPTIMIZER_KIND_KEY,
     SCHEDULER_KIND_KEY,
@@ -315,7 +315,7 @@ def test_the_sigterm_line_gives_a_resume_command_the_shell_takes_whole(tmp_path:
     trainer = SimpleNamespace(is_global_zero=True, global_step=3)
     with (
         pytest.raises(SystemExit),
-        stopped_by_sigterm(OmegaConf.create({"task_name": "train"}), trainer, run_dir),
+        stopped_by_a_signal(OmegaConf.create({"task_name": "train"}), trainer, run_dir),
     ):
         raise SIGTERMException
     command = capsys.readouterr().err.partition("resume with: ")[2]
@@ -662,7 +662,7 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_none(capsys) -> None:
     ):
         with (
             pytest.raises(SystemExit) as stop,
-            stopped_by_ctrl_c(cfg, trainer, Path("/nonexistent"), testing=testing),
+            stopped_by_a_signal(cfg, trainer, Path("/nonexistent"), testing=testing),
         ):
             try:
                 raise KeyboardInterrupt
@@ -671,7 +671,7 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_none(capsys) -> None:
         assert stop.value.code == 128 + signal.SIGINT
         assert capsys.readouterr().err == said
     # Another exit(1), not Lightning's answer to a Ctrl-C, is left as it is.
-    with pytest.raises(SystemExit) as stop, stopped_by_ctrl_c(cfg, trainer, Path("/nonexistent")):
+    with pytest.raises(SystemExit) as stop, stopped_by_a_signal(cfg, trainer, Path("/nonexistent")):
         sys.exit(1)
     assert stop.value.code == 1
 

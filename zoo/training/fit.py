@@ -80,46 +80,41 @@ def _entry_point(cfg: DictConfig) -> str:
 
 
 @contextlib.contextmanager
-def stopped_by_sigterm(cfg: DictConfig, trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
-    """Lightning ends a run on SIGTERM with SystemExit and no code, a success to a shell or scheduler;
-    here it is a line saying how to go on, and the shell's status for a process ended by SIGTERM."""
+def stopped_by_a_signal(
+    cfg: DictConfig, trainer: pl.Trainer, run_dir: Path, testing: bool = False
+) -> Iterator[None]:
+    """A run stopped by SIGTERM or Ctrl-C ends with the shell's status for that signal and a line on how
+    to go on. Lightning ends it on SIGTERM with SystemExit and no code, a success to a shell or
+    scheduler, having saved last.ckpt at the step's end; on Ctrl-C, after its graceful shutdown, with
+    exit(1), a failure, having saved nothing (the key may come in the middle of a step)."""
     try:
         yield
     except SIGTERMException:
-        if trainer.is_global_zero:
-            say(
-                f"stopped by SIGTERM at step {trainer.global_step}; resume with: "
-                f"python {_entry_point(cfg)}.py {typed_override('resume', run_dir)}",
-                stream=sys.stderr,
-                level=logging.WARNING,
-            )
+        _say_on_the_first_process(
+            trainer,
+            f"stopped by SIGTERM at step {trainer.global_step}; resume with: {_resume_command(cfg, run_dir)}",
+        )
         sys.exit(128 + signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def stopped_by_ctrl_c(
-    cfg: DictConfig, trainer: pl.Trainer, run_dir: Path, testing: bool = False
-) -> Iterator[None]:
-    """Lightning ends a run on Ctrl-C, after its graceful shutdown, with exit(1): a failure to a shell
-    or scheduler. Here it is the shell's status for an interrupted command, and the way on from the
-    last checkpoint (Lightning saves none at a Ctrl-C, which may come in the middle of a step)."""
-    try:
-        yield
     except SystemExit as stop:
         if stop.code != 1 or not isinstance(stop.__context__, KeyboardInterrupt):
             raise
-        if trainer.is_global_zero:
-            if testing:
-                way_on = " while testing"
-            elif holds_a_run(run_dir):
-                command = f"python {_entry_point(cfg)}.py {typed_override('resume', run_dir)}"
-                way_on = f"; resume from its last checkpoint with: {command}"
-            else:
-                way_on = "; no checkpoint was saved yet"
-            say(
-                f"interrupted at step {trainer.global_step}{way_on}", stream=sys.stderr, level=logging.WARNING
-            )
+        if testing:
+            way_on = " while testing"
+        elif holds_a_run(run_dir):
+            way_on = f"; resume from its last checkpoint with: {_resume_command(cfg, run_dir)}"
+        else:
+            way_on = "; no checkpoint was saved yet"
+        _say_on_the_first_process(trainer, f"interrupted at step {trainer.global_step}{way_on}")
         sys.exit(128 + signal.SIGINT)
+
+
+def _resume_command(cfg: DictConfig, run_dir: Path) -> str:
+    return f"python {_entry_point(cfg)}.py {typed_override('resume', run_dir)}"
+
+
+def _say_on_the_first_process(trainer: pl.Trainer, line: str) -> None:
+    if trainer.is_global_zero:
+        say(line, stream=sys.stderr, level=logging.WARNING)
 
 
 def _resumed_into_an_ended_epoch(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> bool:
@@ -193,8 +188,7 @@ def fit_test_and_record(
     try:
         with (
             warnings.catch_warnings(),
-            stopped_by_sigterm(cfg, trainer, run_dir),
-            stopped_by_ctrl_c(cfg, trainer, run_dir),
+            stopped_by_a_signal(cfg, trainer, run_dir),
             no_event_file_left_by_a_refused_resume(record, trainer),
         ):
             if resume_from:
@@ -224,10 +218,7 @@ def fit_test_and_record(
         if best is None and not cfg.trainer.fast_dev_run and trainer.is_global_zero:
             note = "no best checkpoint (no validation ran, or none kept): testing the final weights"
             say(note)
-        with (
-            stopped_by_sigterm(cfg, trainer, run_dir),
-            stopped_by_ctrl_c(cfg, trainer, run_dir, testing=True),
-        ):
+        with stopped_by_a_signal(cfg, trainer, run_dir, testing=True):
             trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics = outputs.scalar_metrics(trainer.callback_metrics)
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
