@@ -25,7 +25,8 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     # torch and Lightning (seconds of imports) load only once Hydra has composed the config and
     # main has checked it: a mistyped key, a value out of range or a missing source is answered at once.
     with ctrl_c_ends_the_imports():
-        from zoo.training.finetuning import build_finetune_module, check_finetune_request
+        from zoo.training.finetune_request import check_finetune_request
+        from zoo.training.finetuning import build_finetune_module
         from zoo.training.fit import fit_test_and_record, start_run
         from zoo.training.freezing import refuse_freezing_under_plain_ddp
 

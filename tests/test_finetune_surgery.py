@@ -18,12 +18,8 @@ from zoo.data import DataSpec
 from zoo.downloads import STALL_TIMEOUT_S
 from zoo.training import weight_sources
 from zoo.training.errors import UserError
-from zoo.training.finetuning import (
-    FineTuneClassifier,
-    build_finetune_module,
-    check_finetune_options,
-    check_finetune_request,
-)
+from zoo.training.finetune_request import check_finetune_options, check_finetune_request
+from zoo.training.finetuning import FineTuneClassifier, build_finetune_module
 from zoo.training.head_surgery import adapt_input_channels, rebuild_head, transplant
 from zoo.training.module import ImageClassifier
 

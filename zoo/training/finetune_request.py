@@ -1,6 +1,7 @@
-"""What finetune.py's config asks for, checked from the config alone: the finetune options and the
-source named. Nothing here imports torch, so finetune.py answers a bad request before its seconds of
-imports; reading the source's file (its architecture against model=) is weight_sources' work."""
+"""What finetune.py's config asks for: the finetune options and the source named, from the config
+alone. Nothing here imports torch unless a model is named beside a source checkpoint, whose
+architecture is then read (weight_sources): finetune.py and its -m sweeps answer a bad request
+before seconds of imports."""
 
 from __future__ import annotations
 
@@ -93,3 +94,15 @@ def check_finetune_command(cfg: DictConfig) -> None:
     check_finetune_options(cfg)
     if not cfg.get("resume_ckpt"):
         check_source_request(cfg)
+
+
+def check_finetune_request(cfg: DictConfig) -> None:
+    """check_finetune_command, then a source checkpoint's architecture against model=: all before the
+    run builds anything, also for every point of a -m sweep (model=a,b from one checkpoint: the point
+    whose model is not the checkpoint's)."""
+    check_finetune_command(cfg)
+    if cfg.get("resume_ckpt") or cfg.get("model") is None:
+        return  # no architecture named, or a resumed fine-tune, whose source is not read again
+    from .weight_sources import check_source_architecture  # torch: to read the source's description
+
+    check_source_architecture(cfg)

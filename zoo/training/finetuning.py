@@ -18,11 +18,11 @@ from ..data import DataSpec
 from . import builders
 from .checkpoint import load_run_checkpoint, refuse_other_data
 from .errors import UserError
-from .finetune_request import check_finetune_command, check_finetune_options
+from .finetune_request import check_finetune_options
 from .freezing import split_parameters
 from .head_surgery import rebuild_head, transplant
 from .module import ImageClassifier
-from .weight_sources import check_source_architecture, load_source
+from .weight_sources import load_source
 
 
 class FineTuneClassifier(ImageClassifier):
@@ -71,15 +71,6 @@ def scaled_scheduler_peak(factory, backbone_lr_scale: float):
     return functools.partial(
         factory.func, *factory.args, **{**factory.keywords, "max_lr": [max_lr, max_lr * backbone_lr_scale]}
     )
-
-
-def check_finetune_request(cfg: DictConfig) -> None:
-    """The finetune options and the source request, then a run checkpoint's architecture against
-    model=: checked before the run builds anything (a resumed fine-tune names its checkpoint, not its
-    source)."""
-    check_finetune_command(cfg)
-    if not cfg.get("resume_ckpt"):
-        check_source_architecture(cfg)
 
 
 def build_finetune_module(cfg: DictConfig, spec: DataSpec) -> tuple[FineTuneClassifier, str]:

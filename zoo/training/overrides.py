@@ -265,9 +265,9 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
     if config_name == "finetune":
         # Its options and source, which the job checks only once its turn comes (model=a,b from
         # one checkpoint: the point whose model is not the checkpoint's).
-        from .finetune_request import check_finetune_command
+        from .finetune_request import check_finetune_request
 
-        checks += [check_finetune_command, _named_architecture_of_the_source]
+        checks.append(check_finetune_request)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for number, point in enumerate(points):
             try:
@@ -277,16 +277,6 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
             with naming_the_sweep_point(number, points, swept):
                 for check in checks:
                     check(cfg)
-
-
-def _named_architecture_of_the_source(cfg: Any) -> None:
-    """model= against the source checkpoint's architecture. Only a point that names a model reads
-    the file, and only it imports torch to do so: the other checks answer in a fraction of a second."""
-    if cfg.get("model") is None or cfg.get("resume_ckpt"):
-        return
-    from .weight_sources import check_source_architecture
-
-    check_source_architecture(cfg)
 
 
 def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
