@@ -1352,16 +1352,21 @@ def _with_time_trained(last: Path, seconds: float) -> Path:
     return last
 
 
+def _assert_refused_for_its_spent_time(last: Path, spent: str, higher: str) -> None:
+    """Resuming `last` with its recorded trainer.max_time=`spent` is refused, advising `higher`."""
+    again = f"python train.py ckpt_path={last} trainer.max_time={higher}, or test it"
+    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")) as refused:
+        resolve_resume([f"ckpt_path={last}"], task="train")
+    assert f"has trained for {spent} of this command's trainer.max_time={spent}" in str(refused.value)
+
+
 def test_a_finished_run_whose_time_limit_is_spent_is_refused_before_a_run_folder(tmp_path: Path) -> None:
     # Lightning's Timer restores the time trained from the checkpoint and stops a resumed run at once
     # when none is left: a new folder that trained nothing and only tested again.
     recorded = ["trainer.max_time=00:00:01:00", "trainer.max_epochs=100", "scheduler=step"]
     run = _fake_run(tmp_path / "runs", "t", recorded, finished=True)
     last = _with_time_trained(_with_progress(run, epochs=5, step=100), 60.4)
-    again = f"python train.py ckpt_path={last} trainer.max_time=00:00:02:00, or test it"
-    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")) as refused:
-        resolve_resume([f"ckpt_path={last}"], task="train")
-    assert "has trained for 00:00:01:00 of this command's trainer.max_time=00:00:01:00" in str(refused.value)
+    _assert_refused_for_its_spent_time(last, spent="00:00:01:00", higher="00:00:02:00")
     # Time left, a higher limit, no limit, or more epochs that min_epochs holds it to: it trains on.
     for given in (["trainer.max_time=00:00:02:00"], ["trainer.max_time=null"], ["trainer.min_epochs=6"]):
         assert resolve_resume([f"ckpt_path={last}", *given], task="train")[-len(given) :] == given
@@ -1380,10 +1385,7 @@ def test_a_spent_time_limit_counts_days_and_holds_only_until_min_epochs_or_min_s
     recorded = ["trainer.max_time=01:00:00:00", "trainer.max_epochs=100", "scheduler=step"]
     run = _fake_run(tmp_path / "runs", "t", recorded, finished=True)
     last = _with_time_trained(_with_progress(run, epochs=5, step=100), 86400.5)
-    again = f"python train.py ckpt_path={last} trainer.max_time=02:00:00:00, or test it"
-    with pytest.raises(UserError, match=re.escape(f"train on with a higher limit: {again}")) as refused:
-        resolve_resume([f"ckpt_path={last}"], task="train")
-    assert "has trained for 01:00:00:00 of this command's trainer.max_time=01:00:00:00" in str(refused.value)
+    _assert_refused_for_its_spent_time(last, spent="01:00:00:00", higher="02:00:00:00")
     for reached in ("trainer.min_epochs=5", "trainer.min_steps=100"):
         with pytest.raises(UserError, match="nothing is left to train"):
             resolve_resume([f"ckpt_path={last}", reached], task="train")
