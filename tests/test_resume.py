@@ -1058,6 +1058,40 @@ def test_a_data_refusal_in_the_job_advises_a_fine_tune_on_the_jobs_data(tmp_path
     assert str(refused.value).endswith(advice), str(refused.value)
 
 
+def test_a_refused_optimizer_schedule_or_model_change_advises_a_fine_tune_on_the_runs_data(
+    tmp_path: Path,
+) -> None:
+    # Their advice was "python finetune.py ckpt_path=... finetune.head=extend", which trained on
+    # finetune.py's default data set (digits) instead of the images the run was trained on.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from zoo.training.overrides import CONFIG_DIR
+
+    overrides = (*EXACT, "trainer.limit_train_batches=2", "trainer.max_epochs=1", "data.batch_size=32")
+    _fit_in_process(tmp_path / "run", overrides)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    advice = f"python finetune.py ckpt_path={last} data.batch_size=32 finetune.head=extend"
+    for change in ("optimizer.lr=0.2", "trainer.max_epochs=3", "scheduler=step", "model.dropout=0.3"):
+        with pytest.raises(UserError) as early:
+            refuse_a_changed_continuation([*overrides, f"ckpt_path={last}", change], "ckpt_path", "train")
+        assert str(early.value).endswith(advice), change
+    # In the job, the data overrides are the Hydra job's own.
+    given = [*overrides, "optimizer.lr=0.2"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        HydraConfig.instance().set_config(
+            compose(config_name="train", overrides=given, return_hydra_config=True)
+        )
+    try:
+        optimizer, scheduler = builders.build_optimization(compose_config(*given))
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        with pytest.raises(UserError) as refused:
+            refuse_another_optimization(str(last), saved, optimizer, scheduler, [{}])
+    finally:
+        HydraConfig.instance().cfg = None
+    assert str(refused.value).endswith(advice), str(refused.value)
+
+
 def test_a_resumed_runs_settings_are_recorded_as_its_training_starts(tmp_path: Path) -> None:
     # Not only at the end of fit: a resumed run stopped part-way still names the settings it ran with.
     cfg = compose_config("logger=none", "data.eval_batch_size=100", f"paths.output_dir={tmp_path}")

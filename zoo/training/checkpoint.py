@@ -218,15 +218,21 @@ def check_resumable(path: str | Path, module, data: list[str] | None = None) -> 
     fail half-way with a wall of shape mismatches. `data`: as refuse_other_data takes it."""
     # The description alone: Lightning reads the weights and optimizer state itself.
     hparams = load_run_checkpoint(path, mmap=True)["hyper_parameters"]
-    refuse_another_model(path, hparams, module.hparams["model"], len(module.hparams["data"]["class_names"]))
+    wanted_classes = len(module.hparams["data"]["class_names"])
+    refuse_another_model(path, hparams, module.hparams["model"], wanted_classes, data)
     refuse_other_data(path, hparams, module, data)
 
 
 def refuse_another_model(
-    path: str | Path, hparams: dict[str, Any], wanted: dict, wanted_classes: int
+    path: str | Path,
+    hparams: dict[str, Any],
+    wanted: dict,
+    wanted_classes: int,
+    data: list[str] | None = None,
 ) -> None:
     """Another model, or other model settings, than the checkpoint's (`hparams`) under a resumed run;
-    `wanted` is the run's model description, filled in from its data."""
+    `wanted` is the run's model description, filled in from its data. `data`: as refuse_other_data
+    takes it."""
     saved = hparams["model"]
     saved_classes = len(hparams["data"]["class_names"])
     described = ("name", "num_classes", "in_chans")
@@ -239,9 +245,12 @@ def refuse_another_model(
         )
     changed = _changed_settings("model", saved, wanted)
     if changed:
+        from .overrides import the_jobs_data_overrides
+
+        data = the_jobs_data_overrides() if data is None else data
         raise UserError(
             f"{path} was trained with {changed}; resume with the model settings the run began with, or "
-            f"train on from its weights with {train_on_command(path)}"
+            f"train on from its weights with {train_on_command(path, data)}"
         )
 
 

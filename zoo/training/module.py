@@ -35,9 +35,14 @@ def _as_plain(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def _train_on_afresh(checkpoint: str, what: str) -> str:
-    """The advice for a resume that is refused: the way on from its weights, in a run of its own."""
-    return f"train on from its weights with a fresh {what}: {train_on_command(checkpoint)}"
+def _train_on_afresh(checkpoint: str, what: str, data: list[str] | None = None) -> str:
+    """The advice for a resume that is refused: the way on from its weights, in a run of its own, on
+    the run's `data` overrides (None: those of the Hydra job under way). Without them the fine-tune
+    trained on finetune.py's default data set, not the images the run was trained on."""
+    from .overrides import the_jobs_data_overrides
+
+    data = the_jobs_data_overrides() if data is None else data
+    return f"train on from its weights with a fresh {what}: {train_on_command(checkpoint, data)}"
 
 
 # The checkpoint entry that holds the running training loss and accuracy of the epoch under way.
@@ -408,7 +413,9 @@ def built_scheduler_kind(trainer: pl.Trainer) -> str | None:
     return type(configs[0].scheduler).__name__ if configs else None
 
 
-def refuse_another_scheduler(checkpoint: str, saved_kind: str | None, kind: str | None) -> None:
+def refuse_another_scheduler(
+    checkpoint: str, saved_kind: str | None, kind: str | None, data: list[str] | None = None
+) -> None:
     """Refuse to resume `checkpoint` with another kind of scheduler than it holds the state of.
     Lightning loads the saved state into whatever this run builds (a cosine's T_max and rate into a
     StepLR: neither schedule), builds a fresh one from the checkpoint's rate when it saved none, and
@@ -419,7 +426,7 @@ def refuse_another_scheduler(checkpoint: str, saved_kind: str | None, kind: str 
     held = f"the state of scheduler {saved_kind}" if saved_kind else "no scheduler's state (scheduler=none)"
     raise UserError(
         f"{checkpoint} holds {held}, and this run builds {kind or 'no scheduler (scheduler=none)'}; resume "
-        f"with the schedule the run began with, or {_train_on_afresh(checkpoint, 'schedule')}"
+        f"with the schedule the run began with, or {_train_on_afresh(checkpoint, 'schedule', data)}"
     )
 
 
@@ -429,13 +436,15 @@ def refuse_another_optimization(
     optimizer_factory: OptimizerFactory | None,
     scheduler_factory: SchedulerFactory | None,
     groups: list[dict],
+    data: list[str] | None = None,
 ) -> None:
     """Refuse to resume `checkpoint` with another optimizer, optimizer setting, scheduler or schedule
     than it holds. Lightning would load its state into whatever this run builds: an optimizer of another
     kind fails at its first step (SGD finds no momentum in Adam's groups), a changed value
     (optimizer.lr, weight_decay, a cosine T_max that follows trainer.max_epochs) is silently
     replaced by the checkpoint's. `groups` are the run's parameter groups, of which only the names
-    and rates are read: the command line's check, before Hydra makes a run folder, has no module."""
+    and rates are read: the command line's check, before Hydra makes a run folder, has no module.
+    `data`: the command's data overrides, which the advised fine-tune takes on (None: the job's)."""
     settings = getattr(scheduler_factory, "keywords", {})
     refuse_a_replaced_optimization(
         checkpoint_path,
@@ -445,6 +454,7 @@ def refuse_another_optimization(
         groups,
         scheduler_kind(scheduler_factory),
         {k: v for k, v in settings.items() if v is not None},
+        data,
     )
 
 
@@ -456,14 +466,15 @@ def refuse_a_replaced_optimization(
     groups: list[dict],
     kind: str | None,
     planned: dict[str, Any],
+    data: list[str] | None = None,
 ) -> None:
     """refuse_another_optimization against what the run builds: the scheduler `kind` and the `planned`
     schedule's settings, from its factory before a trainer exists, or as built once fit starts."""
-    refuse_another_scheduler(checkpoint, saved.scheduler_kind, kind)
+    refuse_another_scheduler(checkpoint, saved.scheduler_kind, kind, data)
     refuse_a_replaced_optimizer(
-        checkpoint, saved.optimizer_kind, saved.groups, optimizer_factory, scheduler_factory, groups
+        checkpoint, saved.optimizer_kind, saved.groups, optimizer_factory, scheduler_factory, groups, data
     )
-    refuse_a_replaced_schedule(checkpoint, saved.schedule, scheduler_factory, planned)
+    refuse_a_replaced_schedule(checkpoint, saved.schedule, scheduler_factory, planned, data)
 
 
 def refuse_a_replaced_optimizer(
@@ -473,6 +484,7 @@ def refuse_a_replaced_optimizer(
     optimizer_factory: OptimizerFactory | None,
     scheduler_factory: SchedulerFactory | None,
     groups: list[dict],
+    data: list[str] | None = None,
 ) -> None:
     if not saved_groups or optimizer_factory is None:
         return
@@ -484,7 +496,7 @@ def refuse_a_replaced_optimizer(
         raise UserError(
             f"{checkpoint} holds the state of optimizer {saved_kind or '(another kind)'}, and this run "
             f"builds {kind}; resume with the optimizer the run began with, or "
-            f"{_train_on_afresh(checkpoint, 'one')}"
+            f"{_train_on_afresh(checkpoint, 'one', data)}"
         )
     # A schedule moves lr (its start kept as initial_lr), and OneCycle momentum and betas too.
     moved = {"momentum", "betas"} if "max_momentum" in restored else set()
@@ -500,9 +512,9 @@ def refuse_a_replaced_optimizer(
                 f"{checkpoint} continues its {kind} optimizer with {key}={_as_plain(kept)}, but this "
                 f"run's settings give {key}={_as_plain(wanted)}; a resumed run keeps its checkpoint's "
                 "optimizer state. Resume with the settings the run began with, or "
-                f"{_train_on_afresh(checkpoint, 'optimizer')}"
+                f"{_train_on_afresh(checkpoint, 'optimizer', data)}"
             )
-    _refuse_changed_group_rates(checkpoint, kind, fresh["lr"], saved_groups, scheduler_factory, groups)
+    _refuse_changed_group_rates(checkpoint, kind, fresh["lr"], saved_groups, scheduler_factory, groups, data)
 
 
 def _refuse_changed_group_rates(
@@ -512,6 +524,7 @@ def _refuse_changed_group_rates(
     saved_groups: list[dict],
     scheduler_factory: SchedulerFactory | None,
     groups: list[dict],
+    data: list[str] | None = None,
 ) -> None:
     """A group's own rate (fine-tuning's backbone, at finetune.backbone_lr_scale of the head's),
     or its own peak under a one-cycle schedule, is the checkpoint's on resume, whatever the
@@ -532,7 +545,7 @@ def _refuse_changed_group_rates(
                 f"{checkpoint} continues its {kind} optimizer with {key}={kept:g} for its {name} "
                 f"parameters, but this run's settings give {key}={wanted:g}{hint}; a resumed run keeps "
                 "its checkpoint's optimizer state. Resume with the settings the run began with, or "
-                f"{_train_on_afresh(checkpoint, 'optimizer')}"
+                f"{_train_on_afresh(checkpoint, 'optimizer', data)}"
             )
 
 
@@ -541,6 +554,7 @@ def refuse_a_replaced_schedule(
     restored: dict | None,
     scheduler_factory: SchedulerFactory | None,
     planned: dict[str, Any],
+    data: list[str] | None = None,
 ) -> None:
     # Past its old end a cosine learning rate climbs again, and OneCycle fails.
     if not planned or not restored or scheduler_factory is None:
@@ -559,5 +573,5 @@ def refuse_a_replaced_schedule(
             f"{checkpoint} continues a {name} schedule with {key}={kept}, "
             f"but this run's settings give {key}={wanted}{hint}; a resumed run keeps its checkpoint's "
             "schedule. Resume with the settings the run began with, or "
-            f"{_train_on_afresh(checkpoint, 'schedule')}"
+            f"{_train_on_afresh(checkpoint, 'schedule', data)}"
         )

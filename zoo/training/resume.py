@@ -237,7 +237,7 @@ def _refuse_a_changed_run(
         except (KeyError, TypeError, ValueError):
             spec = None  # a description the job's full load refuses
         if spec is not None:
-            refuse_another_model(path, hparams, model_config(cfg, spec), spec.num_classes)
+            refuse_another_model(path, hparams, model_config(cfg, spec), spec.num_classes, data)
     if data_config is not None:
         refuse_other_data_config(path, hparams, data_config, data)
     if cfg.get("scale_lr"):
@@ -250,7 +250,7 @@ def _refuse_a_changed_run(
             groups, scheduler = named_groups(optimizer, scale), scaled_scheduler_peak(scheduler, scale)
     except Exception:
         return  # settings the job refuses, with its own message, before it compares them
-    refuse_another_optimization(path, saved, optimizer, scheduler, groups)
+    refuse_another_optimization(path, saved, optimizer, scheduler, groups, data)
 
 
 _KEEP_RECORD = ("hydra.output_subdir=null",)
