@@ -672,6 +672,19 @@ def test_an_interpolation_that_does_not_resolve_is_one_line(
     ]
 
 
+# Hydra resolves the run or sweep folder itself, outside the job: an OmegaConf traceback.
+@pytest.mark.parametrize(("key", "sweep"), [("hydra.run.dir", ()), ("hydra.sweep.dir", ("-m", "seed=1,2"))])
+def test_a_run_folder_interpolation_that_does_not_resolve_is_one_line(
+    tmp_path: Path, key: str, sweep: tuple[str, ...]
+) -> None:
+    result = run_script("train.py", *sweep, f"{key}={tmp_path}/${{oops}}", check=False, cwd=tmp_path)
+    assert result.returncode == 2
+    assert (result.stdout + result.stderr).strip().splitlines() == [
+        f"error: cannot resolve {key}: Interpolation key 'oops' not found; fix the ${{...}} it holds or names"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 # The checkpoint's data: LeNet-5 on 1-channel 32 px digits.
 TRAINED_ON = {"class_names": list("0123456789"), "channels": 1, "image_size": 32, "mean": [0.3], "std": [0.3]}
 
@@ -888,6 +901,23 @@ def test_run_folders_given_any_way_are_never_reused(tmp_path: Path) -> None:
         UserError, match=re.escape(f"hydra.sweep.dir={finished_sweep} already holds the runs")
     ):
         check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={finished_sweep}"], "ckpt_path")
+
+
+# A sweep into a finished run's own folder put its points and multirun.yaml among that run's files.
+@pytest.mark.parametrize(
+    ("left", "state"),
+    [
+        ("metrics.json", "a finished run (metrics.json)"),
+        ("checkpoints/last.ckpt", "an unfinished run's checkpoints"),
+    ],
+)
+def test_a_sweep_into_a_runs_own_folder_is_refused(tmp_path: Path, left: str, state: str) -> None:
+    run = tmp_path / "run"
+    (run / left).parent.mkdir(parents=True, exist_ok=True)
+    (run / left).write_bytes(b"{}")
+    with pytest.raises(UserError) as raised:
+        check_overrides(["-m", "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={run}"], "ckpt_path")
+    assert str(raised.value) == f"hydra.sweep.dir={run} already holds {state}; choose another hydra.sweep.dir"
 
 
 def test_a_sweep_folder_named_through_an_interpolation_is_never_reused(tmp_path: Path) -> None:

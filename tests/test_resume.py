@@ -362,6 +362,24 @@ def test_resume_values_that_name_no_run_are_refused(tmp_path: Path) -> None:
     assert str(raised.value) == f"cannot resume {run}: it has no checkpoints/last.ckpt"
 
 
+# resume=RUN hydra.run.dir=OTHER went on in RUN without a word: the run's folder replaced the named one.
+@pytest.mark.parametrize("key", ["hydra.run.dir", "paths.output_dir"])
+def test_resume_with_another_run_folder_named_is_refused(tmp_path: Path, key: str) -> None:
+    run = _fake_run(tmp_path / "runs", "1", ["trainer.max_epochs=4"])
+    other = tmp_path / "other"
+    with pytest.raises(UserError) as raised:
+        resolve_resume([f"resume={run}", f"{key}={other}"], runs_dir=tmp_path)
+    assert (
+        str(raised.value)
+        == f"resume={run} continues run {run} in its own folder, not in {key}={other}; drop {key}"
+    )
+    # Its own folder named again resumes it as resume= alone does.
+    assert resolve_resume([f"resume={run}", f"hydra.run.dir={run}"], runs_dir=tmp_path)[-2:] == [
+        f"hydra.run.dir={run}",
+        "hydra.output_subdir=null",
+    ]
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_script(

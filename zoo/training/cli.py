@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, user_errors
+from .errors import EXIT_USER_ERROR, UserError, unresolvable, user_errors
 from .overrides import (
     check_overrides,
     check_sweep_points,
@@ -119,6 +119,7 @@ def run_hydra_main(main: Callable[[], Any]) -> None:
     an override it cannot parse) given as one error line. HYDRA_FULL_ERROR=1 makes Hydra raise
     instead of printing that report; a user who set it already gets the full traceback."""
     from hydra.errors import ConfigCompositionException, OverrideParseException
+    from omegaconf.errors import InterpolationResolutionError
 
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -139,3 +140,11 @@ def run_hydra_main(main: Callable[[], Any]) -> None:
             raise
         with user_errors():
             raise UserError(describe_override_error(error)) from None
+    except InterpolationResolutionError as error:
+        # A ${...} in hydra.run.dir or hydra.sweep.dir that names no key fails as Hydra makes the
+        # run's folder, outside the job and its user_errors. Printed here: Hydra's console logging is
+        # set up by then, and would repeat a line logged through say().
+        if user_wants_traceback:
+            raise
+        print(f"error: {unresolvable(error)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

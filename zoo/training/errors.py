@@ -34,11 +34,17 @@ def _user_error_behind(error: BaseException) -> UserError | None:
     if isinstance(error, InstantiationException) and isinstance(error.__cause__, UserError):
         return error.__cause__
     if isinstance(error, InterpolationResolutionError):
-        reason = str(error).strip().splitlines()[0]
-        return UserError(f"cannot resolve {error.full_key}: {reason}; fix the ${{...}} it holds or names")
+        return unresolvable(error)
     if isinstance(error, OSError) and error.errno in _FILE_SYSTEM_REFUSALS:
         return _file_system_refusal(error)
     return None
+
+
+def unresolvable(error: Exception) -> UserError:
+    """A ${...} that does not resolve (OmegaConf's InterpolationResolutionError), in one line."""
+    reason = str(error).strip().splitlines()[0]
+    key = getattr(error, "full_key", None) or "a setting"
+    return UserError(f"cannot resolve {key}: {reason}; fix the ${{...}} it holds or names")
 
 
 def _unwrapped(error: UserError) -> UserError:

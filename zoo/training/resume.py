@@ -120,6 +120,7 @@ def resolve_resume(
             )
             raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt{other}")
         _refuse_other_task(run_dir, task)
+        _refuse_another_folder(overrides, run_dir, target)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
         argv = _with_recorded_overrides(argv, run_dir, resume_key)
         return [*argv, override(resume_key, last), override("hydra.run.dir", run_dir), *_KEEP_RECORD]
@@ -278,6 +279,21 @@ def _resume_in_named_dir(
     _refuse_other_task(run_dir, task)
     argv = _with_recorded_overrides(argv, run_dir, resume_key)
     return [*argv, *(t for t in _KEEP_RECORD if t not in argv)]
+
+
+def _refuse_another_folder(overrides: dict[str, str], run_dir: Path, target: str) -> None:
+    """resume= continues a run in its own folder: a hydra.run.dir naming another was replaced by the
+    run's without a word, and the run went on where the user had not asked it to."""
+    for key, value in overrides.items():
+        key = key.lstrip("+~")
+        if (
+            key in ("hydra.run.dir", "paths.output_dir")
+            and "${" not in value
+            and not _same_folder(Path(value), run_dir)
+        ):
+            raise UserError(
+                f"resume={target} continues run {run_dir} in its own folder, not in {key}={value}; drop {key}"
+            )
 
 
 def _same_folder(first: Path, second: Path) -> bool:

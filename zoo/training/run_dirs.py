@@ -84,7 +84,12 @@ def refuse_reused_run_dir(
 
 def refuse_reused_sweep_dir(sweep_dir: Path) -> None:
     """A sweep into a folder that holds an earlier sweep's runs: each job would be refused only after
-    Hydra had rewritten that run's record (.hydra/) and the sweep's multirun.yaml."""
+    Hydra had rewritten that run's record (.hydra/) and the sweep's multirun.yaml. A folder that is
+    itself a run's would take the sweep's points and multirun.yaml among that run's files."""
+    if holds_a_run(sweep_dir):
+        finished = is_finished(sweep_dir)
+        state = "a finished run (metrics.json)" if finished else "an unfinished run's checkpoints"
+        raise UserError(f"hydra.sweep.dir={sweep_dir} already holds {state}; choose another hydra.sweep.dir")
     runs = (
         sorted(p.name for p in sweep_dir.glob("*") if p.is_dir() and holds_a_run(p))
         if sweep_dir.is_dir()
