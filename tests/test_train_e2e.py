@@ -155,6 +155,8 @@ def test_last_line_names_run_dir_and_accuracy(tmp_path: Path) -> None:
     )
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(f"run directory: {run_dir}") and "test/acc=" in last
+    # A smoke test saves no checkpoint, as Lightning's fast_dev_run banner says.
+    assert not list(run_dir.glob("checkpoints/*.ckpt"))
     # Library notices a user can do nothing about stay out of the output (cli.quiet_library_notices).
     assert "litlogger" not in result.stderr and "LeafSpec" not in result.stderr
 

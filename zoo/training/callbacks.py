@@ -86,6 +86,12 @@ class _FollowsAMovedRun(ModelCheckpoint):
             state_dict = _moved_into(state_dict, Path(old), Path(new), self._PATH_KEYS) or state_dict
         super().load_state_dict(state_dict)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2.6 saves last.ckpt here under fast_dev_run too, whose banner says checkpointing is
+        # off: a smoke test's one-batch weights were left in the folder as a run to resume.
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
 
 def _moved_into(state: dict[str, Any], old: Path, new: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
     """The callback state with paths under `old` put under `new`, or None when a file they name is
