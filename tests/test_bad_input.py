@@ -317,8 +317,15 @@ def test_a_batch_norm_layer_given_one_value_per_channel_is_one_user_error(tmp_pa
             "the config has no key 'output_dir'; did you mean paths.output_dir? (+output_dir=x adds",
         ),
         # evaluate.py has no data section unless data= names one; +data=... would replace it whole.
-        ("data.image_size=64", "evaluate", "the config has no key 'data'; (+data.image_size=64 adds it as"),
+        ("data.image_size=64", "evaluate", "the config has no key 'data'; +data.image_size=64 adds it as"),
         ("foo", "train", "cannot parse the override 'foo' (missing EQUAL at '<EOF>'); write key=value"),
+        # Without -m, Hydra's report of a comma list spanned four lines with backslashed quotes.
+        (
+            "optimizer.lr=1e-3,1e-2",
+            "train",
+            "optimizer.lr=1e-3,1e-2 gives several values: add -m to sweep over them, write "
+            "optimizer.lr=[1e-3,1e-2] for a list, or \"optimizer.lr='1e-3,1e-2'\" for one string",
+        ),
         # The reason given was a caret alone, under a character the one-line message did not show.
         (
             "data.root=~/imgs",

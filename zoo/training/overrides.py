@@ -316,6 +316,13 @@ def describe_override_error(error: Exception) -> str:
             if 0 <= position < len(override):
                 return _unparsable_character(override, position)
         return f"cannot parse the override {override!r} ({reason}); write key=value, e.g. optimizer.lr=0.01"
+    several = re.match(r"Ambiguous value for argument '([^=']+)=([^']*)'", str(error))
+    if several:  # Hydra's own report spans four lines, its quotes escaped with backslashes
+        key, values = several.groups()
+        return (
+            f"{key}={values} gives several values: add -m to sweep over them, write {key}=[{values}] "
+            f"for a list, or \"{key}='{values}'\" for one string"
+        )
     cause = error.__cause__
     parent = getattr(cause, "parent_node", None)
     full_key, key = getattr(cause, "full_key", None), getattr(cause, "key", None)
@@ -344,4 +351,5 @@ def describe_override_error(error: Exception) -> str:
     # missing); +data=... would replace the section rather than set one key of it.
     append = re.search(r"To append to your config use (\+\S+)", str(error))
     addition = append.group(1) if append else f"+{full_key}=..."
-    return f"{where} no key {key!r}; {hint}({addition} adds it as a new key)"
+    added = f"{addition} adds it as a new key"
+    return f"{where} no key {key!r}; {hint}({added})" if hint else f"{where} no key {key!r}; {added}"
