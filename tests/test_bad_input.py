@@ -51,6 +51,12 @@ def _assert_one_clear_line(result, *needles: str) -> None:
         ("train.py", ("optimizer.lrr=0.1",), "did you mean optimizer.lr"),
         ("train.py", ("optimizer.lr=-1",), "optimizer.lr must be"),
         ("train.py", ("model=resnet9000",), "unknown model"),
+        ("train.py", ("model.small_input=maybe",), "model.small_input must be"),
+        (
+            "train.py",
+            ("optimizer.fused=true", "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1"),
+            "optimizer.fused=true cannot go with trainer.gradient_clip_val",
+        ),
         ("finetune.py", ("ckpt_path=SOURCE", "trainer.max_epochs=0"), "trainer.max_epochs must be"),
         ("finetune.py", ("ckpt_path=SOURCE", "finetune.head=bad"), "finetune.head must be one of"),
         ("finetune.py", (), "finetune.py needs a source"),

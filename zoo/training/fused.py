@@ -21,17 +21,12 @@ import torch
 from omegaconf import DictConfig
 
 from .errors import UserError
+from .validation import clips_under_mixed_precision, refuse_fused_clipping_under_mixed_precision
 
 AUTO = "auto"
 # How torch computes a step, not what it computes: a resumed run steps with its own choice, not with
 # the one its checkpoint's optimizer state was saved with.
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")
-_MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
-
-
-def clips_under_mixed_precision(trainer: DictConfig) -> bool:
-    clip = trainer.get("gradient_clip_val")
-    return str(trainer.get("precision")) in _MIXED_PRECISIONS and bool(clip) and float(clip) > 0
 
 
 def _device_has_fused_steps(trainer: DictConfig) -> bool:
@@ -54,12 +49,8 @@ def resolve_fused(optimizer: functools.partial, trainer: DictConfig) -> functool
         raise UserError(
             f"optimizer.fused must be auto, true or false, got {fused!r}; fix it on the command line"
         )
-    if fused is True and clips_under_mixed_precision(trainer):
-        raise UserError(
-            f"optimizer.fused=true cannot go with trainer.gradient_clip_val under trainer.precision="
-            f"{trainer.precision}: Lightning's mixed precision does not clip a fused optimizer's gradients; "
-            "set optimizer.fused=auto (fused only where it can be) or false"
-        )
+    if fused is True:
+        refuse_fused_clipping_under_mixed_precision(trainer)
     if fused != AUTO:
         return optimizer
     del keywords["fused"]

@@ -171,6 +171,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.num_classes", lambda v: v is None or (is_integer(v) and v >= 2), "an integer >= 2"),
     ("model.in_chans", lambda v: v is None or _positive_integer(v), "an integer >= 1"),
+    (
+        "model.small_input",
+        lambda v: v is None or is_boolean(v),
+        "null (chosen from the image size), true or false",
+    ),
     ("model.dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.aux_dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("callbacks.last_checkpoint.every_n_train_steps", _positive_integer, "an integer >= 1"),
@@ -217,6 +222,24 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 ]
 
 
+_MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
+
+
+def clips_under_mixed_precision(trainer: DictConfig) -> bool:
+    clip = trainer.get("gradient_clip_val")
+    return str(trainer.get("precision")) in _MIXED_PRECISIONS and bool(clip) and float(clip) > 0
+
+
+def refuse_fused_clipping_under_mixed_precision(trainer: DictConfig) -> None:
+    """optimizer.fused=true where Lightning would fail at the first step (zoo.training.fused)."""
+    if clips_under_mixed_precision(trainer):
+        raise UserError(
+            f"optimizer.fused=true cannot go with trainer.gradient_clip_val under trainer.precision="
+            f"{trainer.precision}: Lightning's mixed precision does not clip a fused optimizer's gradients; "
+            "set optimizer.fused=auto (fused only where it can be) or false"
+        )
+
+
 def _numbers(values: Any, test: Callable[[float], bool]) -> bool:
     return (
         isinstance(values, (list, tuple, ListConfig))
@@ -240,6 +263,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(
                 f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
             )
+    if OmegaConf.select(cfg, "optimizer.fused") is True and isinstance(cfg.get("trainer"), DictConfig):
+        refuse_fused_clipping_under_mixed_precision(cfg.trainer)
     held_out = [OmegaConf.select(cfg, f"data.{key}", default=0) for key in ("val_fraction", "test_fraction")]
     if sum(held_out) >= 1:
         raise UserError(
