@@ -24,7 +24,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from timing import ROOT, alternate, machine, median, paired_ratio, positive_int, table
+from timing import (
+    ROOT,
+    OneLineErrors,
+    alternate,
+    cannot_write,
+    machine,
+    median,
+    paired_ratio,
+    positive_int,
+    table,
+)
 
 WALL_TARGET, RSS_TARGET = 1.2, 1.3
 ACCURACY = re.compile(r"test/acc=([0-9.]+)")
@@ -150,9 +160,7 @@ COLUMNS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineErrors(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument(
         "--epochs", type=positive_int, help="override the default run's 30 epochs (a quick check)"
@@ -160,6 +168,9 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="both sides on it (default: a GPU if any)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    problem = args.json and cannot_write(args.json)
+    if problem:
+        parser.error(f"argument --json: {problem}")
     row = run(args.rounds, args.epochs, device=args.device)
     print(table([row], COLUMNS))
     print(f"targets: wall ratio <= {WALL_TARGET}, peak RSS ratio <= {RSS_TARGET}")

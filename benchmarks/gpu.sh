@@ -4,13 +4,17 @@
 #
 #     bash benchmarks/gpu.sh [JSON_PATH] [more run.py options, e.g. --quick or --only overhead]
 #
-# Needs only this checkout and a Python that has the project's packages: $PYTHON if set, else
-# `python`, else `python3` from PATH (no virtual environment is assumed). The figures go to
+# Needs only this checkout and a Python that has the project's packages: $PYTHON if set, else the
+# checkout's .venv/bin/python if there is one, else `python`, else `python3` from PATH. The figures go to
 # JSON_PATH, else $OUT/gpu.json when $OUT is set, else runs/benchmarks/gpu.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY="${PYTHON:-$(command -v python || command -v python3 || true)}"
+# The checkout's .venv (what `make` sets up) before PATH's python, which may lack the packages: it
+# was asked first, and told a user who had run `make` to pip install them into another Python.
+VENV_PY=""
+[ -x .venv/bin/python ] && VENV_PY=.venv/bin/python
+PY="${PYTHON:-${VENV_PY:-$(command -v python || command -v python3 || true)}}"
 if [ -z "$PY" ]; then
     echo "gpu.sh: no python on PATH; set PYTHON=/path/to/python" >&2
     exit 2

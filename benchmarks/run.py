@@ -24,15 +24,13 @@ import time
 from pathlib import Path
 
 import torch
-from timing import ROOT, machine, positive_int, table
+from timing import ROOT, OneLineErrors, cannot_write, machine, positive_int, table
 
 BENCHMARKS = ("overhead", "vs_torchvision", "options", "end_to_end", "syncs")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineErrors(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke test")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME", help=", ".join(BENCHMARKS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -48,7 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=ROOT / "runs" / "benchmarks" / "results.json",
         help="where to write the figures",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = cannot_write(args.json)
+    if problem:
+        parser.error(f"argument --json: {problem}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

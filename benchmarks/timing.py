@@ -50,10 +50,38 @@ def alternate(contenders: dict[str, Callable[[], T]], rounds: int) -> dict[str, 
 
 def positive_int(text: str) -> int:
     """An argparse type: a count of rounds or epochs, which must be at least 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:  # argparse's own message, "invalid positive_int value", names no rule
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+        raise argparse.ArgumentTypeError(f"must be an integer, 1 or more, got {text!r}")
     return value
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """A wrong command line is one `error:` line and exit status 2, as train.py's and `python -m zoo`'s
+    are, not argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+def cannot_write(path: Path) -> str | None:
+    """Why the figures could not be written to `path`, or None. Asked before the benchmarks run: the
+    first write comes after minutes of them, and failed there with a traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with path.open("a"):
+            pass
+        if not existed:
+            path.unlink()
+    except FileExistsError as error:  # mkdir met a file where a folder of the path should be
+        return f"cannot write {path} ({error.filename} is a file, not a folder)"
+    except OSError as error:
+        return f"cannot write {path} ({error.strerror or error})"
+    return None
 
 
 def median(values: list[float]) -> float:

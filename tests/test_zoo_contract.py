@@ -172,9 +172,31 @@ def test_bad_options_are_named_before_anything_is_built(options: dict, message: 
         zoo.create_model("densenet121", **options)
 
 
+@pytest.mark.parametrize(
+    ("name", "option", "message"),
+    [
+        (
+            "resnet18",
+            "num_class",
+            "resnet18 takes no option 'num_class' (did you mean num_classes?); its options",
+        ),
+        ("lenet5", "weights", "lenet5 takes no option 'weights'; its options: num_classes, in_chans, "),
+    ],
+)
+def test_an_option_the_model_does_not_take_is_named_with_those_it_takes(
+    name: str, option: str, message: str
+) -> None:
+    # Python's "unexpected keyword argument" named neither the nearest option nor the others.
+    with pytest.raises(TypeError, match=re.escape(message)):
+        zoo.create_model(name, **{option: 10})
+
+
 def test_timm_spellings_work() -> None:
     assert zoo.list_models("resnet*") == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
     assert zoo.list_models() == sorted(_BUILDERS)
+    assert zoo.list_models(["vgg11*", "lenet*"]) == ["lenet5", "vgg11", "vgg11_bn"]  # a list, as timm's
+    with pytest.raises(TypeError, match="pattern must be a string or a list of strings"):
+        zoo.list_models([None])
     assert isinstance(zoo.create_model("lenet5", pretrained=False), zoo.ClassifierModel)
     with pytest.raises(ValueError, match="num_classes must be an integer >= 0"):
         zoo.create_model("lenet5").reset_classifier(-2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -24,9 +26,13 @@ def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module
     return builder
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """The registered names, sorted; `pattern` filters them shell-style, as timm's does ("resnet*")."""
-    return sorted(name for name in _BUILDERS if fnmatch.fnmatchcase(name, pattern))
+def list_models(pattern: str | list[str] = "*") -> list[str]:
+    """The registered names, sorted; `pattern` filters them shell-style, as timm's does ("resnet*"),
+    and as timm's takes a list of patterns too (a name matching any of them)."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    if not all(isinstance(each, str) for each in patterns):  # fnmatch's own error was "unhashable type"
+        raise TypeError(f"pattern must be a string or a list of strings, like 'resnet*', got {pattern!r}")
+    return sorted(name for name in _BUILDERS if any(fnmatch.fnmatchcase(name, each) for each in patterns))
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
@@ -51,6 +57,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     builder = model_entrypoint(name)
     options = {key: value for key, value in kwargs.items() if value is not None}
     _check_options(options)
+    _check_known_options(name, builder, options)
     without_classifier = options.get("num_classes") == 0
     if without_classifier:
         options["num_classes"] = 1  # built with a layer, which reset_classifier then takes away
@@ -58,6 +65,20 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     if without_classifier:
         model.reset_classifier(0)
     return model
+
+
+def _check_known_options(name: str, builder: Callable[..., nn.Module], options: dict) -> None:
+    """An option the model does not take is named with the nearest one it does and the full list:
+    Python's own "unexpected keyword argument" names neither, so `num_class=10` left the fix to guess."""
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # a builder taking **kwargs checks its own
+    takes = list(parameters)
+    for key in options:
+        if key not in takes:
+            near = difflib.get_close_matches(key, takes, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise TypeError(f"{name} takes no option {key!r}{hint}; its options: {', '.join(takes)}")
 
 
 def _check_options(options: dict) -> None:
