@@ -15,6 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training.errors import UserError, user_errors  # noqa: E402
+from zoo.training.run_dirs import check_weights_file  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
@@ -23,6 +24,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.ckpt_path:
         raise UserError("ckpt_path is required: python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt")
     validate_config(cfg)
+    check_weights_file(cfg.ckpt_path)  # a text or HDF5 file, an empty one: told from its first bytes
     # torch and Lightning (seconds of imports) load only once the config has passed: a mistyped key
     # or a value out of range is answered at once.
     with ctrl_c_ends_the_imports():

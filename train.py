@@ -11,6 +11,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
+from zoo.training.run_dirs import check_weights_file  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
@@ -18,6 +19,8 @@ from zoo.training.validation import validate_config  # noqa: E402
 def train(cfg: DictConfig) -> dict[str, float]:
     # torch and Lightning (seconds of imports) load only once Hydra has composed the config and
     # validate_config has read it: a mistyped key or a value out of range is answered at once.
+    if cfg.ckpt_path:
+        check_weights_file(cfg.ckpt_path)  # a text or HDF5 file, an empty one: told from its first bytes
     with ctrl_c_ends_the_imports():
         from zoo.training import builders
         from zoo.training.checkpoint import check_resumable

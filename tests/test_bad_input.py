@@ -62,26 +62,37 @@ def _assert_one_clear_line(result, *needles: str) -> None:
         ("finetune.py", (), "finetune.py needs a source"),
         ("finetune.py", ("-m", "ckpt_path=SOURCE", "finetune.head=replace,bad"), "sweep point #1"),
         ("evaluate.py", ("ckpt_path=SOURCE", "data.batch_size=0"), "data.batch_size must be"),
+        (
+            "evaluate.py",
+            ("ckpt_path=SOURCE", "data.roott=x"),
+            "data has no key 'roott'; did you mean data.root?",
+        ),
     ],
 )
 def test_a_mistake_in_the_command_is_answered_before_torch_is_imported(
     tmp_path: Path, script: str, overrides: tuple[str, ...], needle: str
 ) -> None:
     source = tmp_path / "source.ckpt"
-    source.write_bytes(b"not read: the command is refused before any file is loaded")
+    # A zip's signature: a file whose first bytes pass, refused only by torch.load.
+    source.write_bytes(b"PK\x03\x04not read: the command is refused before any file is loaded")
     given = [override.replace("SOURCE", str(source)) for override in overrides]
-    argv = [script, *given, f"hydra.run.dir={tmp_path / 'run'}"]
+    result = _run_noting_torch(tmp_path, script, *given)
+    _assert_one_clear_line(result, needle)
+    assert "torch imported: False" in result.stderr
+
+
+def _run_noting_torch(tmp_path: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """An entry point run in a fresh process that says at exit whether torch was imported."""
+    argv = [script, *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
     code = (
         "import atexit, runpy, sys\n"
         "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
         f"sys.argv = {argv!r}\n"
         f"runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    _assert_one_clear_line(result, needle)
-    assert "torch imported: False" in result.stderr
 
 
 def test_unknown_model_lists_the_known_models() -> None:
@@ -108,6 +119,7 @@ NOT_CHECKPOINTS = {
     "passwd": b"root:x:0:0:root:/root:/bin/bash\n",
     "unknown-memo-key": b"h\x05",
     "short-integer": b"J\xba?",
+    "hdf5": b"\x89HDF\r\n\x1a\n\x00\x00\x00\x00",  # Keras's .h5; torch said "Unsupported operand 72"
 }
 
 
@@ -138,6 +150,26 @@ def test_evaluate_on_a_file_that_is_not_a_checkpoint(tmp_path: Path, name: str) 
     bogus = _bogus_checkpoint(tmp_path, name)
     result = run_script("evaluate.py", f"ckpt_path={bogus}", f"hydra.run.dir={tmp_path / 'e'}", check=False)
     _assert_one_clear_line(result, "bogus.ckpt")
+    assert bogus.read_bytes() == NOT_CHECKPOINTS[name]
+
+
+# Neither a zip archive nor a pickle, told from the first bytes: refused with load_weights_file's
+# line before seconds of importing torch. A file that starts as a
+# zip (an .npz, a TorchScript archive, a truncated checkpoint) is left to torch.load, whose reason
+# the line gives.
+@pytest.mark.parametrize("name", ["empty", "text", "hdf5"])
+@pytest.mark.parametrize(
+    ("script", "key"), [("evaluate.py", "ckpt_path"), ("finetune.py", "ckpt_path"), ("train.py", "ckpt_path")]
+)
+def test_a_file_plainly_not_a_checkpoint_is_refused_before_torch_is_imported(
+    tmp_path: Path, script: str, key: str, name: str
+) -> None:
+    bogus = _bogus_checkpoint(tmp_path, name)
+    with pytest.raises(UserError) as raised:
+        load_weights_file(bogus)
+    result = _run_noting_torch(tmp_path, script, f"{key}={bogus}")
+    _assert_one_clear_line(result, f"error: {raised.value}")
+    assert "torch imported: False" in result.stderr
     assert bogus.read_bytes() == NOT_CHECKPOINTS[name]
 
 

@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from zoo.data import DataSpec
@@ -67,6 +67,15 @@ def test_trainer_keys_are_lightning_trainer_arguments() -> None:
         cfg = compose_config(f"trainer={option}")
         keys = set(cfg.trainer) - {"_target_"}
         assert keys <= accepted, keys - accepted
+
+
+# evaluate.py checks data.KEY=... against every data config's keys before torch is imported: they
+# stand for the data modules' arguments, which only importing the classes would tell.
+@pytest.mark.parametrize("data", options("data"))
+def test_each_data_config_sets_every_argument_of_its_module(data: str) -> None:
+    section = OmegaConf.to_container(compose_config(f"data={data}").data, resolve=False)
+    target = section.pop("_target_")
+    assert set(section) == set(inspect.signature(get_class(target)).parameters)
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

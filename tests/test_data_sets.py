@@ -315,6 +315,25 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path: Path, monkeypa
     assert sorted(p.name for p in root.iterdir()) == ["keep.txt"]
 
 
+def test_a_failed_download_names_the_files_missing_from_a_partial_set(tmp_path: Path, monkeypatch) -> None:
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(UserError, match=r"could not be downloaded .*batches.meta\}; missing: data_batch_3$"):
+        TorchvisionDataModule("cifar10", root=str(tmp_path), download=True, verify_checksums=False).setup()
+    assert sorted(p.name for p in (tmp_path / "cifar-10-batches-py").iterdir()) == [
+        "batches.meta",
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
+
+
 def test_a_stalled_download_gives_up_and_the_default_timeout_comes_back(tmp_path: Path, monkeypatch) -> None:
     waited = []
 

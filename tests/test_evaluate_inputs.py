@@ -66,10 +66,37 @@ def test_a_bad_partial_data_override_is_one_line() -> None:
         validate_config(cfg)
     cfg = compose_config("ckpt_path=x.ckpt", "+data.shuffle=true", config_name="evaluate")
     validate_config(cfg)
-    message = "data: DigitsDataModule.__init__() got an unexpected keyword argument 'shuffle'"
+    message = "data has no key 'shuffle'; its keys: batch_size, eval_batch_size, image_size,"
     with pytest.raises(UserError, match=re.escape(message)) as raised:
-        builders.instantiate_section(evaluation.data_config(cfg, _trained_on()), "data")
+        evaluation.data_config(cfg, _trained_on())
     assert "\n" not in str(raised.value)
+
+
+# A typo was answered by the data module's constructor, "unexpected keyword argument 'roott'", with
+# no fix named. The reference is the module's own arguments: the checkpoint's record of its data
+# lacks the settings added since it was saved, and those are accepted.
+def test_an_unknown_data_key_names_the_nearest_argument_of_the_checkpoints_data_module() -> None:
+    trained_on = builders.to_plain(compose_config("data=imagefolder").data)
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.roott=/d", config_name="evaluate")
+    with pytest.raises(UserError, match=re.escape("data has no key 'roott'; did you mean data.root?")):
+        evaluation.data_config(cfg, trained_on)
+    # channels is an argument of the image folders', not of the digits' module.
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.channels=1", config_name="evaluate")
+    with pytest.raises(UserError, match=re.escape("data has no key 'channels'; its keys: batch_size,")):
+        evaluation.data_config(cfg, _trained_on())
+    del trained_on["skip_bad_images"]  # a checkpoint saved before the setting existed
+    cfg = compose_config("ckpt_path=x.ckpt", "+data.skip_bad_images=true", config_name="evaluate")
+    assert evaluation.data_config(cfg, trained_on).skip_bad_images is True
+
+
+def test_a_data_key_no_data_module_takes_is_refused_before_the_checkpoint_is_read() -> None:
+    with pytest.raises(UserError, match=re.escape("data has no key 'roott'; did you mean data.root?")):
+        data_settings_over_the_checkpoints(["ckpt_path=x.ckpt", "data.roott=/d"], "evaluate")
+    with pytest.raises(UserError, match=re.escape("data has no key 'shuffle'; no data set takes it")):
+        data_settings_over_the_checkpoints(["ckpt_path=x.ckpt", "+data.shuffle=true"], "evaluate")
+    # With data=NAME, Hydra checks the key against that config.
+    named = ["ckpt_path=x.ckpt", "data=mnist", "data.roott=/d"]
+    assert data_settings_over_the_checkpoints(named, "evaluate") == named
 
 
 def test_a_checkpoint_without_its_data_section_asks_for_data() -> None:

@@ -208,7 +208,13 @@ class TorchvisionDataModule(InMemoryDataModule):
         suffix = "[.gz]" if info.family == "mnist" else ""
         return describe_files(info.folder(self.root), info.files(), suffix)
 
-    def _fetch(self) -> None:
+    def _missing(self, missing: list[str]) -> str:
+        """`; missing: NAMES` when some of the set's files are there: which are not is the news."""
+        return (
+            f"; missing: {', '.join(missing)}" if len(missing) < len(DATASETS[self.dataset].files()) else ""
+        )
+
+    def _fetch(self, missing: list[str]) -> None:
         info = DATASETS[self.dataset]
         try:
             with (
@@ -219,7 +225,7 @@ class TorchvisionDataModule(InMemoryDataModule):
         except (URLError, OSError, RuntimeError) as error:
             raise UserError(
                 f"{info.title} is not in {self.root} and could not be downloaded ({_one_line(error)}); "
-                f"expected {self._expected()}"
+                f"expected {self._expected()}{self._missing(missing)}"
             ) from None
 
     def _open(self, train: bool):
@@ -257,13 +263,11 @@ class TorchvisionDataModule(InMemoryDataModule):
         missing = self._find_files()
         if missing:
             if not self.download:
-                # Some files there and some not: which are not is the news.
-                absent = f"; missing: {', '.join(missing)}" if len(missing) < len(info.files()) else ""
                 raise UserError(
-                    f"{info.title} not found: expected {self._expected()}{absent} "
+                    f"{info.title} not found: expected {self._expected()}{self._missing(missing)} "
                     "(set data.download=true to fetch it, or data.root=DIR to point at it)"
                 )
-            self._fetch()
+            self._fetch(missing)
         if info.family == "mnist":
             self._check_idx_files()
         train_set, test_set = self._open(train=True), self._open(train=False)

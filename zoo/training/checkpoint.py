@@ -14,7 +14,7 @@ import yaml
 
 from .errors import UserError, in_one_line
 from .quoting import train_on_command
-from .run_dirs import check_weights_path
+from .run_dirs import check_weights_file, not_a_checkpoint
 
 # Where a pickled whole model's class comes from, when the class is not imported yet to ask it.
 _MODEL_PACKAGES = ("zoo.models.", "torch.nn.modules.", "torchvision.models.", "timm.models.")
@@ -84,7 +84,7 @@ def load_weights_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """torch.load with weights_only=True, turning every way a file can be wrong into one clear line.
     With `mmap`, the tensors are mapped, not read, for a caller that needs the file's other entries."""
     path = Path(path)
-    check_weights_path(path)
+    check_weights_file(path)
     try:
         loaded = _load(path, mmap)
     except pickle.UnpicklingError as error:
@@ -109,18 +109,12 @@ def load_weights_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
             f"{path} is not a PyTorch checkpoint or state dict (unpickling failed: {reason[:120]})"
         ) from None
     except Exception as error:
-        # Bytes that are neither a zip nor a pickle fail wherever the first bad byte lands: besides
-        # RuntimeError, EOFError, OSError, ValueError and BadZipFile, the weights-only unpickler raises
-        # IndexError, KeyError or struct.error on a text file such as /etc/passwd, whose message
-        # ("101", "list index out of range") says nothing; what the file begins with does.
-        start = _first_bytes(path)
-        if not start:
-            raise UserError(f"{path} is empty: a checkpoint whose writing never finished") from None
-        if not start.startswith((b"PK", b"\x80")):
-            raise UserError(
-                f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or, before torch "
-                f"1.6, a pickle), and this file begins {start[:16]!r}"
-            ) from None
+        # A file that is neither a zip nor a pickle was refused by check_weights_file from its first
+        # bytes (torch's own reasons for one, "101" or "list index out of range", say nothing); asked
+        # again here for a file replaced since. What is left starts as a zip or a pickle.
+        refusal = not_a_checkpoint(path)
+        if refusal:
+            raise UserError(refusal) from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"{path} is not a readable PyTorch checkpoint, truncated or of another format ({reason[:160]})"
@@ -138,11 +132,6 @@ def _load(path: Path, mmap: bool) -> Any:
             if "mmap" not in str(error):  # torch maps only its zip format: an older file is read whole
                 raise
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _first_bytes(path: Path) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(64)
 
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:

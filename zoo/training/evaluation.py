@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -18,6 +20,7 @@ from torchmetrics.functional.classification import (
 
 from ..data import DataSpec
 from .errors import UserError
+from .overrides import no_such_key
 
 
 def data_config(cfg: DictConfig, trained_on: dict | None) -> DictConfig:
@@ -39,11 +42,25 @@ def data_config(cfg: DictConfig, trained_on: dict | None) -> DictConfig:
     elif given is None:
         chosen = OmegaConf.create(trained_on)
     else:
+        _refuse_unknown_keys(given, trained_on.get("_target_"))
         # Resolved first: a ${...} in the override points into evaluate.py's config, not the merged one.
         chosen = OmegaConf.merge(trained_on, OmegaConf.to_container(given, resolve=True))
     if cfg.batch_size is None:
         return chosen
     return OmegaConf.merge(chosen, {"eval_batch_size": cfg.batch_size})
+
+
+def _refuse_unknown_keys(given: DictConfig, target: object) -> None:
+    """data.KEY=... names an argument of the checkpoint's data module: the module's own arguments,
+    not the keys the checkpoint recorded (a setting added since it was saved is one of them)."""
+    if not isinstance(target, str):
+        return  # no module named: instantiating it reports that
+    parameters = inspect.signature(get_class(target)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in given:
+        if key not in parameters:
+            raise UserError(no_such_key("data", str(key), list(parameters)))
 
 
 def check_data_fits(spec: DataSpec, trained_on: dict) -> str | None:

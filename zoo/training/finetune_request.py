@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
-from .run_dirs import check_weights_path
+from .run_dirs import check_weights_file
 from .validation import is_integer, is_number
 
 HEAD_MODES = ("replace", "extend")
@@ -85,14 +85,16 @@ def check_source_request(cfg: DictConfig) -> None:
     elif not ckpt_path:
         raise UserError(USAGE)
     else:
-        check_weights_path(ckpt_path)
+        check_weights_file(ckpt_path)
 
 
 def check_finetune_command(cfg: DictConfig) -> None:
     """The finetune options and the source request (a resumed fine-tune names its checkpoint, whose
     source is not read again)."""
     check_finetune_options(cfg)
-    if not cfg.get("resume_ckpt"):
+    if cfg.get("resume_ckpt"):
+        check_weights_file(cfg.resume_ckpt)
+    else:
         check_source_request(cfg)
 
 

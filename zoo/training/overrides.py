@@ -162,12 +162,43 @@ def run_dir_of_output_dir(argv: list[str]) -> list[str]:
     return argv
 
 
+def no_such_key(section: str, key: str, keys: list[str]) -> str:
+    """A key `section` lacks, with the nearest of its `keys`, in describe_override_error's words."""
+    near = [f"{section}.{name}" for name in difflib.get_close_matches(key, keys, n=2)]
+    hint = f"did you mean {' or '.join(near)}?" if near else f"its keys: {', '.join(keys)}"
+    return f"{section} has no key {key!r}; {hint}"
+
+
+def data_module_arguments() -> list[str]:
+    """Every argument a data module of configs/data/ takes: each config sets all of its class's
+    (a test holds them to it), read without importing the classes (torch, seconds)."""
+    names = set()
+    for path in (CONFIG_DIR / "data").glob("*.yaml"):
+        names |= set(yaml.safe_load(path.read_text()) or {}) - {"_target_"}
+    return sorted(names)
+
+
+def _refuse_unknown_data_keys(argv: list[str]) -> None:
+    """evaluate.py without data=NAME lays data.KEY=... over the checkpoint's data, whose module is
+    known only once torch has read the file; a key no data module takes is refused here at once
+    (evaluation.data_config checks the rest against the checkpoint's module)."""
+    known = data_module_arguments()
+    for key in given_overrides(argv):
+        section, _, name = key.lstrip("+~").partition(".")
+        name = name.partition(".")[0]
+        if section == "data" and name and name not in known:
+            if difflib.get_close_matches(name, known, n=1):
+                raise UserError(no_such_key("data", name, known))
+            raise UserError(f"data has no key {name!r}; no data set takes it (configs/data/ has each one's)")
+
+
 def data_settings_over_the_checkpoints(argv: list[str], config_name: str) -> list[str]:
     """evaluate.py without data=NAME reads the checkpoint's data, so its config has no data section
     for data.root=DIR (the fix the data modules' messages give) to set a key of: Hydra refused it and
     asked for +data.root=DIR. Such a key is added, and laid over the checkpoint's data."""
     if config_name != "evaluate" or "data" in {key.lstrip("+~") for key in given_overrides(argv)}:
         return argv
+    _refuse_unknown_data_keys(argv)
     return [f"++{token}" if token.startswith("data.") and "=" in token else token for token in argv]
 
 

@@ -20,7 +20,7 @@ from .overrides import (
     runs_of,
 )
 from .quoting import override, train_on_command, typed_override, unquoted
-from .run_dirs import first_process, hydra_record, is_finished, run_task
+from .run_dirs import first_process, hydra_record, is_finished, not_a_checkpoint, run_task
 from .validation import duration_seconds, is_integer, is_number
 
 RUNS_DIR = Path("runs")
@@ -188,8 +188,6 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .checkpoint import peek_checkpoint
-
     points, swept = runs_of(argv)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for number, point in enumerate(points):
@@ -198,7 +196,11 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
                 path = cfg.get(resume_key)
             except (HydraException, OmegaConfBaseException):
                 continue  # Hydra reports it, as the job starts
-            saved = peek_checkpoint(path) if path else {}
+            if not isinstance(path, str) or not path or not_a_checkpoint(Path(path)):
+                continue  # no file, or plainly none of torch's (a text file): the job says which
+            from .checkpoint import peek_checkpoint  # torch: only for a file that may be a checkpoint
+
+            saved = peek_checkpoint(path)
             hparams = saved.get("hyper_parameters")
             if (
                 "state_dict" not in saved

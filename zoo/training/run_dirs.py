@@ -31,6 +31,36 @@ def check_weights_path(path: str | Path) -> None:
         raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=PATH to an existing {kind}")
 
 
+def check_weights_file(path: str | Path) -> None:
+    """check_weights_path, then the file's first bytes (not_a_checkpoint): called where the file
+    is about to be read, once the command's settings have passed, but before torch is imported."""
+    check_weights_path(path)
+    refusal = not_a_checkpoint(Path(path))
+    if refusal:
+        raise UserError(refusal)
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why a file's first bytes show it is no PyTorch checkpoint, or None. torch.load reads only a zip
+    archive or (before torch 1.6) a pickle, which begins with its protocol byte; told from the bytes,
+    an empty file, a text file or an HDF5 file is refused without importing torch (seconds). A file
+    of another format that starts as one of those two (an .npz, a TorchScript archive, a truncated
+    zip) is refused by torch.load, with torch's reason."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(64)
+    except OSError:
+        return None  # an unreadable file: torch.load's attempt names the reason
+    if not start:
+        return f"{path} is empty: a checkpoint whose writing never finished"
+    if not start.startswith((b"PK", b"\x80")):
+        return (
+            f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or, before torch "
+            f"1.6, a pickle), and this file begins {start[:16]!r}"
+        )
+    return None
+
+
 def refuse_unwritable_dir(key: str, folder: Path) -> None:
     """A folder the run cannot create or write in fails here, not as Hydra's or our own traceback
     once the run has started. The probe is a temporary folder in the nearest existing ancestor,
