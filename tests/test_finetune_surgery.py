@@ -419,13 +419,19 @@ def test_shape_settings_given_with_a_run_checkpoint_are_the_checkpoints(tmp_path
     ],
 )
 def test_a_fine_tune_request_is_checked_before_the_run_builds_anything(
-    overrides: tuple[str, ...], message: str
+    tmp_path: Path, overrides: tuple[str, ...], message: str
 ) -> None:
     # finetune.py checks these before its trainer (and Lightning's device report) exists.
     with pytest.raises(UserError, match=re.escape(message)):
         check_finetune_request(_cfg(*overrides))
-    # A resumed fine-tune names its checkpoint, and its source is not read again.
-    check_finetune_request(_cfg("resume_ckpt=last.ckpt"))
+    # A resumed fine-tune names its checkpoint, and its source is not read again: only the
+    # checkpoint's first bytes are looked at (a zip's, here).
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(b"PK\x03\x04")
+    check_finetune_request(_cfg(f"resume_ckpt={last}"))
+    with pytest.raises(UserError, match="is empty"):
+        last.write_bytes(b"")
+        check_finetune_request(_cfg(f"resume_ckpt={last}"))
 
 
 @pytest.mark.parametrize("value", ["true", "[a,b]", "{a:1}", "123"])
