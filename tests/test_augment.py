@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from zoo.data import BatchMixer, DataSpec, SyntheticDataModule
-from zoo.data.augment import AUGMENTATIONS, augment_batch, sample_transform
+from zoo.data.augment import AUGMENTATIONS, JITTER, augment_batch, color_jitter, sample_transform
 from zoo.training.errors import UserError
 from zoo.training.module import ImageClassifier
 
@@ -141,3 +142,25 @@ def test_float_batches_are_normalised_as_the_uint8_batches_they_came_from() -> N
         0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
     )
     assert torch.allclose(module.normalize(images.float() / 255), module.normalize(images))
+
+
+# Guards the batch colour jitter against torchvision's: each adjust_* clamps to [0, 1], so a pixel
+# brightened past 1 does not raise the contrast step's mean nor carry its excess on to saturation.
+def test_the_batch_colour_jitter_is_torchvisions_with_the_same_factors() -> None:
+    n = 64
+    images = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.5  # bright
+    jittered = color_jitter(images, generator=torch.Generator().manual_seed(1))
+    draws = torch.Generator().manual_seed(1)  # the same draws, in color_jitter's order
+    brightness, contrast, saturation = (
+        1 + JITTER * (torch.rand(n, generator=draws) * 2 - 1) for _ in range(3)
+    )
+    expected = torch.stack(
+        [
+            TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, b), c), s)
+            for image, b, c, s in zip(
+                images, brightness.tolist(), contrast.tolist(), saturation.tolist(), strict=True
+            )
+        ]
+    )
+    # Within a grey level: the luma weights differ in the fourth decimal.
+    assert (jittered - expected).abs().max() < 1 / 255

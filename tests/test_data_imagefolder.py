@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from zoo.data import ImageFolderDataModule
 from zoo.data.imagefolder import load_image
 from zoo.training.errors import UserError
+from zoo.training.module import ImageClassifier
 
 from .conftest import run_script
 
@@ -401,6 +402,27 @@ def test_a_folder_of_class_folders_is_split_stratified_and_seeded(tmp_path: Path
     assert len(train.indices) == 21 and pixels.numel() == 21 * 16 * 16
     assert mean[0] == pytest.approx(pixels.mean().item(), abs=1e-3)
     assert std[0] == pytest.approx(pixels.std(unbiased=False).item(), abs=1e-3)
+
+
+# Guards rounded_statistics: a channel with one value in every image has a std that rounds to 0, and
+# the normalised inputs were NaN.
+def test_a_channel_without_spread_is_normalised_by_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for number in range(5):
+            pixels = np.zeros((12, 12, 3), dtype=np.uint8)  # blue empty everywhere
+            pixels[..., 0] = rng.integers(0, 256, size=(12, 12))
+            pixels[..., 1] = 128  # green one value everywhere
+            Image.fromarray(pixels).save(tmp_path / name / f"{number}.png")
+    data = ImageFolderDataModule(str(tmp_path), image_size=12, val_fraction=0.4, num_workers=0)
+    mean, std = data.normalization
+    assert mean[1:] == (0.502, 0.0) and std[1:] == (1.0, 1.0) and 0.2 < std[0] < 0.4
+    module = ImageClassifier(
+        model={"name": "lenet5", "num_classes": 2, "in_chans": 3}, data=data.spec.to_dict()
+    )
+    images, _ = next(iter(data.train_dataloader()))
+    assert torch.isfinite(module.normalize(images)).all()
 
 
 def test_every_mode_becomes_the_requested_channels(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from zoo.data import SyntheticDataModule, TorchvisionDataModule
+from zoo.data import InMemoryDataModule, SyntheticDataModule, TorchvisionDataModule
 from zoo.data.cifar_files import read_cifar
 from zoo.data.torchvision_sets import _resized, describe_files
 from zoo.downloads import STALL_TIMEOUT_S
@@ -460,3 +460,20 @@ def test_synthetic_splits_share_no_image() -> None:
 def test_synthetic_data_needs_a_sample_of_every_class() -> None:
     with pytest.raises(UserError, match=re.escape("num_samples >= num_classes") + r".*\(got 4, 3, 3, 32\)"):
         SyntheticDataModule(num_samples=3, num_classes=4)
+
+
+class _EmptyBlueChannel(InMemoryDataModule):
+    def load_splits(self):
+        images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)  # green and blue empty everywhere
+        images[:, 0] = torch.randint(
+            0, 256, (8, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+        labels = torch.arange(8) % 2
+        return {split: (images, labels) for split in ("train", "val", "test")}, ("a", "b")
+
+
+# Guards rounded_statistics on the in-memory path: the empty channel's std was 0, its inputs NaN.
+def test_an_in_memory_channel_without_spread_is_normalised_by_one() -> None:
+    data = _EmptyBlueChannel()
+    mean, std = data.normalization
+    assert mean[1:] == (0.0, 0.0) and std[1:] == (1.0, 1.0) and std[0] > 0.1

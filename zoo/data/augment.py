@@ -122,11 +122,14 @@ def color_jitter(
         drawn = torch.rand(n, generator=generator, device=images.device) * 2 - 1
         return (1 + strength * drawn).view(n, 1, 1, 1)
 
-    images = images * factor(brightness)
+    # Clamped after each step, as torchvision's adjust_* are: a brightened pixel past 1 would
+    # otherwise raise the contrast step's mean and carry its excess into the next step.
+    images = (images * factor(brightness)).clamp_(0, 1)
     gray = _luma(images)
     images = (images - gray.mean(dim=(2, 3), keepdim=True)) * factor(contrast) + gray.mean(
         dim=(2, 3), keepdim=True
     )
+    images.clamp_(0, 1)
     if images.shape[1] == 3:
         gray = _luma(images)
         images = (images - gray) * factor(saturation) + gray

@@ -41,6 +41,13 @@ class DataSpec:
         )
 
 
+def rounded_statistics(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std as a DataSpec carries them, to 4 places. A channel without spread (one
+    value in every image: an empty blue channel) keeps a std of 1, as scikit-learn's StandardScaler
+    does: its std rounds to 0, and dividing by that made every input NaN."""
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) or 1.0 for v in std)
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Base for the project's data modules. Subclasses fill `self.spec` in `setup()`.
 

@@ -31,7 +31,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 from ..training.errors import UserError, in_one_line
 from ..training.quoting import typed_override
 from .augment import check_augmentation, sample_transform
-from .base import DataSpec, ImageDataModule
+from .base import DataSpec, ImageDataModule, rounded_statistics
 from .batches import PADDING, shard
 from .mixing import BatchMixer
 from .splits import stratified_split
@@ -460,7 +460,7 @@ class ImageFolderDataModule(ImageDataModule):
             pixels += values.shape[1]
         mean = total / pixels
         std = (squares / pixels - mean.square()).clamp_min(1e-12).sqrt()
-        return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+        return rounded_statistics(mean, std)
 
     # --- loaders -------------------------------------------------------------------------------
     def split_sizes(self) -> dict[str, int]:

@@ -6,7 +6,7 @@ import torch
 
 from ..training.errors import UserError
 from .augment import augment_batch, check_augmentation
-from .base import DataSpec, ImageDataModule
+from .base import DataSpec, ImageDataModule, rounded_statistics
 from .batches import InMemoryBatches
 from .mixing import BatchMixer
 from .on_device import ON_DEVICE_CHOICES, is_on_device_choice
@@ -61,12 +61,13 @@ class InMemoryDataModule(ImageDataModule):
         self._splits, class_names = self.load_splits()
         train_images = self._splits["train"][0]
         pixels = train_images.float().div_(255).transpose(0, 1).flatten(1)  # C x (N*H*W)
+        mean, std = rounded_statistics(pixels.mean(dim=1), pixels.std(dim=1))
         self._spec = DataSpec(
             class_names=tuple(class_names),
             channels=train_images.shape[1],
             image_size=train_images.shape[-1],
-            mean=tuple(round(float(v), 4) for v in pixels.mean(dim=1)),
-            std=tuple(round(float(v), 4) for v in pixels.std(dim=1)),
+            mean=mean,
+            std=std,
         )
         try:
             self._mixer = BatchMixer(len(class_names), self.mixup_alpha, self.cutmix_alpha)
