@@ -566,6 +566,60 @@ def test_a_crash_in_a_mid_epoch_validation_resumes_with_that_validation_and_the_
         assert torch.equal(resumed.lightning_module.state_dict()[name], value), f"{name} differs after resume"
 
 
+def test_a_step_save_waits_for_the_batch_that_steps_its_accumulated_gradients(tmp_path: Path) -> None:
+    # Two batches a step, a validation every four batches (after steps 2 and 4): step 2's save moved
+    # to the next batch, which only accumulated; the checkpoint lacked that batch's gradients, and
+    # the resumed run stepped without them.
+    overrides = (
+        *EXACT,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=8",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.val_check_interval=4",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    )
+    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'crashed'}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _ValidationSteps(die_at=4))
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    resumed, module = _fit_in_process(tmp_path / "crashed", overrides, resume=last)
+    assert resumed.global_step == reference.global_step == 4
+    for name, value in reference_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+
+
+class _DiesAtStep(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise _Crash
+
+
+def test_a_one_cycle_run_resumed_mid_epoch_trains_on_that_epochs_remaining_batches(tmp_path: Path) -> None:
+    # OneCycle's step count set up the training loader before the checkpoint was restored, and
+    # Lightning never gave that loader its place in the epoch: the resumed run trained on the
+    # epoch's first batches again, and never on its last ones.
+    overrides = (*EXACT, "scheduler=onecycle", "trainer.max_epochs=2", "trainer.limit_train_batches=6")
+    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'crashed'}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _DiesAtStep(5))
+    with pytest.raises(_Crash):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+    resumed, module = _fit_in_process(tmp_path / "crashed", overrides, resume=last)
+    assert resumed.global_step == reference.global_step == 12
+    for name, value in reference_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+
+
 class _BestAtStart(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         callback = trainer.checkpoint_callback
@@ -632,6 +686,40 @@ def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_from_it(tmp_path: P
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
     resumed, module = _fit_in_process(tmp_path / "stopped", overrides, resume=last)
     assert resumed.global_step == reference.global_step == 12
+    for name, value in reference_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+
+
+class _SigtermAfterBatch(pl.Callback):
+    """_SigtermAt, after the training batch of this index in the epoch."""
+
+    def __init__(self, batch_idx: int) -> None:
+        self.batch_idx = batch_idx
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch_idx:
+            trainer._signal_connector.received_sigterm = True
+
+
+def test_a_sigterm_amid_gradient_accumulation_keeps_the_checkpoint_before_it(tmp_path: Path) -> None:
+    # Saved after a batch whose gradients waited for the next one, the resumed run lost them.
+    overrides = (
+        *EXACT,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=12",
+        "trainer.accumulate_grad_batches=2",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    )
+    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'stopped'}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _SigtermAfterBatch(batch_idx=8))  # after step 4, before step 5
+    with pytest.raises(SIGTERMException):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    resumed, module = _fit_in_process(tmp_path / "stopped", overrides, resume=last)
+    assert resumed.global_step == reference.global_step == 6
     for name, value in reference_module.state_dict().items():
         assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
 

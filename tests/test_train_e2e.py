@@ -306,6 +306,37 @@ def test_evaluate_on_the_validation_split(trained_run: Path, tmp_path: Path) -> 
     assert report["split"] == "val" and report["samples"] == 180 and "val/acc" in report
 
 
+class _ScriptedValidationLoss(pl.Callback):
+    """Replaces each epoch's val/loss by the next of `losses`, before the checkpoint callbacks read it."""
+
+    def __init__(self, losses: list[float]) -> None:
+        self.losses = iter(losses)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        trainer.callback_metrics["val/loss"] = torch.tensor(next(self.losses))
+
+
+@pytest.mark.parametrize("top_k", [2, -1])
+def test_keeping_several_best_checkpoints_tests_the_best_of_them(tmp_path: Path, top_k: int) -> None:
+    # With one fixed file name, the worse third epoch (still among the top 2) replaced the second's
+    # best.ckpt, and the final test read it as the best.
+    overrides = (
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "logger=none",
+        f"callbacks.model_checkpoint.save_top_k={top_k}",
+    )
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, _ScriptedValidationLoss([1.0, 0.5, 0.8]))
+    trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path
+    assert torch.load(best, map_location="cpu", weights_only=True)["epoch"] == 1
+    kept = sorted(path.name for path in (tmp_path / "checkpoints").glob("best*.ckpt"))
+    assert len(kept) == (2 if top_k == 2 else 3), kept
+
+
 class _StopsInTheSecondEpoch(pl.Callback):
     """Asks the trainer to stop in the middle of the second epoch: after a batch, as trainer.max_time's
     Timer does, or after a validation there, as early stopping at a val_check_interval does."""

@@ -117,6 +117,13 @@ def _moved_into(state: dict[str, Any], old: Path, new: Path, keys: tuple[str, ..
 class BestCheckpoint(_FollowsAMovedRun):
     """Lightning's ModelCheckpoint, which also follows a moved run folder (see _FollowsAMovedRun)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.save_top_k not in (0, 1) and self.filename and "{" not in self.filename:
+            # One fixed name holds one file: each checkpoint kept among the top k replaced the one
+            # before, better or worse, and the final test read the last one kept as the best.
+            self.filename = f"{self.filename}-{{epoch}}-{{step}}"
+
     @property
     def state_key(self) -> str:
         # ModelCheckpoint's key: a run saved before this class existed resumes with its best score.
@@ -133,6 +140,7 @@ class LastCheckpoint(_FollowsAMovedRun):
         epoch-end save, which this class makes every epoch, not only when the interval lands there;
       * at a step a validation follows (trainer.val_check_interval), the resumed run skips that
         validation, and with it maybe the best checkpoint: that save moves to the next step.
+    Nor is one saved after a batch whose gradients wait to be accumulated (see _gradients_pending).
     On SIGTERM it also saves the step the run stopped at."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -143,6 +151,8 @@ class LastCheckpoint(_FollowsAMovedRun):
         if last_batch_of_epoch(trainer, batch_idx):
             self._save_owed = False  # the epoch-end save makes it
             return
+        if _gradients_pending(trainer):
+            return  # saved at the next batch that steps (see _gradients_pending)
         if _validation_follows(trainer):
             self._save_owed = self._save_owed or self._step_due(trainer)
             return
@@ -156,13 +166,14 @@ class LastCheckpoint(_FollowsAMovedRun):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         # Lightning stops on SIGTERM (a scheduler's pre-emption, `kill`) at the end of a training step;
         # saved there, the stopped run resumes from that step. Not during a validation, nor at an
-        # epoch's last step, which the epoch-end save covers (see above).
+        # epoch's last step, which the epoch-end save covers, nor amid gradient accumulation (see above).
         super().on_exception(trainer, pl_module, exception)
         if (
             isinstance(exception, SIGTERMException)
             and self.save_last
             and trainer.training
             and not last_batch_of_epoch(trainer, trainer.fit_loop.epoch_loop.batch_idx)
+            and not _gradients_pending(trainer)
             and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -180,6 +191,13 @@ class LastCheckpoint(_FollowsAMovedRun):
             and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _gradients_pending(trainer: pl.Trainer) -> bool:
+    """Whether the batch that just ended left its gradients to be stepped with the next ones
+    (trainer.accumulate_grad_batches; Lightning's own test). A checkpoint holds no gradients: a run
+    resumed from one saved there stepped without that batch's, and no longer matched an unbroken run."""
+    return trainer.fit_loop.epoch_loop._should_accumulate()
 
 
 def _validation_follows(trainer: pl.Trainer) -> bool:

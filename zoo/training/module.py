@@ -322,7 +322,7 @@ class ImageClassifier(pl.LightningModule):
         extra = {}
         if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
             # OneCycle needs the run's step count, known only once the data and trainer exist.
-            steps = self.trainer.estimated_stepping_batches
+            steps = self._count_stepping_batches()
             if steps == float("inf"):
                 raise UserError(
                     "scheduler=onecycle needs the run's step count, and trainer.max_epochs=-1 leaves it "
@@ -335,6 +335,18 @@ class ImageClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
+
+    def _count_stepping_batches(self) -> int | float:
+        trainer = self.trainer
+        set_up_before = trainer.train_dataloader is not None
+        steps = trainer.estimated_stepping_batches
+        if not set_up_before and trainer.ckpt_path is not None:
+            # Lightning set up the training loader to count its batches before the resumed checkpoint
+            # was restored, then kept it without giving it the checkpoint's place in the epoch: a run
+            # resumed mid-epoch trained on that epoch's first batches again. Set up afresh once fit
+            # runs, after the restore, it takes that place, as without a step count.
+            trainer.fit_loop._combined_loader = None
+        return steps
 
     def refuse_a_changed_optimization(self, checkpoint_path: str, checkpoint: dict[str, Any]) -> None:
         """refuse_another_optimization for this run's optimizer, schedule and parameter groups; called
