@@ -161,6 +161,41 @@ def test_a_nonfinite_loss_in_one_process_stops_every_process(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
+class _UserErrorInOneProcess(pl.Callback):
+    """A UserError in process `rank` alone, as an image in its share of the data that cannot be decoded."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and batch_idx == 1:
+            from zoo.training.errors import UserError
+
+            raise UserError(f"cannot read image in process {self.rank}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_user_error_in_one_process_is_its_one_line(tmp_path: Path, rank: int) -> None:
+    # The other process failed in its next collective with gloo's "Connection closed by peer", a
+    # traceback of some 140 lines after the error's line; with the error in process 1, the command's
+    # status was that traceback's 1.
+    result = run_script(
+        "train.py",
+        *SMALL_TWO_PROCESS_RUN,
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"+callbacks.fail._target_={__name__}._UserErrorInOneProcess",
+        f"+callbacks.fail.rank={rank}",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        check=False,
+        timeout=180,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"error: cannot read image in process {rank}" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
 class _CrashUnlessResumed(pl.Callback):
     """Fails every process at the end of training step `step`, in a run that did not resume."""
 

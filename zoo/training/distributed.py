@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -77,3 +78,39 @@ def keep_collectives_out_of_the_sigterm_handler(trainer) -> None:
         connector.received_sigterm = True
 
     connector._sigterm_notifier_fn = note_sigterm
+
+
+# What gloo raises in a process whose peer closed its connections in the middle of a collective.
+_PEER_GONE = "Connection closed by peer"
+
+
+@contextlib.contextmanager
+def ended_by_a_failed_process(trainer) -> Iterator[None]:
+    """A process that stops on an error of its own (a UserError's one line: an image in its share of
+    the data that cannot be decoded) closes its connections, and the others failed in their next
+    collective with gloo's 'Connection closed by peer', a traceback of some 140 lines after the line
+    that said why; the command's status was that traceback's 1, whatever the error. The others end
+    quietly instead: the failed process has said why. The one that started the others (Lightning's
+    launcher, rank 0 of its machine) ends with the failed one's status."""
+    try:
+        yield
+    except RuntimeError as error:
+        if trainer.world_size <= 1 or _PEER_GONE not in str(error):
+            raise
+        sys.exit(_status_of_a_failed_child(trainer))
+
+
+def _status_of_a_failed_child(trainer) -> int:
+    for process in getattr(trainer.strategy.launcher, "procs", []):
+        try:
+            # The failed process is on its way out (its interpreter's shutdown may take seconds).
+            status = process.wait(timeout=_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()  # left, it would outlive the command
+            continue
+        if status:
+            return status if status > 0 else 128 - status  # killed by a signal: the shell's status
+    return 1
+
+
+_EXIT_WAIT_S = 30

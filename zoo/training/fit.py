@@ -20,6 +20,7 @@ from . import builders, outputs
 from .callbacks import RecordResolvedConfig
 from .checkpoint import epoch_progress, peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
+from .distributed import ended_by_a_failed_process
 from .errors import UserError, in_one_line
 from .quoting import typed_override
 from .run_dirs import check_weights_path, holds_a_run, refuse_reused_run_dir
@@ -190,6 +191,7 @@ def fit_test_and_record(
             warnings.catch_warnings(),
             stopped_by_a_signal(cfg, trainer, run_dir),
             no_event_file_left_by_a_refused_resume(record, trainer),
+            ended_by_a_failed_process(trainer),
         ):
             if resume_from:
                 # Lightning warns of a checkpoint folder with files in it; a resumed run's own are why.
@@ -218,7 +220,7 @@ def fit_test_and_record(
         if best is None and not cfg.trainer.fast_dev_run and trainer.is_global_zero:
             note = "no best checkpoint (no validation ran, or none kept): testing the final weights"
             say(note)
-        with stopped_by_a_signal(cfg, trainer, run_dir, testing=True):
+        with stopped_by_a_signal(cfg, trainer, run_dir, testing=True), ended_by_a_failed_process(trainer):
             trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics = outputs.scalar_metrics(trainer.callback_metrics)
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}

@@ -28,8 +28,10 @@ def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """A first convolution's weight (out x in x kh x kw) for `in_chans` input channels.
 
     To one channel the filters are summed: a grey image g seen by the summed filter gives what the
-    trained filter gives on (g, g, g). To more channels they are repeated and scaled by old/new, so
-    an image whose channels are all equal still gives the trained response.
+    trained filter gives on (g, g, g). To other counts they are cycled and scaled by old/new (timm's
+    adapt_input_conv). Where new is a multiple of old (grey to RGB), an image whose channels are all
+    equal then still gives the trained response; otherwise (3 to 4) it is only near it, as each
+    trained channel is repeated a different number of times.
     """
     old = weight.shape[1]
     if in_chans == old:
