@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -172,6 +174,31 @@ class _UserErrorInOneProcess(pl.Callback):
             from zoo.training.errors import UserError
 
             raise UserError(f"cannot read image in process {self.rank}")
+
+
+class _KilledInOneProcess(pl.Callback):
+    """Process 1 killed with SIGKILL, as the kernel's out-of-memory killer does: it says nothing."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_process_killed_from_outside_is_named_by_the_one_that_started_it(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        *SMALL_TWO_PROCESS_RUN,
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"+callbacks.kill._target_={__name__}._KilledInOneProcess",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        check=False,
+        timeout=180,
+    )
+    assert result.returncode == 128 + signal.SIGKILL, result.stderr[-3000:]
+    assert "error: a process of this run was killed by signal 9" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -80,8 +80,9 @@ def keep_collectives_out_of_the_sigterm_handler(trainer) -> None:
     connector._sigterm_notifier_fn = note_sigterm
 
 
-# What gloo raises in a process whose peer closed its connections in the middle of a collective.
-_PEER_GONE = "Connection closed by peer"
+# What gloo raises in a process whose peer closed its connections in the middle of a collective
+# (it stopped on an error), or vanished (killed).
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
 
 
 @contextlib.contextmanager
@@ -95,9 +96,16 @@ def ended_by_a_failed_process(trainer) -> Iterator[None]:
     try:
         yield
     except RuntimeError as error:
-        if trainer.world_size <= 1 or _PEER_GONE not in str(error):
+        if trainer.world_size <= 1 or not any(gone in str(error) for gone in _PEER_GONE):
             raise
-        sys.exit(_status_of_a_failed_child(trainer))
+        status = _status_of_a_failed_child(trainer)
+        if status > 128:  # killed by a signal, it could say nothing itself
+            print(
+                f"error: a process of this run was killed by signal {status - 128} (the kernel's "
+                "out-of-memory killer sends 9); the others stopped with it",
+                file=sys.stderr,
+            )
+        sys.exit(status)
 
 
 def _status_of_a_failed_child(trainer) -> int:
