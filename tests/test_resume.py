@@ -566,6 +566,30 @@ def test_a_crash_in_a_mid_epoch_validation_resumes_with_that_validation_and_the_
         assert torch.equal(resumed.lightning_module.state_dict()[name], value), f"{name} differs after resume"
 
 
+def _stopped_and_resumed_as_unbroken(
+    tmp_path: Path,
+    overrides: tuple[str, ...],
+    stop: pl.Callback,
+    raised: type[BaseException],
+    saved_step: int,
+    final_step: int,
+) -> None:
+    """Trains `overrides` unbroken, and again stopped by `stop` (which raises `raised`); the stopped
+    run's last.ckpt, saved at `saved_step`, must resume to the unbroken run's `final_step` and weights."""
+    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
+    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'stopped'}")
+    _, datamodule, trainer = start_run(cfg)
+    trainer.callbacks.insert(0, stop)
+    with pytest.raises(raised):
+        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == saved_step
+    resumed, module = _fit_in_process(tmp_path / "stopped", overrides, resume=last)
+    assert resumed.global_step == reference.global_step == final_step
+    for name, value in reference_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+
+
 def test_a_step_save_waits_for_the_batch_that_steps_its_accumulated_gradients(tmp_path: Path) -> None:
     # Two batches a step, a validation every four batches (after steps 2 and 4): step 2's save moved
     # to the next batch, which only accumulated; the checkpoint lacked that batch's gradients, and
@@ -578,18 +602,9 @@ def test_a_step_save_waits_for_the_batch_that_steps_its_accumulated_gradients(tm
         "trainer.val_check_interval=4",
         "callbacks.last_checkpoint.every_n_train_steps=2",
     )
-    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
-    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'crashed'}")
-    _, datamodule, trainer = start_run(cfg)
-    trainer.callbacks.insert(0, _ValidationSteps(die_at=4))
-    with pytest.raises(_Crash):
-        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
-    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
-    resumed, module = _fit_in_process(tmp_path / "crashed", overrides, resume=last)
-    assert resumed.global_step == reference.global_step == 4
-    for name, value in reference_module.state_dict().items():
-        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+    _stopped_and_resumed_as_unbroken(
+        tmp_path, overrides, _ValidationSteps(die_at=4), _Crash, saved_step=3, final_step=4
+    )
 
 
 class _DiesAtStep(pl.Callback):
@@ -606,18 +621,7 @@ def test_a_one_cycle_run_resumed_mid_epoch_trains_on_that_epochs_remaining_batch
     # Lightning never gave that loader its place in the epoch: the resumed run trained on the
     # epoch's first batches again, and never on its last ones.
     overrides = (*EXACT, "scheduler=onecycle", "trainer.max_epochs=2", "trainer.limit_train_batches=6")
-    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
-    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'crashed'}")
-    _, datamodule, trainer = start_run(cfg)
-    trainer.callbacks.insert(0, _DiesAtStep(5))
-    with pytest.raises(_Crash):
-        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
-    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
-    resumed, module = _fit_in_process(tmp_path / "crashed", overrides, resume=last)
-    assert resumed.global_step == reference.global_step == 12
-    for name, value in reference_module.state_dict().items():
-        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+    _stopped_and_resumed_as_unbroken(tmp_path, overrides, _DiesAtStep(5), _Crash, saved_step=4, final_step=12)
 
 
 class _BestAtStart(pl.Callback):
@@ -675,19 +679,10 @@ def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_from_it(tmp_path: P
     # Dropout draws from the global torch generator: without it, a resume that did not restore that
     # generator (zoo.training.state.RNGState) still matched the unbroken run.
     overrides = (*EXACT, "trainer.max_epochs=2", "trainer.limit_train_batches=6", "model.dropout=0.5")
-    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
-    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'stopped'}")
-    _, datamodule, trainer = start_run(cfg)
-    trainer.callbacks.insert(0, _SigtermAt(step=3))
-    with pytest.raises(SIGTERMException):
-        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
-    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     # every_n_train_steps=4: without the save on SIGTERM, last.ckpt would not exist yet.
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
-    resumed, module = _fit_in_process(tmp_path / "stopped", overrides, resume=last)
-    assert resumed.global_step == reference.global_step == 12
-    for name, value in reference_module.state_dict().items():
-        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+    _stopped_and_resumed_as_unbroken(
+        tmp_path, overrides, _SigtermAt(step=3), SIGTERMException, saved_step=3, final_step=12
+    )
 
 
 class _SigtermAfterBatch(pl.Callback):
@@ -710,18 +705,10 @@ def test_a_sigterm_amid_gradient_accumulation_keeps_the_checkpoint_before_it(tmp
         "trainer.accumulate_grad_batches=2",
         "callbacks.last_checkpoint.every_n_train_steps=3",
     )
-    reference, reference_module = _fit_in_process(tmp_path / "reference", overrides)
-    cfg = compose_config(*overrides, f"paths.output_dir={tmp_path / 'stopped'}")
-    _, datamodule, trainer = start_run(cfg)
-    trainer.callbacks.insert(0, _SigtermAfterBatch(batch_idx=8))  # after step 4, before step 5
-    with pytest.raises(SIGTERMException):
-        trainer.fit(builders.build_module(cfg, datamodule.spec), datamodule=datamodule)
-    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
-    resumed, module = _fit_in_process(tmp_path / "stopped", overrides, resume=last)
-    assert resumed.global_step == reference.global_step == 6
-    for name, value in reference_module.state_dict().items():
-        assert torch.equal(module.state_dict()[name], value), f"{name} differs after resume"
+    # SIGTERM after batch 8: after step 4, before step 5, with step 3's last.ckpt the one to keep.
+    _stopped_and_resumed_as_unbroken(
+        tmp_path, overrides, _SigtermAfterBatch(batch_idx=8), SIGTERMException, saved_step=3, final_step=6
+    )
 
 
 def test_the_rng_state_callback_restores_the_torch_python_and_numpy_generators() -> None:
