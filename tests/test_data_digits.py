@@ -107,3 +107,36 @@ def test_digit_pixels_keep_their_grey_levels() -> None:
     images, labels = load_digit_images(8)  # their own size: no resampling
     expected = (torch.from_numpy(digits.images).float() * 255 / 16).round().to(torch.uint8)
     assert torch.equal(images[:, 0], expected) and labels.tolist() == digits.target.tolist()
+
+
+def test_overfit_batches_are_the_same_images_every_epoch() -> None:
+    # Lightning turns shuffling off for overfit_batches only in a DataLoader's sampler: debug=overfit
+    # drew three new batches each epoch from these loaders and memorised nothing.
+    import pytorch_lightning as pl
+
+    datamodule = DigitsDataModule()
+    datamodule.trainer = pl.Trainer(overfit_batches=3, accelerator="cpu", logger=False)
+
+    def first_batch_labels(epoch: int) -> list[int]:
+        loader = datamodule.train_dataloader()
+        loader.set_epoch(epoch)
+        return next(iter(loader))[1].tolist()
+
+    assert first_batch_labels(0) == first_batch_labels(1)
+
+
+def test_overfit_notices_that_are_not_true_here_are_quiet() -> None:
+    import warnings
+
+    from zoo.training.cli import quiet_library_notices
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_library_notices()
+        warnings.warn("You requested to overfit but enabled val dataloader shuffling.", stacklevel=1)
+        warnings.warn(
+            "The number of training batches (3) is smaller than the logging interval "
+            "Trainer(log_every_n_steps=10).",
+            stacklevel=1,
+        )
+    assert not caught

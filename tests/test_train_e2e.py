@@ -108,6 +108,38 @@ def test_confusion_rates_divide_each_row_by_its_true_class_count() -> None:
     assert torch.allclose(rates, torch.tensor([[0.75, 0.25], [0.0, 1.0]]))
 
 
+def test_tensorboard_confusion_matrix_names_its_classes(tmp_path: Path) -> None:
+    # A bare heat map did not say which class a row is, nor which axis is the true class: the image
+    # each validation logs is the labelled picture evaluate.py saves.
+    import io
+    from types import SimpleNamespace
+
+    import numpy
+    from PIL import Image
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from zoo.training.callbacks import TensorBoardImages
+    from zoo.training.evaluation import labelled_confusion_image
+
+    matrix, names = torch.tensor([[3, 1, 0], [0, 2, 0], [1, 0, 4]]), ["cat", "dog", "truck"]
+    logger = TensorBoardLogger(tmp_path, name="", version="")
+    trainer = SimpleNamespace(
+        loggers=[logger],
+        sanity_checking=False,
+        is_global_zero=True,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=7)),
+    )
+    module = SimpleNamespace(val_confusion=SimpleNamespace(compute=lambda: matrix), class_names=names)
+    TensorBoardImages().on_validation_epoch_end(trainer, module)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    (logged,) = events.Images("val/confusion_matrix")
+    shown = numpy.asarray(Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB"))
+    assert logged.step == 7
+    assert numpy.array_equal(shown, numpy.asarray(labelled_confusion_image(matrix, names)))
+
+
 # The data the checkpoint records, or the same data named on the command line (which once failed
 # to compose: the data configs read ${seed}, which evaluate.yaml lacked).
 @pytest.mark.parametrize("data", [(), ("data=digits",)], ids=["from-checkpoint", "named"])
@@ -468,3 +500,25 @@ def test_the_progress_bar_shows_the_training_loss_of_an_epoch_early_stopping_end
     assert trainer.current_epoch == 2 and len(tally.tallies) == 2, "the run did not stop in its 2nd epoch"
     assert tally.tallies[0] != tally.tallies[1]
     assert shown == pytest.approx(tally.tallies)
+
+
+def test_a_terminal_run_keeps_each_epochs_figures_in_its_log_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    # At a terminal only the progress bar showed an epoch's figures, and the bar is redrawn: the
+    # run's train.log kept none of them. The plain line goes to the file, not the console too.
+    import logging
+    from types import SimpleNamespace
+
+    from zoo.training.callbacks import EpochSummary
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    cfg = compose_config("logger=none", f"paths.output_dir={tmp_path}")
+    (summary,) = [c for c in builders.build_callbacks(cfg) if isinstance(c, EpochSummary)]
+    trainer = SimpleNamespace(
+        is_global_zero=True, callback_metrics={"val/loss": torch.tensor(0.5)}, current_epoch=0, max_epochs=3
+    )
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        summary.on_train_epoch_end(trainer, SimpleNamespace())
+    assert "epoch 1/3  val/loss=0.5000" in caplog.text
+    assert "epoch 1/3" not in capsys.readouterr().out

@@ -87,13 +87,18 @@ class InMemoryDataModule(ImageDataModule):
             images,
             labels,
             self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and not self._overfitting(),
             seed=self.seed,
             rank=rank,
             world_size=world_size,
             pin_memory=device.type == "cuda",
             mark_padding=not train,
         )
+
+    def _overfitting(self) -> bool:
+        # Lightning turns shuffling off for trainer.overfit_batches by giving a DataLoader a sequential
+        # sampler; these batches are no DataLoader, so each epoch drew other images to "memorise".
+        return self.trainer is not None and bool(self.trainer.overfit_batches)
 
     def _tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The split's tensors, on `device` when `on_device` says they belong there (copied once)."""

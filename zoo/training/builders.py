@@ -243,6 +243,7 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
         # Lightning's default redraws the bar 100 times a second from a thread that shares the
         # interpreter with training; ten is as much as a person can read.
         callbacks.append(TerminalProgressBar(refresh_rate=PROGRESS_REDRAWS_PER_SECOND))
+        callbacks.append(EpochSummary(console=False))
     else:
         callbacks.append(EpochSummary())
     return callbacks

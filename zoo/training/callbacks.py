@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
@@ -16,7 +17,7 @@ from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
 from .outputs import save_resolved_config
-from .runlog import say
+from .runlog import record, say
 
 
 class RecordResolvedConfig(pl.Callback):
@@ -59,7 +60,12 @@ class TerminalProgressBar(RichProgressBar):
 
 
 class EpochSummary(pl.Callback):
-    """One plain line per epoch, for logs where a live progress bar would be noise (CI, files)."""
+    """One plain line per epoch, for logs where a live progress bar would be noise (CI, files). With
+    `console=False` (a terminal, where the bar shows the figures) it goes to the run's log file alone,
+    which otherwise kept no epoch's figures."""
+
+    def __init__(self, console: bool = True) -> None:
+        self.console = console
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _log_pending_train_tally(pl_module)
@@ -68,7 +74,11 @@ class EpochSummary(pl.Callback):
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         shown = "  ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
         of_epochs = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
-        say(f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}")
+        line = f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}"
+        if self.console:
+            say(line)
+        else:
+            record(line)
 
 
 class _FollowsAMovedRun(ModelCheckpoint):
@@ -259,4 +269,11 @@ class TensorBoardImages(pl.Callback):
         matrix = pl_module.val_confusion.compute()  # reduced across processes by torchmetrics
         writer = self._writer(trainer)
         if writer is not None and trainer.is_global_zero:
-            writer.add_image("val/confusion_matrix", confusion_image(matrix), self._step(trainer))
+            # Named rows and columns, as evaluate.py draws it: a bare heat map did not say which class
+            # a row is, nor which axis holds the true class.
+            from .evaluation import labelled_confusion_image
+
+            picture = labelled_confusion_image(matrix, pl_module.class_names)
+            writer.add_image(
+                "val/confusion_matrix", numpy.asarray(picture), self._step(trainer), dataformats="HWC"
+            )

@@ -52,12 +52,16 @@ class _WithoutAdvertising(logging.Filter):
 
 
 def quiet_library_notices() -> None:
-    """Two lines every run would print that a user can do nothing about: Lightning 2.6's tip to
-    install its cloud logger, and the FutureWarning Lightning's own code triggers in torch 2.14
-    (its batch flattening still builds torch's deprecated LeafSpec)."""
+    """Lines a user can do nothing about: Lightning 2.6's tip to install its cloud logger, the
+    FutureWarning Lightning's own code triggers in torch 2.14 (its batch flattening still builds
+    torch's deprecated LeafSpec), and two that debug=overfit (or any short epoch) set off: training
+    figures are logged once per epoch, whatever log_every_n_steps, and the in-memory data turns its
+    own shuffling off for overfit_batches (a validation split was never shuffled)."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_WithoutAdvertising())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+    warnings.filterwarnings("ignore", message=r"You requested to overfit but enabled")
     warnings.formatwarning = _own_warnings_in_one_line(warnings.formatwarning)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
@@ -21,6 +23,9 @@ from torchmetrics.functional.classification import (
 from ..data import DataSpec
 from .errors import UserError
 from .overrides import no_such_key
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def data_config(cfg: DictConfig, trained_on: dict | None) -> DictConfig:
@@ -139,32 +144,34 @@ def format_table(report: dict) -> str:
 
 def write_tensorboard(report: dict, split: str, folder: Path) -> None:
     """The report as a TensorBoard run, so `tensorboard --logdir runs` shows an evaluation beside the
-    training runs: the headline figures as scalars, the confusion matrix as the same heat map
+    training runs: the headline figures as scalars, the confusion matrix as the same picture
     training logs each epoch, and the per-class table as text."""
     from torch.utils.tensorboard import SummaryWriter
-
-    from .callbacks import confusion_image
 
     with SummaryWriter(str(folder)) as writer:
         for key in ("acc", "acc_top5", "loss"):
             if key in report:
                 writer.add_scalar(f"{split}/{key}", report[key], 0)
-        matrix = torch.tensor(report["confusion_matrix"])
-        writer.add_image(f"{split}/confusion_matrix", confusion_image(matrix), 0)
+        picture = labelled_confusion_image(report["confusion_matrix"], report["class_names"])
+        writer.add_image(f"{split}/confusion_matrix", numpy.asarray(picture), 0, dataformats="HWC")
         # Indented four spaces: TensorBoard renders text as Markdown, and this keeps the columns.
         table = "\n".join(f"    {line}" for line in format_table(report).splitlines())
         writer.add_text(f"{split}/per_class", table, 0)
 
 
 def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
-    """The confusion matrix as a PNG: rows are true classes, columns predictions, cells shaded by
-    the row's rate and labelled with counts. Drawn with Pillow, not matplotlib: importing
-    matplotlib costs half a second, and torchmetrics imports it whenever it is installed."""
+    labelled_confusion_image(matrix, class_names).save(path)
+
+
+def labelled_confusion_image(matrix: list[list[int]] | torch.Tensor, class_names: list[str]) -> Image.Image:
+    """The confusion matrix as a picture: rows are true classes, columns predictions, each named,
+    cells shaded by the row's rate and labelled with counts. Drawn with Pillow, not matplotlib:
+    importing matplotlib costs half a second, and torchmetrics imports it whenever it is installed."""
     from PIL import Image, ImageDraw, ImageFont
 
     from .callbacks import confusion_image, confusion_rates
 
-    counts = torch.tensor(matrix)
+    counts = torch.as_tensor(matrix).cpu()
     n = len(class_names)
     cell = max(6, min(40, 800 // n))
     font = ImageFont.load_default(size=max(8, min(14, cell // 3)))
@@ -215,4 +222,4 @@ def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Pa
                     fill="white" if rates[i, j] > 0.5 else "black",
                     font=font,
                 )
-    image.save(path)
+    return image

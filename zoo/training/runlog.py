@@ -21,6 +21,11 @@ def say(line: str, stream: TextIO | None = None, level: int = logging.INFO) -> N
     """A line for the person watching: on the console, and in the run's log file when there is one
     (before Hydra starts there is none, and logging's last-resort handler would print it again)."""
     print(line, file=stream or sys.stdout, flush=True)
+    record(line, level)
+
+
+def record(line: str, level: int = logging.INFO) -> None:
+    """A line for the run's log file alone (what a terminal's progress bar shows and then redraws)."""
     if _LOG.hasHandlers():
         _LOG.log(level, line)
 
