@@ -1127,6 +1127,11 @@ def test_data_module_settings_of_the_wrong_type_are_refused(
     [
         (errno.ENOSPC, "No space left on device", "free some space, or use another folder"),
         (errno.EACCES, "Permission denied", "give this user access to it, or use another folder"),
+        (
+            errno.EFBIG,
+            "File too large",
+            "raise the file size limit (ulimit -f), or use a folder on another file system",
+        ),
     ],
 )
 def test_a_refused_checkpoint_write_is_one_line_and_keeps_the_last_good_checkpoint(

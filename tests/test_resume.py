@@ -182,6 +182,29 @@ def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_write_the_file_system_refuses_midway_names_the_checkpoint(tmp_path: Path) -> None:
+    # A full disk fails torch.save's writes part-way, and torch's zip writer reported it as a
+    # RuntimeError ("unexpected pos ...") naming neither file nor reason: a traceback, not the
+    # one-line refusal. A file size limit fails the same writes, and needs no full disk to test.
+    target = tmp_path / "last.ckpt"
+    save_atomically({"step": torch.tensor(1)}, target)
+    script = (
+        "import errno, resource, sys, torch\n"
+        "from zoo.training.checkpoint_io import save_atomically\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    save_atomically({'weights': torch.zeros(1_000_000)}, sys.argv[1])\n"
+        "except OSError as error:\n"
+        "    print(errno.errorcode[error.errno], error.filename)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(target)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == f"EFBIG {target}", done.stderr[-2000:]
+    assert torch.load(target, weights_only=True)["step"].item() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 def _fake_run(runs: Path, name: str, overrides: list[str], finished: bool = False) -> Path:
     run = runs / "train" / name
     (run / "checkpoints").mkdir(parents=True)
@@ -769,6 +792,28 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_none(capsys) -> None:
     assert stop.value.code == 1
 
 
+def test_ctrl_c_while_testing_a_run_with_checkpoints_says_how_to_finish_it(tmp_path: Path, capsys) -> None:
+    # Stopped in its test the run has no metrics.json, and resume=RUN tests it; Ctrl-C said only
+    # "while testing", where SIGTERM there gave the command.
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    trainer = SimpleNamespace(is_global_zero=True, global_step=3)
+    cfg = OmegaConf.create({"task_name": "train"})
+    with (
+        pytest.raises(SystemExit) as stop,
+        stopped_by_a_signal(cfg, trainer, tmp_path, testing=True),
+    ):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # as Lightning's graceful shutdown ends
+    assert stop.value.code == 128 + signal.SIGINT
+    assert capsys.readouterr().err == (
+        f"interrupted at step 3 while testing; resume from its last checkpoint with: "
+        f"python train.py resume={tmp_path}\n"
+    )
+
+
 def test_a_run_whose_experiment_sets_task_name_is_still_resumed_by_train_py(tmp_path: Path) -> None:
     # An experiment file's task_name names its runs' folder; it was taken for the script's name, so
     # SIGTERM advised `python resnet18_digits.py` and resume= refused the run as another script's.
@@ -1194,23 +1239,57 @@ def test_a_resumed_runs_settings_are_recorded_as_its_training_starts(tmp_path: P
     assert "eval_batch_size: 100" in (tmp_path / "config.yaml").read_text()
 
 
-def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_is_taken_over(
-    tmp_path: Path,
-) -> None:
-    # Two commands started at once into one folder both found it free, and wrote one run over the other.
+def _lock_held_by_another_process(lock: Path, pid_written: bool) -> subprocess.Popen:
+    """A process holding `lock` as a run does, until its stdin closes; with `pid_written` false, one
+    that has just taken it and not yet written its pid (the file is empty)."""
+    write = "os.write(fd, str(os.getpid()).encode()); " if pid_written else ""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl, os, sys; fd = os.open({str(lock)!r}, os.O_CREAT | os.O_RDWR); "
+            f"fcntl.flock(fd, fcntl.LOCK_EX); {write}print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.parametrize("pid_written", [True, False])
+def test_a_run_folder_in_use_by_a_live_process_is_refused(tmp_path: Path, pid_written: bool) -> None:
+    # Two commands started at once into one folder both found it free, and wrote one run over the
+    # other; the one that read the other's lock file before its pid was in it took it over.
     lock = tmp_path / "run" / LOCK_NAME
     lock.parent.mkdir()
-    lock.write_text(str(os.getppid()))  # alive: pytest's parent
-    with pytest.raises(
-        UserError, match=re.escape(f"run directory {tmp_path / 'run'} is in use by another process")
-    ):
-        hold_run_dir(tmp_path / "run")
+    holder = _lock_held_by_another_process(lock, pid_written)
+    try:
+        shown = str(holder.pid) if pid_written else "unknown"
+        with pytest.raises(
+            UserError,
+            match=re.escape(f"run directory {tmp_path / 'run'} is in use by another process (pid {shown})"),
+        ):
+            hold_run_dir(tmp_path / "run")
+    finally:
+        holder.communicate("")
+
+
+@pytest.mark.parametrize("left", ["killed", "reused", "empty", "garbage"])
+def test_a_killed_runs_lock_is_taken_over(tmp_path: Path, left: str) -> None:
+    # A pid is no proof of a holder: after a reboot or a container's restart a killed run's pid names
+    # another live process, and its folder was refused for good.
     ended = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    lock.write_text(ended.stdout.strip())  # a killed run's lock
+    content = {"killed": ended.stdout.strip(), "reused": str(os.getppid()), "empty": "", "garbage": "x"}
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.parent.mkdir()
+    lock.write_text(content[left])
     hold_run_dir(tmp_path / "run")
     assert lock.read_text() == str(os.getpid())
+    hold_run_dir(tmp_path / "run")  # this process's own run folder, held already
 
 
 def test_train_py_takes_over_a_killed_runs_folder_and_leaves_no_lock_behind(tmp_path: Path) -> None:

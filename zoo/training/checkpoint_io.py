@@ -7,10 +7,12 @@ folder, are flushed to disk, and only then replace the old file in one rename.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -26,8 +28,14 @@ def save_atomically(payload: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
+        with _naming_the_file(path), open(tmp, "wb") as handle:
+            writes = _KeptWriteError(handle)
+            try:
+                torch.save(payload, writes)
+            except RuntimeError:
+                if writes.error is None:
+                    raise
+                raise writes.error from None
             handle.flush()
             os.fsync(handle.fileno())
         delay = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
@@ -42,6 +50,38 @@ def save_atomically(payload: Any, path: str | Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+class _KeptWriteError:
+    """The file torch.save writes to. torch's zip writer turns the OSError of a failed write (a full
+    disk, a quota) into a RuntimeError ("unexpected pos ...") that names neither the file nor the
+    reason; the first one is kept here, to be raised in its place."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+@contextlib.contextmanager
+def _naming_the_file(path: Path) -> Iterator[None]:
+    # A failed write, flush or fsync names no file; the run's one-line refusal of a full disk names
+    # the checkpoint it could not save.
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def remove_stale_partials(folder: str | Path) -> None:

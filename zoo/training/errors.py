@@ -66,6 +66,8 @@ _FILE_SYSTEM_REFUSALS = {
     errno.EROFS: "the file system is read-only; use another folder",
     errno.ENOSPC: "free some space, or use another folder",
     errno.EDQUOT: "free some space under your quota, or use another folder",
+    # A file system's largest file (FAT32's 4 GiB), or the shell's limit (ulimit -f).
+    errno.EFBIG: "raise the file size limit (ulimit -f), or use a folder on another file system",
 }
 
 

@@ -99,12 +99,13 @@ def stopped_by_a_signal(
     except SystemExit as stop:
         if stop.code != 1 or not isinstance(stop.__context__, KeyboardInterrupt):
             raise
-        if testing:
-            way_on = " while testing"
-        elif holds_a_run(run_dir):
-            way_on = f"; resume from its last checkpoint with: {_resume_command(cfg, run_dir)}"
-        else:
-            way_on = "; no checkpoint was saved yet"
+        # Stopped while testing, a run is as unfinished as one stopped while training (no
+        # metrics.json): its resume tests it, as SIGTERM's line says.
+        way_on = " while testing" if testing else ""
+        if holds_a_run(run_dir):
+            way_on += f"; resume from its last checkpoint with: {_resume_command(cfg, run_dir)}"
+        elif not testing:
+            way_on += "; no checkpoint was saved yet"
         _say_on_the_first_process(trainer, f"interrupted at step {trainer.global_step}{way_on}")
         sys.exit(128 + signal.SIGINT)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -36,42 +37,53 @@ def _refuse(check, *args: Any, **kwargs: Any) -> None:
 LOCK_NAME = ".run.lock"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+# The open lock files of the runs this process holds, by path: a flock lasts as long as its
+# descriptor, and a second one taken by this process on the same file would refuse it its own run.
+_held: dict[Path, int] = {}
 
 
 def hold_run_dir(run_dir: Path) -> None:
     """Take the run directory for this process until it exits. Two commands started into one folder
-    both found it free (metrics.json and checkpoints come later) and wrote one run over the other. A
-    lock left by a killed process (its pid gone) is taken over."""
+    both found it free (metrics.json and checkpoints come later) and wrote one run over the other.
+    The hold is the kernel's flock on .run.lock, which ends with the process however it ends: a
+    killed run's lock is taken over even when its pid now names another process, and two commands
+    started at the same moment cannot both take it (a pid read from a file just created, still
+    empty, was taken for a killed run's). The file holds the pid only for the message."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
-    for attempt in range(2):
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            # A second failure: another command took the folder after the killed run's lock went.
-            if attempt or (holder and holder != os.getpid() and _alive(holder)):
-                raise UserError(
-                    f"run directory {run_dir} is in use by another process (pid {holder}); "
-                    "choose another hydra.run.dir, or wait for that run to end"
-                ) from None
-            lock.unlink(missing_ok=True)  # a killed run's
-            continue
-        with os.fdopen(descriptor, "w") as out:
-            out.write(str(os.getpid()))
-        atexit.register(_release, lock, os.getpid())
+    if lock.resolve() in _held:
         return
+    while True:
+        descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise UserError(
+                f"run directory {run_dir} is in use by another process (pid {_holder(lock)}); "
+                "choose another hydra.run.dir, or wait for that run to end"
+            ) from None
+        if _same_file(descriptor, lock):
+            break
+        os.close(descriptor)  # a run ending removed the file we locked: lock the one there now
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    _held[lock.resolve()] = descriptor
+    atexit.register(_release, lock, os.getpid())
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _holder(lock: Path) -> str:
+    try:
+        return lock.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def _release(lock: Path, pid: int) -> None:
