@@ -88,3 +88,24 @@ def test_a_row_with_more_cells_than_the_header_does_not_stop_the_resumed_run(tmp
     _write(tmp_path / "csv" / "metrics.csv", "step,val/loss\n3,2.0,stray\n9,1.0\n")
     path = _resume(tmp_path, 4, {"val/loss": 1.5}, step=7)
     assert [(r["step"], r["val/loss"]) for r in _rows(path)] == [("3", "2.0"), ("7", "1.5")]
+
+
+def test_a_fine_tune_from_a_checkpoint_names_its_network_in_the_hparams_tab(tmp_path: Path) -> None:
+    # finetune.py's config leaves model null for a run checkpoint's source, so the HPARAMS row of
+    # such a fine-tune did not say which network was trained; it takes the one that was built.
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zoo.training.outputs import log_final_hparams
+
+    logger = TensorBoardLogger(str(tmp_path), name="tensorboard", version="")
+    trainer = SimpleNamespace(loggers=[logger], global_step=4)
+    cfg = OmegaConf.create({"task_name": "finetune", "ckpt_path": "src.ckpt"})
+    log_final_hparams(trainer, cfg, {"test/acc": 0.5}, model={"name": "lenet5", "num_classes": 10})
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert b"model.name" in start and b"lenet5" in start and b"src.ckpt" in start

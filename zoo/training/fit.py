@@ -227,7 +227,7 @@ def fit_test_and_record(
         metrics = {name: value for name, value in metrics.items() if name.startswith("test/")}
     if trainer.is_global_zero:
         outputs.write_json_atomically(run_dir / "metrics.json", metrics)
-        outputs.log_final_hparams(trainer, cfg, metrics)
+        outputs.log_final_hparams(trainer, cfg, metrics, model=module.hparams.get("model"))
         accuracy = f"test/acc={metrics['test/acc']:.4f}" if "test/acc" in metrics else "no test run"
         say(f"run directory: {run_dir}  {accuracy}")
     return metrics

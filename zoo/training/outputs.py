@@ -31,16 +31,24 @@ def scalar_metrics(metrics: Mapping) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items()}
 
 
-def log_final_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: Mapping[str, float]) -> None:
+def log_final_hparams(
+    trainer: pl.Trainer, cfg: DictConfig, metrics: Mapping[str, float], model: Mapping | None = None
+) -> None:
     """Put the run's settings in TensorBoard's HPARAMS tab beside the final metrics, so runs of a sweep
     can be compared in one table.
 
     The tab reads each metric's value from the run's scalars of that name, which the test loop has
     already written at the last step. Lightning's log_hyperparams would write them once more at step
-    0, drawing every test curve back to the start, so the summaries are written here directly."""
+    0, drawing every test curve back to the start, so the summaries are written here directly.
+    `model` is the network's settings as built, for a config that leaves them to a checkpoint."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    # A fine-tune from a run checkpoint has no model in its config (the source's architecture is
+    # taken): without the built one its row in the tab would not say which network was trained.
+    if settings.get("model") is None and model is not None:
+        settings["model"] = dict(model)
     params = {
         name: value if isinstance(value, (bool, int, float, str)) else str(value)
-        for name, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        for name, value in _flatten(settings).items()
     }
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
