@@ -234,9 +234,6 @@ def refuse_another_model(
         )
     changed = _changed_settings("model", saved, wanted)
     if changed:
-        from .overrides import the_jobs_data_overrides
-
-        data = the_jobs_data_overrides() if data is None else data
         raise UserError(
             f"{path} was trained with {changed}; resume with the model settings the run began with, or "
             f"train on from its weights with {train_on_command(path, data)}"
@@ -257,16 +254,17 @@ def refuse_other_data(
     checkpoint saved mid-epoch then resumes into an epoch of other batches (or none), and another
     split can put test images in training. `data`: the command's data overrides, which the advised
     fine-tune takes on; None: those of the Hydra job under way."""
-    from .overrides import the_jobs_data_overrides
-
-    data = the_jobs_data_overrides() if data is None else data
     refuse_other_data_config(path, hparams, module.hparams.get("data_config"), data)
 
 
 def refuse_other_data_config(
-    path: str | Path, hparams: dict[str, Any], data_config: Any, data: list[str] | tuple[str, ...] = ()
+    path: str | Path,
+    hparams: dict[str, Any],
+    data_config: Any,
+    data: list[str] | tuple[str, ...] | None = None,
 ) -> None:
-    """refuse_other_data for the run's data section as a checkpoint records it (`data_config`)."""
+    """refuse_other_data for the run's data section as a checkpoint records it (`data_config`); `data`
+    as train_on_command takes it."""
     changed = other_data_settings(hparams, data_config)
     if changed:
         # With the command's data overrides: without them, the fine-tune trained on its default data set.

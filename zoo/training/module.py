@@ -39,9 +39,6 @@ def _train_on_afresh(checkpoint: str, what: str, data: list[str] | None = None) 
     """The advice for a resume that is refused: the way on from its weights, in a run of its own, on
     the run's `data` overrides (None: those of the Hydra job under way). Without them the fine-tune
     trained on finetune.py's default data set, not the images the run was trained on."""
-    from .overrides import the_jobs_data_overrides
-
-    data = the_jobs_data_overrides() if data is None else data
     return f"train on from its weights with a fresh {what}: {train_on_command(checkpoint, data)}"
 
 

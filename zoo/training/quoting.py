@@ -39,10 +39,14 @@ def typed_override(key: str, value: str | Path) -> str:
     return shlex.quote(override(key, value, quotes="\"'"))
 
 
-def train_on_command(checkpoint: str | Path, data: list[str] | tuple[str, ...] = ()) -> str:
+def train_on_command(checkpoint: str | Path, data: list[str] | tuple[str, ...] | None = None) -> str:
     """The command that trains on from a checkpoint's weights in a run of its own, with a fresh
     optimizer and schedule: its trained head kept (finetune.head=replace would start it afresh), on
     the run's `data` overrides as Hydra takes them (without them finetune.py trains on its default
-    data set)."""
+    data set); None: those of the Hydra job under way."""
+    if data is None:
+        from .overrides import the_jobs_data_overrides
+
+        data = the_jobs_data_overrides()
     source = typed_override("ckpt_path", checkpoint)
     return " ".join(["python finetune.py", source, *map(shlex.quote, data), "finetune.head=extend"])
