@@ -125,11 +125,8 @@ def color_jitter(
     # Clamped after each step, as torchvision's adjust_* are: a brightened pixel past 1 would
     # otherwise raise the contrast step's mean and carry its excess into the next step.
     images = (images * factor(brightness)).clamp_(0, 1)
-    gray = _luma(images)
-    images = (images - gray.mean(dim=(2, 3), keepdim=True)) * factor(contrast) + gray.mean(
-        dim=(2, 3), keepdim=True
-    )
-    images.clamp_(0, 1)
+    mean = _luma(images).mean(dim=(2, 3), keepdim=True)
+    images = ((images - mean) * factor(contrast) + mean).clamp_(0, 1)
     if images.shape[1] == 3:
         gray = _luma(images)
         images = (images - gray) * factor(saturation) + gray
