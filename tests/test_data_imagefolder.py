@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from zoo.data import ImageFolderDataModule
+from zoo.data import DataSpec, ImageFolderDataModule
 from zoo.data.imagefolder import load_image
 from zoo.training.errors import UserError
+from zoo.training.evaluation import check_data_fits
 from zoo.training.module import ImageClassifier
 
 from .conftest import run_script
@@ -196,6 +197,62 @@ def test_hidden_files_and_folders_are_not_images_or_classes(tmp_path: Path) -> N
     data = ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2, num_workers=0)
     assert data.class_names == ("cat", "dog")
     assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
+
+
+# A zip made on macOS unpacks elsewhere with __MACOSX/ beside the folders it holds, full of ._*
+# files: it was taken as a class, and refused as one that holds no images.
+def test_macos_zip_metadata_is_not_a_class_in_either_layout(tmp_path: Path) -> None:
+    write_classes(tmp_path / "flat", classes=("cat", "dog"), per_class=5)
+    for split in ("train", "val"):
+        write_classes(tmp_path / "split" / split, classes=("cat", "dog"), per_class=2)
+    for metadata in (
+        tmp_path / "flat" / "__MACOSX" / "cat",
+        tmp_path / "split" / "train" / "__MACOSX" / "dog",
+    ):
+        metadata.mkdir(parents=True)
+        (metadata / "._0.png").write_bytes(b"\0\5\26\7 Mac OS X metadata")
+    flat = ImageFolderDataModule(str(tmp_path / "flat"), image_size=16, val_fraction=0.2, num_workers=0)
+    assert flat.class_names == ("cat", "dog")
+    assert sum(flat.split_sizes()[split] for split in ("train", "val")) == 10
+    split = ImageFolderDataModule(str(tmp_path / "split"), image_size=16, num_workers=0)
+    assert split.class_names == ("cat", "dog") and split.split_sizes()["train"] == 4
+
+
+def test_a_zipped_folder_unpacked_beside_its_metadata_names_the_folder_below(tmp_path: Path) -> None:
+    # images.zip unpacks as images/ beside __MACOSX/: once __MACOSX/ is no class, images/ is the only one.
+    write_classes(tmp_path / "images", classes=("cat", "dog"), per_class=3)
+    (tmp_path / "__MACOSX" / "images").mkdir(parents=True)
+    with pytest.raises(UserError) as raised:
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup()
+    assert str(raised.value).endswith(f"if its folders are the classes, set data.root={tmp_path / 'images'}")
+
+
+def test_images_beside_the_class_folders_are_said_to_be_left_out(tmp_path: Path) -> None:
+    # ImageFolder trains without them and says nothing; a README or a labels file beside them is no image.
+    write_classes(tmp_path, classes=("cat", "dog"), per_class=5)
+    write_image(tmp_path / "unsorted.JPG", "RGB", shade=0, seed=0)
+    (tmp_path / "README.txt").write_text("my photos")
+    data = ImageFolderDataModule(str(tmp_path), image_size=8, val_fraction=0.2, num_workers=0)
+    with pytest.warns(
+        UserWarning, match=re.escape(f"{tmp_path}: left out 1 image(s) in no class folder (unsorted.JPG)")
+    ):
+        data.setup()
+    assert sum(data.split_sizes()[split] for split in ("train", "val")) == 10
+
+
+# macOS writes an accented letter in a zip's names as the letter and a combining accent; most other
+# systems as one character. Printed, the two names look the same, so the refusals read
+# "in one but not the other: café, café" and "has classes ['café'] but ... trained on ['café']".
+def test_class_names_in_two_unicode_forms_are_told_apart(tmp_path: Path) -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    write_classes(tmp_path / "train", classes=(composed, "dog"), per_class=2)
+    write_classes(tmp_path / "val", classes=(decomposed, "dog"), per_class=2)
+    fix = f"rename the folder {decomposed!a} to {composed!a}"
+    with pytest.raises(UserError, match=re.escape(fix)):
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup()
+    trained_on = DataSpec((composed, "dog"), 3, 16, (0.5,) * 3, (0.2,) * 3).to_dict()
+    with pytest.raises(UserError, match=re.escape(fix)):
+        check_data_fits(DataSpec((decomposed, "dog"), 3, 16, (0.5,) * 3, (0.2,) * 3), trained_on)
 
 
 def test_links_that_loop_are_neither_classes_nor_images(tmp_path: Path) -> None:

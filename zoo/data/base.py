@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict, dataclass
 
 import pytorch_lightning as pl
@@ -39,6 +40,24 @@ class DataSpec:
             mean=tuple(float(v) for v in spec["mean"]),
             std=tuple(float(v) for v in spec["std"]),
         )
+
+
+def same_names_in_other_unicode_forms(names, other_names) -> str:
+    """A message's ending when two class lists differ only in how their accented letters are stored:
+    printed, 'café' and 'café' look alike, but a Mac writes é as e plus an accent (NFD) in the names
+    of a zip, where most other systems write one letter (NFC)."""
+    apart = sorted(set(names) - set(other_names))
+    if not apart or {_composed(name) for name in names} != {_composed(name) for name in other_names}:
+        return ""
+    twin = next(name for name in other_names if _composed(name) == _composed(apart[0]))
+    return (
+        f"; {apart[0]!a} and {twin!a} are one name stored in two Unicode forms (an accent kept apart from "
+        f"its letter or within it): rename the folder {apart[0]!a} to {twin!a}"
+    )
+
+
+def _composed(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
 
 
 def rounded_statistics(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:

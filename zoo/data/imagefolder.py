@@ -31,7 +31,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 from ..training.errors import UserError, in_one_line
 from ..training.quoting import typed_override
 from .augment import check_augmentation, sample_transform
-from .base import DataSpec, ImageDataModule, rounded_statistics
+from .base import DataSpec, ImageDataModule, rounded_statistics, same_names_in_other_unicode_forms
 from .batches import PADDING, shard
 from .mixing import BatchMixer
 from .splits import stratified_split
@@ -118,7 +118,9 @@ def unreadable(path: str) -> str | None:
 
 
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
+    # A zip made on macOS unpacks elsewhere with __MACOSX/, a tree of ._* metadata files that a Mac's
+    # own unzip never shows: hidden there as the dot names are everywhere.
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _visible_dir(entry: os.DirEntry) -> bool:
@@ -139,8 +141,8 @@ def _stat_says(test) -> bool:
 
 
 class _ClassFolders(ImageFolder):
-    """torchvision's ImageFolder without hidden entries: a notebook's .ipynb_checkpoints/ is not a
-    class, nor macOS's ._photo.jpg (its metadata, not an image) a sample."""
+    """torchvision's ImageFolder without hidden entries: a notebook's .ipynb_checkpoints/ and macOS's
+    __MACOSX/ are not classes, nor macOS's ._photo.jpg (its metadata, not an image) a sample."""
 
     def __init__(self, root: str, loader) -> None:
         # Images of formats ImageFolder does not read (GIF, HEIC, ...), by suffix: left out, and said so.
@@ -193,6 +195,26 @@ _OTHER_IMAGE_SUFFIXES = frozenset(
 )
 
 _SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "eval"})
+
+
+def _images_beside_class_folders(folder: Path) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in os.scandir(folder)
+        if _visible_file(entry) and has_file_allowed_extension(entry.name, IMG_EXTENSIONS)
+    )
+
+
+def _one_level_down_hint(only_folder: Path) -> str:
+    """The fix when the one folder found holds folders and nothing else: a zipped data set unpacks as
+    its own folder (beside __MACOSX/ when zipped on a Mac), one level below the folder named."""
+    try:
+        entries = list(os.scandir(only_folder))
+    except OSError:
+        return ""
+    if any(_visible_file(entry) for entry in entries) or sum(map(_visible_dir, entries)) < 2:
+        return ""
+    return f"; if its folders are the classes, set {typed_override('data.root', only_folder)}"
 
 
 def _misplaced_root(folder: Path, classes: list[str]) -> str | None:
@@ -319,6 +341,7 @@ class ImageFolderDataModule(ImageDataModule):
         if len(found.classes) < 2:
             raise UserError(
                 f"{folder} holds a single class folder ({found.classes[0]}); a classifier needs at least two"
+                + _one_level_down_hint(folder / found.classes[0])
             )
         counts = np.bincount(np.asarray(found.targets, dtype=np.int64), minlength=len(found.classes))
         if counts.sum() == 0:
@@ -328,6 +351,14 @@ class ImageFolderDataModule(ImageDataModule):
             warnings.warn(
                 f"{folder}: left out {left_out} file(s), formats torchvision's ImageFolder does not read; "
                 f"it reads {', '.join(IMG_EXTENSIONS)}",
+                stacklevel=2,
+            )
+        loose = _images_beside_class_folders(folder)
+        if loose:
+            # ImageFolder passes them over without a word; a class is the folder an image is in.
+            warnings.warn(
+                f"{folder}: left out {len(loose)} image(s) in no class folder ({', '.join(loose[:3])}); "
+                "move each into the folder of its class",
                 stacklevel=2,
             )
         misplaced = _misplaced_root(folder, found.classes)
@@ -405,6 +436,7 @@ class ImageFolderDataModule(ImageDataModule):
                     raise UserError(
                         f"{self.root}/{name} and {self.root}/train hold different class folders "
                         f"(in one but not the other: {differ})"
+                        + same_names_in_other_unicode_forms(other.classes, train.classes)
                     )
             self._datasets = {
                 "train": self._with_transform(train, train=True),

@@ -21,6 +21,7 @@ from torchmetrics.functional.classification import (
 )
 
 from ..data import DataSpec
+from ..data.base import same_names_in_other_unicode_forms
 from .errors import UserError
 from .overrides import no_such_key
 
@@ -75,7 +76,11 @@ def check_data_fits(spec: DataSpec, trained_on: dict) -> str | None:
     if list(spec.class_names) != class_names:
         raise UserError(
             f"the data has classes {list(spec.class_names)[:10]} but the checkpoint was trained on "
-            f"{class_names[:10]}; evaluate on data with the same classes, or fine-tune with finetune.py"
+            f"{class_names[:10]}"
+            + (
+                same_names_in_other_unicode_forms(spec.class_names, class_names)
+                or "; evaluate on data with the same classes, or fine-tune with finetune.py"
+            )
         )
     if spec.channels != trained_on["channels"]:
         raise UserError(
