@@ -29,7 +29,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from zoo.data import DataSpec
 from zoo.training import builders
 from zoo.training.callbacks import RecordResolvedConfig
-from zoo.training.checkpoint import check_resumable, refuse_other_data
+from zoo.training.checkpoint import check_resumable, epoch_progress, refuse_other_data
 from zoo.training.checkpoint_io import SLOW_WRITE_ENV, TEMP_SUFFIX, save_atomically
 from zoo.training.errors import UserError
 from zoo.training.fit import _resumed_into_an_ended_epoch, start_run, stopped_by_a_signal
@@ -1687,6 +1687,119 @@ def test_a_sweep_from_a_finished_run_is_refused_before_any_point_when_one_would_
     with pytest.raises(UserError, match=re.escape("sweep point #1 (trainer.max_epochs=4) of 2: ")) as refused:
         resolve_resume(["-m", f"ckpt_path={last}", "trainer.max_epochs=3,4"], task="train")
     assert "follows trainer.max_epochs (3 in run" in str(refused.value)
+
+
+# Lightning's key for EarlyStopping's state on val/acc (configs/callbacks/early_stopping.yaml).
+_EARLY_STOPPING_KEY = "EarlyStopping{'monitor': 'val/acc', 'mode': 'max'}"
+
+
+def _stopped_early(run: Path, epochs: int, wait_count: int, patience: int) -> Path:
+    """`run`'s last.ckpt, made to say early stopping ended it after `epochs` epochs, with `wait_count`
+    validations without improvement at `patience`, as Lightning's EarlyStopping saves its state."""
+    last = _with_progress(run, epochs=epochs, step=20 * epochs)
+    saved = torch.load(last, weights_only=True)
+    state = {"wait_count": wait_count, "stopped_epoch": epochs - 1, "best_score": torch.tensor(0.9)}
+    saved["callbacks"] = {_EARLY_STOPPING_KEY: {**state, "patience": patience}}
+    torch.save(saved, last)
+    return last
+
+
+def test_a_finished_run_that_early_stopping_ended_is_refused_before_a_run_folder_unless_it_goes_on(
+    tmp_path: Path,
+) -> None:
+    # Lightning restores the count of validations without improvement: trained on, the run stopped
+    # again at its first validation that did not improve, in a new folder, with exit 0.
+    recorded = ["callbacks=early_stopping", "callbacks.early_stopping.patience=2", "trainer.max_epochs=10"]
+    run = _fake_run(tmp_path / "runs", "e", recorded, finished=True)
+    last = _stopped_early(run, epochs=4, wait_count=2, patience=2)
+    with pytest.raises(UserError) as refused:
+        resolve_resume([f"ckpt_path={last}"], task="train")
+    assert str(refused.value) == (
+        f"run {run} stopped early at epoch 4: val/acc had not improved for 2 validations "
+        f"(callbacks.early_stopping.patience=2), and {last} carries that count, so training on would "
+        "stop again at its first validation without improvement; train on with a patience above 2: "
+        f"python train.py ckpt_path={last} callbacks.early_stopping.patience=4, or without early "
+        f"stopping: python train.py ckpt_path={last} callbacks.early_stopping=null, or test it: "
+        f"python evaluate.py ckpt_path={last}"
+    )
+    # Each point of a sweep, before the first one runs.
+    point = re.escape("sweep point #1 (callbacks.early_stopping.patience=2) of 2: run ")
+    with pytest.raises(UserError, match=f"^{point}"):
+        resolve_resume(["-m", f"ckpt_path={last}", "callbacks.early_stopping.patience=3,2"], task="train")
+    # A patience above the count, no early stopping, another monitor (whose count starts afresh), or
+    # a minimum the run has not reached, which Lightning holds it to: it trains on.
+    for given in (
+        ["callbacks.early_stopping.patience=3"],
+        ["callbacks.early_stopping=null"],
+        ["callbacks.early_stopping.monitor=val/loss", "callbacks.early_stopping.mode=min"],
+        ["trainer.min_epochs=5"],
+    ):
+        assert resolve_resume([f"ckpt_path={last}", *given], task="train")[-len(given) :] == given
+    # A fine-tune from it starts with fresh callbacks, and a count of its own.
+    fine_tune = [f"ckpt_path={last}"]
+    assert resolve_resume(fine_tune, resume_key="resume_ckpt", task="finetune") == fine_tune
+
+
+# Early stopping that no validation after the first can satisfy: each run stops at a known epoch.
+_NEVER_IMPROVES = (
+    "callbacks=early_stopping",
+    "+callbacks.early_stopping.min_delta=1.0",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "scheduler=none",
+)
+
+
+def test_train_py_refuses_a_run_early_stopping_ended_and_trains_on_with_the_patience_given(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "a"
+    stopping = (*_NEVER_IMPROVES, "callbacks.early_stopping.patience=1", "trainer.max_epochs=6")
+    run_script("train.py", *EXACT, *stopping, "test=false", f"hydra.run.dir={run}")
+    last = run / "checkpoints" / "last.ckpt"
+    assert epoch_progress(torch.load(last, weights_only=True))["processed"] == 2
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_script("train.py", f"ckpt_path={last}", check=False, cwd=work)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: run {run} stopped early at epoch 2: val/acc had not improved for 1 validation "
+        f"(callbacks.early_stopping.patience=1), and {last} carries that count, so training on would "
+        "stop again at its first validation without improvement; train on with a patience above 1: "
+        f"python train.py ckpt_path={last} callbacks.early_stopping.patience=2, or without early "
+        f"stopping: python train.py ckpt_path={last} callbacks.early_stopping=null, or test it: "
+        f"python evaluate.py ckpt_path={run / 'checkpoints' / 'best.ckpt'}"
+    ]
+    assert list(work.iterdir()) == []
+    # Lightning restored the checkpoint's patience (1) over the one given: the run stopped after one
+    # more epoch, where a patience of 3 allows two more validations without improvement.
+    more_patience = (*EXACT, *stopping, "callbacks.early_stopping.patience=3")
+    trained_on, _ = _fit_in_process(work / "on", more_patience, resume=last)
+    assert trained_on.current_epoch == 4
+
+
+def test_a_run_early_stopping_ended_resumed_before_its_test_trains_no_more(tmp_path: Path) -> None:
+    # Killed while testing, it resumed with one more epoch (the Trainer saves no word of the stop),
+    # and its test read that epoch's best.ckpt, not the one the unbroken run tested.
+    overrides = (*EXACT, *_NEVER_IMPROVES, "callbacks.early_stopping.patience=1", "trainer.max_epochs=6")
+    stopped, _ = _fit_in_process(tmp_path, overrides)
+    assert stopped.global_step == 4
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    tested = _identity(best)
+    resumed, _ = _fit_in_process(tmp_path, overrides, resume=tmp_path / "checkpoints" / "last.ckpt")
+    assert resumed.global_step == 4
+    assert _identity(best) == tested
+
+
+def test_a_run_stopped_before_early_stopping_ended_it_resumes_to_the_unbroken_runs_end(
+    tmp_path: Path,
+) -> None:
+    # Stopped in epoch 3 with one validation without improvement counted: restored, the count ends the
+    # resumed run after that epoch, as it ends the unbroken one; afresh, it went on to epoch 4.
+    overrides = (*EXACT, *_NEVER_IMPROVES, "callbacks.early_stopping.patience=2", "trainer.max_epochs=6")
+    _stopped_and_resumed_as_unbroken(
+        tmp_path, overrides, _SigtermAt(step=5), SIGTERMException, saved_step=5, final_step=6
+    )
 
 
 def _run_started_in(started: Path, runs: Path, overrides: list[str]) -> tuple[Path, Path, list[str]]:

@@ -10,13 +10,14 @@ import numpy
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
 from .outputs import save_resolved_config
+from .resume import stopped_by_patience
 from .runlog import record, say
 
 
@@ -138,6 +139,31 @@ class BestCheckpoint(_FollowsAMovedRun):
     def state_key(self) -> str:
         # ModelCheckpoint's key: a run saved before this class existed resumes with its best score.
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+
+class ResumableEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping, resumed with the patience this run is configured with, and which
+    ends at once a resumed run it had already stopped.
+
+    Lightning 2.6 restores the patience saved in the checkpoint over the one given, so a run trained on
+    with a higher callbacks.early_stopping.patience kept the old one. A run it stopped, interrupted
+    while testing, went on for another epoch when resumed (the Trainer does not save that it was told
+    to stop), replacing the best checkpoint the unbroken run would have tested."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        configured = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = configured
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not under fast_dev_run, where Lightning's own checks are off too.
+        if stopped_by_patience(self.wait_count, self.patience) and not trainer.fast_dev_run:
+            trainer.should_stop = True  # Lightning still holds the run to min_epochs and min_steps
+
+    @property
+    def state_key(self) -> str:
+        # EarlyStopping's key: a run saved with Lightning's class resumes with its count.
+        return super().state_key.replace(type(self).__qualname__, EarlyStopping.__qualname__, 1)
 
 
 class LastCheckpoint(_FollowsAMovedRun):

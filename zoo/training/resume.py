@@ -161,6 +161,7 @@ def _train_on_from_finished(
         with naming_the_sweep_point(number, points, swept):
             _refuse_nothing_left_to_train(limits, command, run_dir, checkpoint, task or "train", train_on)
             _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on)
+            _refuse_early_stopping_again(limits, command, run_dir, checkpoint, task or "train")
     # Said, because the README's "continues that run in its folder" is about unfinished runs; once,
     # not again by each process Lightning starts for DDP (its command names the new folder).
     if first_process():
@@ -399,7 +400,6 @@ def _refuse_nothing_left_to_train(
     else:
         unit = ("epoch" if key == "max_epochs" else "step") + ("s" if done[key] != 1 else "")
         trained, limit = f"{done[key]} {unit}", limits[key]
-    source = typed_override("ckpt_path", checkpoint)
     if any(limits.get(f"schedule follows {reached_key}") for reached_key in reached):
         # Resumed, a schedule keeps its checkpoint's length: a higher limit would be refused too.
         train_on = f"train on from its weights with a fresh schedule: {fine_tune}"
@@ -410,21 +410,72 @@ def _refuse_nothing_left_to_train(
         higher = {"max_epochs": done["max_epochs"] + 1, "max_steps": 2 * done["max_steps"]}
         if "max_time" in reached:
             higher["max_time"] = _as_duration(int(elapsed) + max(limits["max_time"], 1))
-        raised = [f"trainer.{reached_key}={higher[reached_key]}" for reached_key in reached]
-        kept = [
-            shlex.quote(t)
-            for t in given
-            if t.partition("=")[0] not in ("ckpt_path", *(f"trainer.{k}" for k in reached))
-        ]
-        again = " ".join([f"python {task}.py", *kept, source, *raised])
-        train_on = f"train on with a higher limit: {again}"
-    # The weights the run's own test used, when it kept a best checkpoint beside this one.
-    best = Path(checkpoint).parent / "best.ckpt"
-    tested = typed_override("ckpt_path", best) if best.is_file() else source
+        raised = {f"trainer.{reached_key}": higher[reached_key] for reached_key in reached}
+        train_on = f"train on with a higher limit: {_given_again(task, given, checkpoint, raised)}"
     raise UserError(
         f"run {run_dir} already finished, and {checkpoint} has trained {trained} of this "
         f"command's trainer.{key}={limit}: nothing is left to train; {train_on}, or test it: "
-        f"python evaluate.py {tested}"
+        f"{_test_command(checkpoint)}"
+    )
+
+
+def _given_again(task: str, given: list[str], checkpoint: str, changed: dict[str, Any]) -> str:
+    """The `given` command with the `changed` keys at their new values, as typed at a shell prompt."""
+    kept = [shlex.quote(t) for t in given if t.partition("=")[0] not in ("ckpt_path", *changed)]
+    new_values = [f"{key}={value}" for key, value in changed.items()]
+    return " ".join([f"python {task}.py", *kept, typed_override("ckpt_path", checkpoint), *new_values])
+
+
+def _test_command(checkpoint: str) -> str:
+    """evaluate.py on the weights the run's own test used, when it kept a best checkpoint beside
+    `checkpoint`."""
+    best = Path(checkpoint).parent / "best.ckpt"
+    return f"python evaluate.py {typed_override('ckpt_path', best if best.is_file() else checkpoint)}"
+
+
+def stopped_by_patience(wait_count: Any, patience: Any) -> bool:
+    """Whether early stopping with `wait_count` validations without improvement stops a run at this
+    `patience` (with patience 0, a count of 0 is a run whose last validation improved)."""
+    return is_integer(wait_count) and is_integer(patience) and 0 < wait_count >= patience
+
+
+def _refuse_early_stopping_again(
+    limits: dict[str, Any], given: list[str], run_dir: Path, checkpoint: str, task: str
+) -> None:
+    """A finished run that early stopping ended, trained on with a patience its count of validations
+    without improvement has reached: Lightning restores that count, and the new run stopped again at
+    its first validation that did not improve, in a folder of its own. Refused before Hydra makes it.
+    A run that min_epochs or min_steps still hold goes on, as Lightning would not stop it."""
+    stopping = limits.get("early_stopping")
+    if stopping is None:
+        return
+    from .checkpoint import epoch_progress, peek_checkpoint  # torch: only on this path
+
+    saved = peek_checkpoint(checkpoint)
+    # Lightning's key for the callback's state (Callback._generate_state_key): another monitor or
+    # mode starts afresh.
+    key = "EarlyStopping" + repr({"monitor": stopping["monitor"], "mode": stopping["mode"]})
+    state = (saved.get("callbacks") or {}).get(key) or {}
+    count = state.get("wait_count")
+    if not stopped_by_patience(count, stopping["patience"]):
+        return
+    epochs, steps = epoch_progress(saved).get("processed"), saved.get("global_step")
+    if not is_integer(epochs) or not is_integer(steps):
+        return
+    if epochs < limits.get("min_epochs", 0) or steps < limits.get("min_steps", 0):
+        return
+    # Lightning counts from 0 what the epoch lines count from 1.
+    stopped_at = state.get("stopped_epoch", epochs - 1) + 1
+    validations = f"{count} validation" + ("s" if count != 1 else "")
+    patience = "callbacks.early_stopping.patience"
+    raised = _given_again(task, given, checkpoint, {patience: count + stopping["patience"]})
+    dropped = _given_again(task, given, checkpoint, {"callbacks.early_stopping": "null"})
+    raise UserError(
+        f"run {run_dir} stopped early at epoch {stopped_at}: {stopping['monitor']} had not improved "
+        f"for {validations} ({patience}={stopping['patience']}), and {checkpoint} carries that count, "
+        f"so training on would stop again at its first validation without improvement; train on with "
+        f"a patience above {count}: {raised}, or without early stopping: {dropped}, or test it: "
+        f"{_test_command(checkpoint)}"
     )
 
 
@@ -463,8 +514,8 @@ def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
     """The epoch, step and time limits the command's config sets (an experiment file may set them
     too), its minimum epochs and steps, and whether the learning-rate schedule's length follows each
     limit (a cosine T_max of ${trainer.max_epochs}, OneCycle's total_steps left to the run's step
-    count). Empty when the config does not compose or sets no limit: the command is then answered as
-    it would be without this check."""
+    count), and its early stopping's monitor, mode and patience. Empty when the config does not
+    compose, or under fast_dev_run: the command is then answered as it would be without this check."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import DictConfig, OmegaConf
@@ -490,6 +541,9 @@ def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
         limits.update(
             {key: cfg.trainer[key] for key in ("min_epochs", "min_steps") if is_integer(cfg.trainer.get(key))}
         )
+        stopping = OmegaConf.select(cfg, "callbacks.early_stopping", default=None)
+        if isinstance(stopping, DictConfig):
+            limits["early_stopping"] = {key: stopping.get(key) for key in ("monitor", "mode", "patience")}
         return limits
     except (HydraException, OmegaConfBaseException):
         return {}
