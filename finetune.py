@@ -17,6 +17,7 @@ from omegaconf import DictConfig  # noqa: E402
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
 from zoo.training.finetune_request import check_finetune_command  # noqa: E402
+from zoo.training.run_dir_guard import no_folder_left_by_a_refusal  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
 
@@ -41,7 +42,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="finetune")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors(), isolated_job(), library_logs_in_run_file():
+    with no_folder_left_by_a_refusal(), user_errors(), isolated_job(), library_logs_in_run_file():
         validate_config(cfg)
         check_finetune_command(cfg)
         metrics = finetune(cfg)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training.distributed import isolated_job  # noqa: E402
 from zoo.training.errors import user_errors  # noqa: E402
+from zoo.training.run_dir_guard import no_folder_left_by_a_refusal  # noqa: E402
 from zoo.training.run_dirs import check_weights_file  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
@@ -36,7 +37,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors(), isolated_job(), library_logs_in_run_file():
+    with no_folder_left_by_a_refusal(), user_errors(), isolated_job(), library_logs_in_run_file():
         validate_config(cfg)
         metrics = train(cfg)
     # Returned for Hydra sweepers that optimise a value.

@@ -95,6 +95,71 @@ def _run_noting_torch(tmp_path: Path, script: str, *overrides: str) -> subproces
     )
 
 
+# Refused by the job's checks, these left the run folder Hydra had made for it (.hydra/, the log);
+# they are now checked before Hydra makes it.
+@pytest.mark.parametrize(
+    ("script", "overrides", "needle"),
+    [
+        ("train.py", ("optimizer.lr=-1",), "optimizer.lr must be"),
+        (
+            "finetune.py",
+            ("ckpt_path=SOURCE", "finetune.head=extend", "finetune.reset=classifier"),
+            "contradicts",
+        ),
+        ("finetune.py", (), "finetune.py needs a source"),
+    ],
+)
+def test_a_setting_the_job_refuses_makes_no_run_folder(
+    tmp_path: Path, script: str, overrides: tuple[str, ...], needle: str
+) -> None:
+    source = tmp_path / "source.ckpt"
+    source.write_bytes(b"PK\x03\x04not read: the command is refused before any file is loaded")
+    given = [override.replace("SOURCE", str(source)) for override in overrides]
+    result = run_script(script, *given, check=False, cwd=tmp_path)  # into runs/<task>/<time>/ there
+    _assert_one_clear_line(result, needle)
+    assert sorted(tmp_path.iterdir()) == [source]
+
+
+def _refused_in_the_job(run_dir: Path, meanwhile=lambda run_dir: None) -> None:
+    """What a single run refused inside its job goes through: the guard before Hydra makes the
+    folder, Hydra's record in it, what the job did `meanwhile`, then a user error inside
+    finetune.py's main."""
+    from hydra import compose, initialize_config_dir
+
+    from zoo.training.run_dir_guard import RunDirGuard, no_folder_left_by_a_refusal
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        config = compose("finetune", [f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    RunDirGuard(resume_key="resume_ckpt").on_run_start(config)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    meanwhile(run_dir)
+    with pytest.raises(SystemExit) as exited, no_folder_left_by_a_refusal(), user_errors():
+        raise UserError("refused")
+    assert exited.value.code == 2
+
+
+def test_a_refused_job_removes_only_a_run_folder_it_made_that_holds_no_run(tmp_path: Path) -> None:
+    from zoo.training.run_dir_guard import keep_the_run_folder
+
+    _refused_in_the_job(tmp_path / "runs" / "finetune" / "new")
+    assert list(tmp_path.iterdir()) == []  # with the parents it made
+    there = tmp_path / "there"
+    there.mkdir()
+    (there / "notes.txt").write_text("kept")
+    _refused_in_the_job(there)
+    assert (there / "notes.txt").read_text() == "kept" and (there / ".hydra").is_dir()
+
+    # A folder this command made stays once it holds a checkpoint, or once the run has trained.
+    def checkpointed(run_dir: Path) -> None:
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK")
+
+    _refused_in_the_job(tmp_path / "checkpointed", checkpointed)
+    _refused_in_the_job(tmp_path / "trained", lambda run_dir: keep_the_run_folder())
+    assert (tmp_path / "checkpointed" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "trained" / ".hydra").is_dir()
+
+
 def test_unknown_model_lists_the_known_models() -> None:
     result = run_script("train.py", "model=resnet9000", check=False)
     _assert_one_clear_line(result, "resnet9000", "lenet5", "resnet18")

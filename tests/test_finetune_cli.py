@@ -117,3 +117,16 @@ def test_a_source_of_another_architecture_gets_one_clear_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "does not hold vgg11 weights" in errors[0], result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_source_refused_inside_the_job_leaves_no_new_run_folder(tmp_path: Path) -> None:
+    # Read once torch has loaded, after Hydra made the run folder: the refusal left .hydra/, the log
+    # and the event file the trainer had begun.
+    import zoo
+
+    weights = tmp_path / "lenet5.pth"
+    torch.save(zoo.create_model("lenet5", num_classes=10, in_chans=1).state_dict(), weights)
+    run_dir = tmp_path / "new" / "run"
+    result = run_script("finetune.py", f"ckpt_path={weights}", f"hydra.run.dir={run_dir}", check=False)
+    assert result.returncode == 2 and "which does not say its architecture" in result.stderr
+    assert sorted(tmp_path.iterdir()) == [weights]

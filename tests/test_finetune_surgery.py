@@ -479,3 +479,20 @@ def test_weights_whose_shapes_fix_a_stem_too_large_for_the_images_say_what_to_ch
     message = str(error.value)
     assert "leave model.small_input out, and set data.image_size=63 or more" in message
     assert "pass the model=" not in message
+
+
+def test_the_run_record_of_a_fine_tune_from_a_run_checkpoint_names_its_network(tmp_path: Path) -> None:
+    # finetune.py's config leaves model to a run checkpoint, so the run folder's config.yaml did not
+    # say which network was trained; it records the one built from the checkpoint.
+    import yaml
+
+    from zoo.training.fit import fit_test_and_record, start_run
+
+    source = _run_checkpoint(tmp_path / "best.ckpt", dropout=0.1)
+    cfg = _cfg(f"ckpt_path={source}", "trainer.fast_dev_run=true", f"paths.output_dir={tmp_path / 'run'}")
+    run_dir, datamodule, trainer = start_run(cfg)
+    module, _ = build_finetune_module(cfg, datamodule.spec)
+    fit_test_and_record(cfg, trainer, module, datamodule, run_dir, resume_from=None)
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    assert recorded == module.hparams["model"]
+    assert recorded["name"] == "lenet5" and recorded["dropout"] == 0.1  # the checkpoint's settings

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -1233,10 +1234,23 @@ def test_a_refused_optimizer_schedule_or_model_change_advises_a_fine_tune_on_the
 def test_a_resumed_runs_settings_are_recorded_as_its_training_starts(tmp_path: Path) -> None:
     # Not only at the end of fit: a resumed run stopped part-way still names the settings it ran with.
     cfg = compose_config("logger=none", "data.eval_batch_size=100", f"paths.output_dir={tmp_path}")
-    RecordResolvedConfig(cfg, tmp_path).on_train_start(SimpleNamespace(is_global_zero=False), None)
+    module = SimpleNamespace(hparams={"model": dict(cfg.model)})
+    RecordResolvedConfig(cfg, tmp_path).on_train_start(SimpleNamespace(is_global_zero=False), module)
     assert not (tmp_path / "config.yaml").exists()  # rank 0's to write
-    RecordResolvedConfig(cfg, tmp_path).on_train_start(SimpleNamespace(is_global_zero=True), None)
+    RecordResolvedConfig(cfg, tmp_path).on_train_start(SimpleNamespace(is_global_zero=True), module)
     assert "eval_batch_size: 100" in (tmp_path / "config.yaml").read_text()
+
+
+def test_a_resumed_fine_tunes_record_names_the_network_of_its_checkpoint(tmp_path: Path) -> None:
+    # Its config, rebuilt from the recorded overrides, leaves model to the checkpoint: config.yaml,
+    # rewritten as the resume trains, named no network.
+    cfg = compose_config(
+        "logger=none", "resume_ckpt=last.ckpt", f"paths.output_dir={tmp_path}", config_name="finetune"
+    )
+    model = {"name": "lenet5", "num_classes": 3, "in_chans": 1, "small_input": True, "dropout": 0.0}
+    trainer, module = SimpleNamespace(is_global_zero=True), SimpleNamespace(hparams={"model": model})
+    RecordResolvedConfig(cfg, tmp_path).on_train_start(trainer, module)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"] == model
 
 
 def _lock_held_by_another_process(lock: Path, pid_written: bool) -> subprocess.Popen:

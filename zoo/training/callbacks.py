@@ -30,15 +30,15 @@ class RecordResolvedConfig(pl.Callback):
         self.cfg, self.run_dir, self.saved = cfg, run_dir, False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
+        self._save(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.saved:
-            self._save(trainer)
+            self._save(trainer, pl_module)
 
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            save_resolved_config(self.cfg, self.run_dir)
+            save_resolved_config(self.cfg, self.run_dir, model=pl_module.hparams.get("model"))
         self.saved = True
 
 

@@ -23,6 +23,7 @@ from .checkpoint_io import remove_stale_partials
 from .distributed import ended_by_a_failed_process
 from .errors import UserError, in_one_line
 from .quoting import typed_override
+from .run_dir_guard import keep_the_run_folder
 from .run_dirs import check_weights_path, holds_a_run, refuse_reused_run_dir
 from .runlog import say
 from .validation import validate_config
@@ -159,6 +160,17 @@ def no_event_file_left_by_a_refused_resume(
         raise
 
 
+@contextlib.contextmanager
+def kept_once_it_trained(trainer: pl.Trainer, resumed_step: int = 0) -> Iterator[None]:
+    """A run stopped after it took a step of its own (a NaN loss, a full disk) keeps its folder and
+    what it logged; one refused before is removed (run_dir_guard.no_folder_left_by_a_refusal)."""
+    try:
+        yield
+    finally:
+        if trainer.global_step > resumed_step:
+            keep_the_run_folder()
+
+
 def fit_test_and_record(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -171,6 +183,7 @@ def fit_test_and_record(
     the HPARAMS summary on rank 0, and print the closing line that names the run and its accuracy."""
     if resume_from:
         saved = peek_checkpoint(resume_from)
+        resumed_step = saved.get("global_step") or 0
         # Before fit: Lightning writes to the run's folder (its logger) before any hook could refuse.
         module.refuse_a_changed_optimization(resume_from, saved)
         if trainer.is_global_zero and _resumed_into_an_ended_epoch(trainer, saved):
@@ -184,13 +197,14 @@ def fit_test_and_record(
         record = RecordResolvedConfig(cfg, run_dir)
         trainer.callbacks.append(record)
     else:
-        record = None
+        record, resumed_step = None, 0
         if trainer.is_global_zero:
-            outputs.save_resolved_config(cfg, run_dir)
+            outputs.save_resolved_config(cfg, run_dir, model=module.hparams.get("model"))
     try:
         with (
             warnings.catch_warnings(),
             stopped_by_a_signal(cfg, trainer, run_dir),
+            kept_once_it_trained(trainer, resumed_step),
             no_event_file_left_by_a_refused_resume(record, trainer),
             ended_by_a_failed_process(trainer),
         ):

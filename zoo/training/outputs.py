@@ -20,11 +20,23 @@ def write_json_atomically(path: Path, payload: Mapping) -> None:
     os.replace(tmp, path)
 
 
-def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+def recorded_settings(cfg: DictConfig, model: Mapping | None = None) -> dict:
+    """The run's settings, resolved. `model` is the network's settings as built, for a config that
+    leaves them to a checkpoint."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    # A fine-tune from a run checkpoint has no model in its config (the source's architecture is
+    # taken): without the built one its record would not say which network was trained.
+    if settings.get("model") is None and model is not None:
+        settings["model"] = dict(model)
+    return settings
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: Path, model: Mapping | None = None) -> None:
     # The first file of a run written outside Hydra's own folder (a paths.output_dir of its own, from
-    # Python) or without a logger that would have made it.
+    # Python) or without a logger that would have made it. Hydra's .hydra/config.yaml stays the
+    # config the command composed, beside the overrides a resume rebuilds the run from.
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(recorded_settings(cfg, model)))
 
 
 def scalar_metrics(metrics: Mapping) -> dict[str, float]:
@@ -40,15 +52,10 @@ def log_final_hparams(
     The tab reads each metric's value from the run's scalars of that name, which the test loop has
     already written at the last step. Lightning's log_hyperparams would write them once more at step
     0, drawing every test curve back to the start, so the summaries are written here directly.
-    `model` is the network's settings as built, for a config that leaves them to a checkpoint."""
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    # A fine-tune from a run checkpoint has no model in its config (the source's architecture is
-    # taken): without the built one its row in the tab would not say which network was trained.
-    if settings.get("model") is None and model is not None:
-        settings["model"] = dict(model)
+    `model`: as for recorded_settings."""
     params = {
         name: value if isinstance(value, (bool, int, float, str)) else str(value)
-        for name, value in _flatten(settings).items()
+        for name, value in _flatten(recorded_settings(cfg, model)).items()
     }
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):

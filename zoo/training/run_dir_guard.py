@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from .errors import EXIT_USER_ERROR, UserError
-from .run_dirs import first_process, refuse_reused_run_dir, refuse_reused_sweep_dir
+from .run_dirs import first_process, holds_a_run, refuse_reused_run_dir, refuse_reused_sweep_dir
 
 
 def _resolved(config: Any, key: str) -> Path | None:
@@ -94,27 +97,92 @@ def _release(lock: Path, pid: int) -> None:
         pass
 
 
+# The run folder and its parents that this command made (deepest first), as RunDirGuard found them
+# missing before Hydra made them; empty for a folder that existed, or once the run has trained.
+_made_here: list[Path] = []
+
+
+def _missing_folders(run_dir: Path) -> list[Path]:
+    missing, folder = [], run_dir.absolute()
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _check_settings(config: Any, config_name: str | None) -> None:
+    """What the job checks first from its config alone (train.py's and finetune.py's settings, the
+    fine-tune's options and source file), here before Hydra makes the run folder; -m sweeps check
+    theirs before they start. A value that resolves only inside the job is left to the job."""
+    from .finetune_request import check_finetune_command
+    from .validation import validate_config
+
+    checks = {"train": [validate_config], "finetune": [validate_config, check_finetune_command]}
+    try:
+        for check in checks.get(config_name or "", []):
+            check(config)
+    except UserError:
+        raise
+    except Exception:  # e.g. ${hydra:...}, which Hydra can answer only once the job starts
+        return
+
+
 class RunDirGuard(Callback):
     """Configured in each entry point's hydra.callbacks. A directory given literally was checked
     before Hydra started (overrides.check_overrides); one named through an interpolation
     (hydra.run.dir=runs/${model.name}) is known only once Hydra has composed the config, which is
     when this runs, before Hydra writes .hydra/ into it. The run then holds the folder (hold_run_dir)
     until it exits. `resume_key`: the key that resumes a run in its own directory (none for
-    evaluate.py)."""
+    evaluate.py). The config's own rules are checked here too, so that a refused setting makes no
+    folder."""
 
     def __init__(self, resume_key: str | None = None) -> None:
         self.resume_key = resume_key
 
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+    def on_run_start(self, config: Any, config_name: str | None = None, **kwargs: Any) -> None:
+        _refuse(_check_settings, config, config_name)
         run_dir = _resolved(config, "hydra.run.dir")
         if run_dir is None:
             return
         resuming = self.resume_key is not None and config.get(self.resume_key) not in (None, "")
         _refuse(refuse_reused_run_dir, run_dir, resuming, can_resume=self.resume_key is not None)
         if first_process():
+            _made_here[:] = _missing_folders(run_dir)
             _refuse(hold_run_dir, run_dir)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = _resolved(config, "hydra.sweep.dir")
         if sweep_dir is not None:
             _refuse(refuse_reused_sweep_dir, sweep_dir)
+
+
+def keep_the_run_folder() -> None:
+    """The run has trained: its folder stays whatever stops it (a NaN loss, a full disk), with what
+    it logged."""
+    _made_here.clear()
+
+
+def _remove_the_folder_made_here() -> None:
+    if not _made_here or holds_a_run(_made_here[0]):
+        return
+    shutil.rmtree(_made_here[0], ignore_errors=True)
+    for parent in _made_here[1:]:
+        try:
+            parent.rmdir()  # only while empty: another command may have put its run there meanwhile
+        except OSError:
+            break
+    _made_here.clear()
+
+
+@contextlib.contextmanager
+def no_folder_left_by_a_refusal() -> Iterator[None]:
+    """A job refused with a user error (its settings, its source, its data) before it trained leaves
+    no run folder: Hydra made it, with .hydra/ and the log, before the job's checks could run; the
+    trainer may have begun a TensorBoard event file. Only a folder this command made goes, never
+    one that existed before it or holds a checkpoint. Wraps the entry point's user_errors()."""
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code == EXIT_USER_ERROR:
+            _remove_the_folder_made_here()
+        raise
