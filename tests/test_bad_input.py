@@ -422,6 +422,13 @@ def test_a_batch_norm_layer_given_one_value_per_channel_is_one_user_error(tmp_pa
         # evaluate.py has no data section unless data= names one; +data=... would replace it whole.
         ("data.image_size=64", "evaluate", "the config has no key 'data'; +data.image_size=64 adds it as"),
         ("foo", "train", "cannot parse the override 'foo' (missing EQUAL at '<EOF>'); write key=value"),
+        # Hydra advised "override experiment: resnet18_digits", a defaults list's syntax.
+        (
+            "+experiment=resnet18_digits",
+            "train",
+            "+experiment=resnet18_digits adds the group experiment, which the config already has: "
+            "write experiment=resnet18_digits",
+        ),
         # Without -m, Hydra's report of a comma list spanned four lines with backslashed quotes.
         (
             "optimizer.lr=1e-3,1e-2",

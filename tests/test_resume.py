@@ -43,7 +43,7 @@ from zoo.training.module import (
     refuse_another_scheduler,
     scheduler_kind,
 )
-from zoo.training.overrides import check_overrides, data_overrides
+from zoo.training.overrides import check_overrides, data_overrides, run_dir_of_output_dir
 from zoo.training.resume import find_interrupted_run, refuse_a_changed_continuation, resolve_resume
 from zoo.training.run_dir_guard import LOCK_NAME, hold_run_dir
 from zoo.training.state import RNGState
@@ -402,6 +402,28 @@ def test_resume_with_another_run_folder_named_is_refused(tmp_path: Path, key: st
         f"hydra.run.dir={run}",
         "hydra.output_subdir=null",
     ]
+
+
+def test_a_run_started_with_paths_output_dir_resumes_and_trains_on_from_anywhere(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # Its recorded paths.output_dir=od was re-applied: resumed from another working folder it named a
+    # second folder (refused: "name two folders for one run"), and a finished run's last.ckpt, said to
+    # train on in a new run directory, was sent back into the finished folder (refused).
+    started_in, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    run = _fake_run(started_in / "runs", "1", ["trainer.max_epochs=4", "paths.output_dir=od"])
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    last = run / "checkpoints" / "last.ckpt"
+    resumed = run_dir_of_output_dir(resolve_resume([f"resume={run}"]))
+    assert resumed == [
+        "trainer.max_epochs=4",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={run}",
+        "hydra.output_subdir=null",
+    ]
+    (run / "metrics.json").write_text("{}")
+    assert resolve_resume([f"ckpt_path={last}"]) == ["trainer.max_epochs=4", f"ckpt_path={last}"]
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:

@@ -354,6 +354,14 @@ def describe_override_error(error: Exception) -> str:
             f"{key}={values} gives several values: add -m to sweep over them, write {key}=[{values}] "
             f"for a list, or \"{key}='{values}'\" for one string"
         )
+    taken = re.match(
+        r"Multiple values for ([\w/.]+)\. To override a value use 'override \1: (.*)'$", str(error)
+    )
+    if taken:  # Hydra's advice is the syntax of a defaults list, not of a command line
+        group, option = taken.groups()
+        return (
+            f"+{group}={option} adds the group {group}, which the config already has: write {group}={option}"
+        )
     cause = error.__cause__
     parent = getattr(cause, "parent_node", None)
     full_key, key = getattr(cause, "full_key", None), getattr(cause, "key", None)

@@ -26,9 +26,19 @@ from .validation import duration_seconds, is_integer, is_number
 RUNS_DIR = Path("runs")
 # Overrides that say where and how to resume, not what to train: ignored when matching runs.
 # finetune.py's ckpt_path names what it trains (the source), so a fine-tune is matched on it.
+# paths.output_dir names the run's folder as hydra.run.dir does: a recorded one re-applied, relative
+# to another working folder, named a second folder beside the resumed run's, and for a finished
+# run's continuation named the finished folder itself.
 _RUN_LOCATION_KEYS = {
-    "ckpt_path": ("resume", "ckpt_path", "hydra.run.dir", "resume_ckpt", "hydra.output_subdir"),
-    "resume_ckpt": ("resume", "hydra.run.dir", "resume_ckpt", "hydra.output_subdir"),
+    "ckpt_path": (
+        "resume",
+        "ckpt_path",
+        "hydra.run.dir",
+        "paths.output_dir",
+        "resume_ckpt",
+        "hydra.output_subdir",
+    ),
+    "resume_ckpt": ("resume", "hydra.run.dir", "paths.output_dir", "resume_ckpt", "hydra.output_subdir"),
 }
 
 
