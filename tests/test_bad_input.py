@@ -507,6 +507,14 @@ def test_evaluate_refuses_a_model_which_hydra_would_have_it_ignore(override: str
         check_overrides([override], config_name="evaluate")
 
 
+@pytest.mark.parametrize("config_name", ["train", "finetune", "evaluate"])
+def test_hydra_changing_into_the_run_folder_is_refused(config_name: str) -> None:
+    # Relative data.root, ckpt_path and resume=RUN were then looked for inside the new run folder.
+    with pytest.raises(UserError, match=r"^hydra\.job\.chdir=true: cnn-zoo runs in the folder it is started"):
+        check_overrides(["hydra.job.chdir=True"], config_name=config_name)
+    check_overrides(["hydra.job.chdir=false"], config_name=config_name)
+
+
 def test_an_unknown_paths_option_lists_the_known_ones() -> None:
     with pytest.raises(UserError, match="^unknown paths setting 'foo'; known: default$"):
         check_overrides(["paths=foo"])
@@ -1334,8 +1342,13 @@ def test_ctrl_c_while_the_job_imports_ends_the_process_there() -> None:
             ("optimizer.lr=0.1,0.2", "hydra.sweep.subdir=fixed"),
             "hydra.sweep.subdir=fixed puts all 2 points of the sweep in one folder",
         ),
+        # Hydra's basic sweeper raised a traceback for it once the sweep had started.
+        (
+            ("optimizer.lr=interval(0.001,0.01)",),
+            "optimizer.lr=interval(0.001,0.01): Hydra's basic sweeper takes lists, range() and choice()",
+        ),
     ],
-    ids=["bad-value", "typo", "one-subdir"],
+    ids=["bad-value", "typo", "one-subdir", "interval"],
 )
 def test_every_point_of_a_sweep_is_checked_before_the_first_trains(
     tmp_path: Path, sweep: tuple[str, ...], message: str

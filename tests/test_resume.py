@@ -2084,3 +2084,11 @@ def test_train_py_suggests_training_on_from_a_finished_fine_tune_with_its_own_da
         "data.image_size=32",
         "finetune.head=extend",
     ]
+
+
+def test_resume_auto_matches_a_command_that_also_sets_hydra_settings(tmp_path: Path) -> None:
+    # Hydra records the job's overrides only: hydra.* and hydra/... ones are never in the record.
+    runs = tmp_path / "runs"
+    run = _fake_run(runs, "1", ["model=resnet18"])
+    given = ["model=resnet18", "hydra.job.chdir=true", "hydra/job_logging=disabled", "hydra.verbose=true"]
+    assert find_interrupted_run(given, runs) == run

@@ -20,7 +20,9 @@ from .overrides import (
     check_sweep_points,
     data_settings_over_the_checkpoints,
     describe_override_error,
+    hydra_flags,
     is_multirun,
+    overrides_before_flags,
     run_dir_of_output_dir,
 )
 from .resume import refuse_a_changed_continuation, resolve_resume
@@ -106,6 +108,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
     _exit_quietly_on_ctrl_c()
     quiet_library_notices()
     with user_errors():
+        flags = hydra_flags(sys.argv[1:])
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)
         sys.argv[1:] = data_settings_over_the_checkpoints(sys.argv[1:], config_name)
@@ -116,6 +119,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
         if resume_key is not None:
             refuse_a_changed_continuation(sys.argv[1:], resume_key, config_name)
         sys.argv[1:] = external_launch_overrides(sys.argv[1:], dict(os.environ), task=config_name)
+        sys.argv[1:] = overrides_before_flags(sys.argv[1:], flags)
 
 
 def run_hydra_main(main: Callable[[], Any]) -> None:

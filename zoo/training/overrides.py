@@ -3,11 +3,13 @@ missing option with a multi-line report, or write into a folder it should not to
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import re
 import shlex
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,72 @@ _NAMED_GROUPS = {
 _RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "paths.output_dir")
 
 
-def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where Hydra composes an entry point's config from: the config folder (--config-path) and a
+    folder searched after it (--config-dir), and the config's name (--config-name)."""
+
+    folders: tuple[Path, ...]
+    name: str
+
+
+def hydra_arguments(argv: list[str]) -> argparse.Namespace | None:
+    """The command line as Hydra's own parser reads it (its flags, --config-dir DIR among them, and
+    the overrides); None for a command of overrides alone (read without importing Hydra) or one
+    Hydra's parser refuses (Hydra then says why)."""
+    if not any(token.startswith("-") for token in argv) or "--version" in argv:
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    def refuse(message: str) -> None:
+        raise ValueError(message)
+
+    parser = get_args_parser()
+    parser.error = refuse  # its own prints the usage and exits
+    try:
+        return parser.parse_args(argv)
+    except ValueError:
+        return None
+
+
+def config_source(argv: list[str], config_name: str) -> ConfigSource:
+    """The folders and config a command composes from: a group option of a --config-dir folder (model=mine)
+    was refused as unknown, and a sweep's points were composed from the project's configs."""
+    args = hydra_arguments(argv)
+    if args is None:
+        return ConfigSource((CONFIG_DIR,), config_name)
+    if args.config_path is not None and args.config_path.startswith("pkg://"):
+        return ConfigSource((), args.config_name or config_name)  # a package's folder: left to Hydra
+    # As Hydra takes --config-path: relative to the file that declares @hydra.main (the checkout).
+    folders = [CONFIG_DIR if args.config_path is None else ROOT / args.config_path]
+    if args.config_dir is not None:
+        folders.append(Path(args.config_dir).absolute())
+    return ConfigSource(tuple(folders), args.config_name or config_name)
+
+
+def hydra_flags(argv: list[str]) -> list[str]:
+    """The tokens of `argv` that are Hydra's flags and their values (-m, --config-dir DIR, --cfg job)."""
+    args = hydra_arguments(argv)
+    if args is None:
+        return [token for token in argv if token.startswith("-") and "=" not in token]
+    flags = list(argv)
+    for token in args.overrides:
+        flags.remove(token)
+    return flags
+
+
+def overrides_before_flags(argv: list[str], flags: list[str]) -> list[str]:
+    """`argv` with its overrides first: Hydra reads them as one unbroken list, and an override added
+    after a flag with a value (--cfg job, -cd DIR) was refused with its usage text."""
+    rest = list(argv)
+    for token in flags:
+        rest.remove(token)
+    return [*rest, *flags]
+
+
+def options(group: str, source: ConfigSource | None = None) -> list[str]:
+    folders = source.folders if source is not None else (CONFIG_DIR,)
+    return sorted({path.stem for folder in folders for path in (folder / group).glob("*.yaml")})
 
 
 def given_overrides(argv: list[str]) -> dict[str, str]:
@@ -53,22 +119,27 @@ def is_multirun(argv: list[str]) -> bool:
     return any(token in ("-m", "--multirun", "hydra.mode=MULTIRUN") for token in argv)
 
 
-def _group_defaults(config_name: str) -> dict[str, Any]:
+def _group_defaults(source: ConfigSource) -> dict[str, Any]:
     """The option each config group of an entry point's config takes when the command line names none."""
-    tree = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
+    found = [
+        folder / f"{source.name}.yaml"
+        for folder in source.folders
+        if (folder / f"{source.name}.yaml").is_file()
+    ]
+    tree = (yaml.safe_load(found[0].read_text()) or {}) if found else {}
     return {k: v for entry in tree.get("defaults", []) if isinstance(entry, dict) for k, v in entry.items()}
 
 
-def _no_option_named(group: str, value: str, config_name: str) -> str:
+def _no_option_named(group: str, value: str, source: ConfigSource) -> str:
     """`group=null` or `group=`: Hydra answers with a traceback (null) or a multi-line report (empty);
     say instead how to get what was most likely meant."""
-    known = options(group)
+    known = options(group, source)
     given = f"{group}={value}: a config group takes the name of one of its options"
     if "none" in known:
         return (
             f"{given}; {group}=none is the one without a {_NAMED_GROUPS[group]} (known: {', '.join(known)})"
         )
-    if _group_defaults(config_name).get(group) is None:
+    if _group_defaults(source).get(group) is None:
         return f"{given}; null is its default already, so leave {group}= out (known: {', '.join(known)})"
     return f"{given} (known: {', '.join(known)})"
 
@@ -83,16 +154,17 @@ _NEEDS_FINETUNE_SECTION = (
 )
 
 
-def _check_removable(group: str, config_name: str) -> None:
+def _check_removable(group: str, source: ConfigSource) -> None:
     """`~group` deletes a config section; a section the entry point reads ended in OmegaConf's
     ConfigAttributeError traceback ('Key 'data' is not in struct')."""
+    config_name = source.name
     if group == "finetune" and config_name == "finetune":
         raise UserError(_NEEDS_FINETUNE_SECTION.format(given="~finetune"))
     if group not in (*_NAMED_GROUPS, "paths") or group in _REMOVABLE_GROUPS:
         return
-    if group in _NAMED_GROUPS and _group_defaults(config_name).get(group) is None:
+    if group in _NAMED_GROUPS and _group_defaults(source).get(group) is None:
         return  # off by default (experiment, debug, evaluate's data): removing it changes nothing
-    known = options(group)
+    known = options(group, source)
     instead = f"{group}=none turns it off" if "none" in known else f"choose another with {group}=NAME"
     raise UserError(
         f"~{group}: {config_name}.py needs its {group} section; {instead} (known: {', '.join(known)})"
@@ -108,11 +180,19 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
     (anything but resuming it, through `resume_key`), fail here in one line, before Hydra writes there."""
     overrides = given_overrides(argv)
     resuming = resume_key is not None and overrides.get(resume_key, "null") not in ("", "null")
+    source = config_source(argv, config_name)
     for token in argv:
-        if token.startswith("~"):
-            _check_removable(token[1:].partition("=")[0], config_name)
+        if token.startswith("~") and source.folders:
+            _check_removable(token[1:].partition("=")[0], source)
     if config_name == "finetune" and overrides.get("finetune", overrides.get("+finetune")) in ("null", ""):
         raise UserError(_NEEDS_FINETUNE_SECTION.format(given=f"finetune={overrides.get('finetune', '')}"))
+    if overrides.get("hydra.job.chdir", "false").lower() == "true":
+        # Relative paths on the command line (data.root, ckpt_path, resume) name folders beside where
+        # the command starts; inside the run folder they named nothing, or another folder.
+        raise UserError(
+            "hydra.job.chdir=true: cnn-zoo runs in the folder it is started from, reading relative paths "
+            "from there and writing every file of a run into its run directory already; leave it out"
+        )
     for key, value in overrides.items():
         key = key.lstrip("+~")
         if config_name == "evaluate" and key.split(".")[0] == "model":
@@ -121,16 +201,16 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
                 f"{key}=: evaluate.py takes the model (its architecture and settings) from the checkpoint; "
                 "drop it, or fine-tune the checkpoint into another model with finetune.py"
             )
-        if key in _NAMED_GROUPS:
+        if key in _NAMED_GROUPS and source.folders:
             if "(" in value:  # a sweep function, choice(a,b) or glob(res*): Hydra expands and checks it
                 continue
-            known = options(key)
+            known = options(key, source)
             # A -m sweep lists several (logger=csv,none); so does a list of options taken together
             # (logger=[tensorboard,csv]).
             listed = value[1:-1] if value.startswith("[") and value.endswith("]") else value
             for choice in (c.strip() for c in listed.split(",")):
                 if choice in ("null", ""):
-                    raise UserError(_no_option_named(key, choice, config_name))
+                    raise UserError(_no_option_named(key, choice, source))
                 if choice not in known:
                     raise UserError(f"unknown {_NAMED_GROUPS[key]} {choice!r}; known: {', '.join(known)}")
         if key in _CHECKPOINT_KEYS and value not in ("", "null") and not any(c in value for c in ",($"):
@@ -205,7 +285,11 @@ def data_settings_over_the_checkpoints(argv: list[str], config_name: str) -> lis
 def job_overrides(argv: list[str]) -> list[str]:
     """The overrides that compose the job's config: Hydra's own settings (run and sweep folders,
     launcher) and flags (-m) are not part of it."""
-    return [t for t in argv if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    args = hydra_arguments(argv)
+    overrides = argv if args is None else args.overrides
+    return [
+        t for t in overrides if not t.startswith("-") and not t.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
 
 
 def data_overrides(argv: list[str]) -> list[str]:
@@ -241,6 +325,12 @@ def sweep_points(argv: list[str]) -> tuple[list[list[str]], set[str]] | None:
     except OverrideParseException as error:
         raise UserError(describe_override_error(error)) from None
     except HydraException:
+        sampled = [o.input_line for o in parsed if o.is_sweep_override() and o.is_interval_sweep()]
+        if sampled:  # Hydra's basic sweeper raises it as a traceback once the sweep starts
+            raise UserError(
+                f"{sampled[0]}: Hydra's basic sweeper takes lists, range() and choice(), not interval(), "
+                "which needs a sampling sweeper (e.g. hydra-optuna-sweeper); list the values instead"
+            ) from None
         return None
     return [list(point) for batch in batches for point in batch], swept
 
@@ -265,10 +355,31 @@ def naming_the_sweep_point(number: int, points: list[list[str]], swept: set[str]
         raise UserError(f"sweep point #{number} ({shown}) of {len(points)}: {error}") from None
 
 
+@contextlib.contextmanager
+def composing_from(source: ConfigSource) -> Iterator[None]:
+    """Hydra's compose API set up as the command sets Hydra up: its config folder, then the folder
+    --config-dir adds, where Hydra puts it (before the structured configs)."""
+    from hydra import initialize_config_dir
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    primary, *added = source.folders
+    with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+        if added:
+            search_path = create_config_search_path(str(primary))
+            for folder in added:
+                search_path.prepend("command-line", f"file://{folder}", SearchPathQuery(provider="schema"))
+            GlobalHydra.instance().clear()
+            Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
+        yield
+
+
 def check_sweep_points(argv: list[str], config_name: str) -> None:
     """Every point of a -m sweep, composed and checked against the config rules before the first
     one trains: a bad value in the last point was found only once the points before it had run."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
     from .validation import validate_config
@@ -299,10 +410,13 @@ def check_sweep_points(argv: list[str], config_name: str) -> None:
         from .finetune_request import check_finetune_request
 
         checks.append(check_finetune_request)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    source = config_source(argv, config_name)
+    if not source.folders:
+        return  # composed by Hydra alone, from a package's folder
+    with composing_from(source):
         for number, point in enumerate(points):
             try:
-                cfg = compose(config_name=config_name, overrides=point)
+                cfg = compose(config_name=source.name, overrides=point)
             except (ConfigCompositionException, OverrideParseException) as error:
                 raise UserError(describe_override_error(error)) from None
             with naming_the_sweep_point(number, points, swept):

@@ -58,8 +58,13 @@ def _refuse_other_task(run_dir: Path, task: str | None) -> None:
 
 
 def _what_is_trained(tokens: list[str], resume_key: str) -> list[str]:
+    """The overrides that say what a run trains. Hydra's own settings (hydra.job.chdir=true,
+    hydra/job_logging=...) are left out: its record of a run's overrides never holds them, and a
+    command that gave one matched no run."""
     ignored = _RUN_LOCATION_KEYS[resume_key]
-    return sorted(t for t in tokens if "=" in t and t.lstrip("+~").split("=")[0] not in ignored)
+    return sorted(
+        t for t in job_overrides(tokens) if "=" in t and t.lstrip("+~").split("=")[0] not in ignored
+    )
 
 
 def _recorded_overrides(run_dir: Path) -> list[str]:
