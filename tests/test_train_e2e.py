@@ -516,9 +516,14 @@ def test_a_terminal_run_keeps_each_epochs_figures_in_its_log_file(
     cfg = compose_config("logger=none", f"paths.output_dir={tmp_path}")
     (summary,) = [c for c in builders.build_callbacks(cfg) if isinstance(c, EpochSummary)]
     trainer = SimpleNamespace(
-        is_global_zero=True, callback_metrics={"val/loss": torch.tensor(0.5)}, current_epoch=0, max_epochs=3
+        is_global_zero=True,
+        callback_metrics={"val/loss": torch.tensor(0.5)},
+        current_epoch=0,
+        max_epochs=3,
+        sanity_checking=False,
     )
     with caplog.at_level(logging.INFO, logger="zoo"):
+        summary.on_validation_end(trainer, SimpleNamespace())
         summary.on_train_epoch_end(trainer, SimpleNamespace())
     assert "epoch 1/3  val/loss=0.5000" in caplog.text
     assert "epoch 1/3" not in capsys.readouterr().out

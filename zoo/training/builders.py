@@ -14,7 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -235,11 +235,21 @@ def scale_learning_rate(cfg: DictConfig, trainer: pl.Trainer) -> None:
         )
 
 
+def _trainer_switch(cfg: DictConfig, key: str) -> bool:
+    """A Trainer display switch (enable_progress_bar, enable_model_summary) as the config sets it, or,
+    left unset, on at a terminal and off in a file or CI, where a redrawn bar and a table are noise."""
+    given = OmegaConf.select(cfg, f"trainer.{key}")
+    return sys.stdout.isatty() if given is None else bool(given)
+
+
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [
         instantiate_section(c, f"callbacks.{name}") for name, c in cfg.callbacks.items() if c is not None
     ]
-    if sys.stdout.isatty():
+    if OmegaConf.select(cfg, "trainer.enable_checkpointing") is False:
+        # Lightning refuses the switch beside a checkpoint callback; a Lightning user means: none.
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    if _trainer_switch(cfg, "enable_progress_bar"):
         # Lightning's default redraws the bar 100 times a second from a thread that shares the
         # interpreter with training; ten is as much as a person can read.
         callbacks.append(TerminalProgressBar(refresh_rate=PROGRESS_REDRAWS_PER_SECOND))
@@ -339,6 +349,10 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.trainer.get("profiler") is None:
         overrides.setdefault("profiler", NoProfiler())
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        # Without it Lightning adds a checkpoint callback of its own, whose epoch=E-step=S.ckpt went
+        # into the logger's folder (tensorboard/checkpoints/) of a run that had turned checkpoints off.
+        overrides.setdefault("enable_checkpointing", False)
     # Trainer.__init__ only checks its arguments, against each other and the machine (devices,
     # strategy, accelerator, unknown names), and says what is wrong in a sentence.
     trainer = instantiate_section(
@@ -346,8 +360,8 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
         "Lightning rejects the trainer settings",
         callbacks=callbacks,
         logger=loggers or False,
-        enable_progress_bar=sys.stdout.isatty(),
-        enable_model_summary=sys.stdout.isatty(),
+        enable_progress_bar=_trainer_switch(cfg, "enable_progress_bar"),
+        enable_model_summary=_trainer_switch(cfg, "enable_model_summary"),
         default_root_dir=cfg.paths.output_dir,
         plugins=[AtomicCheckpointIO()],
         **overrides,

@@ -67,12 +67,23 @@ class EpochSummary(pl.Callback):
 
     def __init__(self, console: bool = True) -> None:
         self.console = console
+        self._validated = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _log_pending_train_tally(pl_module)
         if not trainer.is_global_zero:
             return
-        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        # Lightning keeps the last validation's figures until the next one: an epoch that did not
+        # validate (trainer.check_val_every_n_epoch, a step limit reached mid-epoch) showed the
+        # epoch before's as its own.
+        shown_prefixes = ("train/", "val/") if self._validated else ("train/",)
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(shown_prefixes)}
         shown = "  ".join(f"{name}={float(value):.4f}" for name, value in sorted(metrics.items()))
         of_epochs = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
         line = f"epoch {trainer.current_epoch + 1}{of_epochs}  {shown}"

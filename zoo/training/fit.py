@@ -92,10 +92,11 @@ def stopped_by_a_signal(
     try:
         yield
     except SIGTERMException:
-        _say_on_the_first_process(
-            trainer,
-            f"stopped by SIGTERM at step {trainer.global_step}; resume with: {_resume_command(cfg, run_dir)}",
-        )
+        # No checkpoint to resume from with checkpointing off (trainer.enable_checkpointing=false).
+        way_on = "no checkpoint was saved"
+        if holds_a_run(run_dir):
+            way_on = f"resume with: {_resume_command(cfg, run_dir)}"
+        _say_on_the_first_process(trainer, f"stopped by SIGTERM at step {trainer.global_step}; {way_on}")
         sys.exit(128 + signal.SIGTERM)
     except SystemExit as stop:
         if stop.code != 1 or not isinstance(stop.__context__, KeyboardInterrupt):
@@ -211,6 +212,11 @@ def fit_test_and_record(
             if resume_from:
                 # Lightning warns of a checkpoint folder with files in it; a resumed run's own are why.
                 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            if trainer.limit_val_batches == 0:
+                # Its advice (log val/loss in the module) is wrong here: no validation runs, and the
+                # final test says it reads the final weights.
+                no_monitored_key = r"`ModelCheckpoint\(monitor=.* could not find the monitored key"
+                warnings.filterwarnings("ignore", message=no_monitored_key)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         # Settings Lightning can judge only once it sees the data or the logged metrics, in a

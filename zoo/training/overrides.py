@@ -171,6 +171,14 @@ def _check_removable(group: str, source: ConfigSource) -> None:
     )
 
 
+# Trainer arguments the entry points build from other settings, which replaced these silently.
+_TRAINER_ARGUMENTS_SET_ELSEWHERE = {
+    "default_root_dir": "a run writes everything into its run directory; name it with hydra.run.dir=DIR",
+    "logger": "choose loggers with logger=NAME (tensorboard, csv, none; logger=[tensorboard,csv] for both)",
+    "callbacks": "set callbacks in their own section (callbacks.NAME.KEY=..., callbacks.NAME=null drops one)",
+}
+
+
 # The keys that name a checkpoint file on the command line (resume_ckpt is resume=, rewritten).
 _CHECKPOINT_KEYS = ("ckpt_path", "resume_ckpt")
 
@@ -201,6 +209,10 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
                 f"{key}=: evaluate.py takes the model (its architecture and settings) from the checkpoint; "
                 "drop it, or fine-tune the checkpoint into another model with finetune.py"
             )
+        section, _, argument = key.partition(".")
+        if section == "trainer" and argument in _TRAINER_ARGUMENTS_SET_ELSEWHERE:
+            instead = _TRAINER_ARGUMENTS_SET_ELSEWHERE[argument]
+            raise UserError(f"{key}: not a trainer setting here; {instead}")
         if key in _NAMED_GROUPS and source.folders:
             if "(" in value:  # a sweep function, choice(a,b) or glob(res*): Hydra expands and checks it
                 continue

@@ -132,6 +132,14 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.deterministic", lambda v: v is None or is_boolean(v) or v == "warn", "true, false or warn"),
     ("trainer.min_epochs", lambda v: v is None or (is_integer(v) and v >= 0), "null or an integer >= 0"),
     ("trainer.min_steps", lambda v: v is None or (is_integer(v) and v >= 0), "null or an integer >= 0"),
+    # Lightning refuses it only after the data is read, with a message about log_every_n_steps; the
+    # run's figures and checkpoints need the logging it turns off.
+    (
+        "trainer.barebones",
+        lambda v: v is None or v is False,
+        "false (it turns off the logging the run's checkpoints and figures need; "
+        "benchmarks/overhead.py times the training loop's overhead)",
+    ),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(sorted(PRECISIONS))}"),
     ("data.batch_size", _positive_integer, "an integer >= 1"),
     ("data.eval_batch_size", _positive_integer, "an integer >= 1"),
@@ -263,6 +271,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(
                 f"{key} must be {expected}, got {value!r}; fix it on the command line ({key}=...)"
             )
+    _refuse_minimum_above_maximum(cfg)
+    _refuse_early_stopping_without_validation(cfg)
     if OmegaConf.select(cfg, "optimizer.fused") is True and isinstance(cfg.get("trainer"), DictConfig):
         refuse_fused_clipping_under_mixed_precision(cfg.trainer)
     held_out = [OmegaConf.select(cfg, f"data.{key}", default=0) for key in ("val_fraction", "test_fraction")]
@@ -270,4 +280,27 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(
             f"data.val_fraction + data.test_fraction = {sum(held_out):g} leaves no training images; "
             "keep their sum below 1"
+        )
+
+
+def _refuse_minimum_above_maximum(cfg: DictConfig) -> None:
+    # Lightning lets the maximum win without a word: trainer.min_epochs=5 with max_epochs=3 trained 3.
+    for unit in ("epochs", "steps"):
+        least = OmegaConf.select(cfg, f"trainer.min_{unit}")
+        most = OmegaConf.select(cfg, f"trainer.max_{unit}")
+        if is_integer(least) and is_integer(most) and most != -1 and least > most:
+            raise UserError(
+                f"trainer.min_{unit}={least} is above trainer.max_{unit}={most}, which would stop the run "
+                f"first; lower trainer.min_{unit} or raise trainer.max_{unit}"
+            )
+
+
+def _refuse_early_stopping_without_validation(cfg: DictConfig) -> None:
+    # Lightning stopped such a run with an error at the end of its first epoch.
+    monitor = OmegaConf.select(cfg, "callbacks.early_stopping.monitor")
+    no_validation = OmegaConf.select(cfg, "trainer.limit_val_batches") == 0
+    if no_validation and isinstance(monitor, str) and monitor.startswith("val/"):
+        raise UserError(
+            f"callbacks.early_stopping.monitor={monitor} is never computed with trainer.limit_val_batches=0 "
+            "(no validation); monitor train/loss or train/acc, or drop it: callbacks.early_stopping=null"
         )
