@@ -160,6 +160,17 @@ def test_a_refused_job_removes_only_a_run_folder_it_made_that_holds_no_run(tmp_p
     assert (tmp_path / "trained" / ".hydra").is_dir()
 
 
+def test_a_refused_setting_leaves_a_folder_that_existed_as_it_was(tmp_path: Path) -> None:
+    # The job's own refusal removes only a folder the command made: into one that existed, Hydra had
+    # written .hydra/ and train.log before the job refused the setting.
+    there = tmp_path / "there"
+    there.mkdir()
+    (there / "notes.txt").write_text("kept")
+    result = run_script("train.py", "optimizer.lr=-1", f"hydra.run.dir={there}", check=False)
+    _assert_one_clear_line(result, "optimizer.lr must be")
+    assert [path.name for path in there.iterdir()] == ["notes.txt"]
+
+
 def test_unknown_model_lists_the_known_models() -> None:
     result = run_script("train.py", "model=resnet9000", check=False)
     _assert_one_clear_line(result, "resnet9000", "lenet5", "resnet18")

@@ -227,6 +227,16 @@ def test_a_zipped_folder_unpacked_beside_its_metadata_names_the_folder_below(tmp
     assert str(raised.value).endswith(f"if its folders are the classes, set data.root={tmp_path / 'images'}")
 
 
+def test_a_single_class_folder_holding_one_folder_gets_no_folder_below_to_set(tmp_path: Path) -> None:
+    # Set as data.root, its one folder would be a single class again: the hint is for two or more.
+    write_classes(tmp_path / "only", classes=("photos",), per_class=3)
+    with pytest.raises(UserError) as raised:
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup()
+    assert (
+        str(raised.value) == f"{tmp_path} holds a single class folder (only); a classifier needs at least two"
+    )
+
+
 def test_images_beside_the_class_folders_are_said_to_be_left_out(tmp_path: Path) -> None:
     # ImageFolder trains without them and says nothing; a README or a labels file beside them is no image.
     write_classes(tmp_path, classes=("cat", "dog"), per_class=5)

@@ -206,6 +206,31 @@ def test_a_write_the_file_system_refuses_midway_names_the_checkpoint(tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_an_atomic_save_is_on_disk_before_its_rename_and_the_rename_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut can leave a renamed file whose bytes never reached the disk (an empty last.ckpt
+    # under its final name), or the old name back: the file is synced first, the folder last.
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def noted_fsync(descriptor: int) -> None:
+        events.append(os.readlink(f"/proc/self/fd/{descriptor}"))  # the file or folder synced
+        fsync(descriptor)
+
+    def noted_replace(source: Path, destination: Path) -> None:
+        events.append((str(source), str(destination)))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", noted_fsync)
+    monkeypatch.setattr(os, "replace", noted_replace)
+    target = tmp_path.resolve() / "last.ckpt"  # as /proc names the files synced
+    save_atomically({"step": torch.tensor(1)}, target)
+    temporary = events[0]
+    assert events == [temporary, (temporary, str(target)), str(target.parent)]
+    assert Path(temporary).name.endswith(TEMP_SUFFIX)
+
+
 def _fake_run(runs: Path, name: str, overrides: list[str], finished: bool = False) -> Path:
     run = runs / "train" / name
     (run / "checkpoints").mkdir(parents=True)
@@ -424,6 +449,15 @@ def test_a_run_started_with_paths_output_dir_resumes_and_trains_on_from_anywhere
     ]
     (run / "metrics.json").write_text("{}")
     assert resolve_resume([f"ckpt_path={last}"]) == ["trainer.max_epochs=4", f"ckpt_path={last}"]
+
+
+def test_the_starting_commands_interpolated_run_folder_given_again_resumes_the_run(tmp_path: Path) -> None:
+    # A hydra.run.dir with ${...} names no folder yet, so it cannot be another one: the command that
+    # started the run, repeated with resume=auto, was refused as naming a folder other than its own.
+    started = ["trainer.max_epochs=4", "hydra.run.dir=runs/${model.name}"]
+    run = _fake_run(tmp_path / "runs", "1", started)
+    argv = resolve_resume([*started, "resume=auto"], runs_dir=tmp_path / "runs")
+    assert argv[-2:] == [f"hydra.run.dir={run}", "hydra.output_subdir=null"]
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
@@ -1774,6 +1808,17 @@ def test_a_finished_run_that_early_stopping_ended_is_refused_before_a_run_folder
     # A fine-tune from it starts with fresh callbacks, and a count of its own.
     fine_tune = [f"ckpt_path={last}"]
     assert resolve_resume(fine_tune, resume_key="resume_ckpt", task="finetune") == fine_tune
+
+
+def test_a_run_early_stopping_ended_at_its_minimum_epochs_or_steps_is_refused(tmp_path: Path) -> None:
+    # Lightning stops a run once it has trained min_epochs epochs and min_steps steps, not after them:
+    # trained on from there, the run stopped again at its first validation without improvement.
+    recorded = ["callbacks=early_stopping", "callbacks.early_stopping.patience=2", "trainer.max_epochs=10"]
+    run = _fake_run(tmp_path / "runs", "e", recorded, finished=True)
+    last = _stopped_early(run, epochs=4, wait_count=2, patience=2)
+    for minimum in ("trainer.min_epochs=4", "trainer.min_steps=80"):
+        with pytest.raises(UserError, match=f"^run {re.escape(str(run))} stopped early at epoch 4: "):
+            resolve_resume([f"ckpt_path={last}", minimum], task="train")
 
 
 # Early stopping that no validation after the first can satisfy: each run stops at a known epoch.

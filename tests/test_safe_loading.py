@@ -12,7 +12,7 @@ import torch
 
 from zoo import create_model
 from zoo.training.builders import to_plain
-from zoo.training.checkpoint import load_run_checkpoint, load_weights_file
+from zoo.training.checkpoint import load_run_checkpoint, load_weights_file, peek_checkpoint
 from zoo.training.errors import UserError
 from zoo.training.overrides import options
 
@@ -37,6 +37,15 @@ def test_a_crafted_pickle_is_refused_and_its_payload_never_runs(
     result = run_script(script, f"ckpt_path={evil}", *extra, f"hydra.run.dir={tmp_path / 'out'}", check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "refused to load" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_a_checkpoint_peeked_at_for_its_settings_never_runs_its_payload(tmp_path: Path) -> None:
+    # train.py's checks read a resumed checkpoint's settings before anything is built (peek_checkpoint),
+    # as evaluate.py and finetune.py load theirs: a stranger's file is refused there too.
+    marker, evil = tmp_path / "payload-ran", tmp_path / "evil.ckpt"
+    torch.save({"hyper_parameters": {"payload": Payload(marker)}, "global_step": 3}, evil)
+    assert peek_checkpoint(evil) == {}
     assert not marker.exists()
 
 

@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from zoo.data import DataSpec
 from zoo.training import builders
-from zoo.training.callbacks import confusion_rates
+from zoo.training.callbacks import BestCheckpoint, confusion_rates
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
 
@@ -367,6 +367,14 @@ def test_keeping_several_best_checkpoints_tests_the_best_of_them(tmp_path: Path,
     assert torch.load(best, map_location="cpu", weights_only=True)["epoch"] == 1
     kept = sorted(path.name for path in (tmp_path / "checkpoints").glob("best*.ckpt"))
     assert len(kept) == (2 if top_k == 2 else 3), kept
+
+
+def test_several_best_checkpoints_are_named_by_their_epoch_and_step(tmp_path: Path) -> None:
+    # The README names them best-epoch=E-step=S.ckpt: with trainer.val_check_interval an epoch
+    # validates more than once, and the step says which validation kept each.
+    cfg = compose_config("callbacks.model_checkpoint.save_top_k=2", f"paths.output_dir={tmp_path}")
+    (best,) = [c for c in builders.build_callbacks(cfg) if isinstance(c, BestCheckpoint)]
+    assert Path(best.format_checkpoint_name({"epoch": 1, "step": 40})).name == "best-epoch=1-step=40.ckpt"
 
 
 class _StopsInTheSecondEpoch(pl.Callback):
