@@ -153,6 +153,9 @@ def test_refused_resumes_print_a_fine_tune_of_the_checkpoint(tmp_path: Path) -> 
 
 def test_a_run_stopped_by_sigterm_prints_its_resume_command(tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "a b,c"
+    # SIGTERM saves last.ckpt at the step it stops on; the command resumes from it.
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").touch()
     trainer = SimpleNamespace(is_global_zero=True, global_step=3)
     with pytest.raises(SystemExit) as raised, stopped_by_a_signal(OmegaConf.create({}), trainer, run_dir):
         raise SIGTERMException

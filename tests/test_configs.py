@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from zoo.data import DataSpec
 from zoo.training import builders, evaluation
 from zoo.training.builders import to_plain
+from zoo.training.checkpoint import allowed_data_targets
 from zoo.training.module import ImageClassifier
 from zoo.training.overrides import CONFIG_DIR, options
 
@@ -76,6 +77,12 @@ def test_each_data_config_sets_every_argument_of_its_module(data: str) -> None:
     section = OmegaConf.to_container(compose_config(f"data={data}").data, resolve=False)
     target = section.pop("_target_")
     assert set(section) == set(inspect.signature(get_class(target)).parameters)
+
+
+def test_the_data_modules_checkpoints_may_name_are_those_the_data_configs_build() -> None:
+    # zoo.data lists them itself, as an installed package has no configs/ to read them from.
+    targets = {compose_config(f"data={data}").data._target_ for data in options("data")}
+    assert targets == allowed_data_targets()
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

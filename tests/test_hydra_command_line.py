@@ -3,13 +3,28 @@ config groups (hydra/job_logging) work with the entry points' checks, as Hydra's
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from zoo.training.errors import UserError
-from zoo.training.overrides import check_overrides, check_sweep_points, job_overrides
+from zoo.training.overrides import (
+    CONFIG_DIR,
+    ConfigSource,
+    check_overrides,
+    check_sweep_points,
+    composing_from,
+    job_overrides,
+    options,
+)
+from zoo.training.resume import refuse_a_changed_continuation, resolve_resume
+from zoo.training.run_dirs import run_task
 
 from .conftest import ROOT, run_script
 
@@ -88,3 +103,131 @@ def test_hydras_disabled_job_logging_runs_without_a_log_file(tmp_path: Path) -> 
     run_script("train.py", *QUICK, f"hydra.run.dir={folder}", "hydra/job_logging=disabled", cwd=tmp_path)
     assert (folder / "metrics.json").is_file()
     assert not (folder / "train.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("script", "refused"),
+    [("train.py", ()), ("finetune.py", ()), ("evaluate.py", ("model", "optimizer", "experiment"))],
+)
+def test_help_says_what_the_script_takes_without_importing_torch(
+    tmp_path: Path, script: str, refused: tuple[str, ...]
+) -> None:
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = [{script!r}, '--help']\n"
+        f"runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"usage: python {script}" in result.stdout
+    groups = {line.partition(":")[0] for line in result.stdout.splitlines() if re.match(r"\w+: \w", line)}
+    assert "data" in groups and not groups & set(refused)
+    assert "== Config ==" not in result.stdout  # Hydra's dump of the whole config: --cfg job
+    assert "torch imported: False" in result.stderr
+    assert not any(tmp_path.iterdir())
+    assert "== Flags ==" in run_script(script, "--hydra-help", cwd=tmp_path).stdout
+
+
+def test_help_lists_the_options_of_the_folders_the_command_names(config_dir: Path) -> None:
+    shown = run_script("train.py", "--config-dir", str(config_dir), "--help", cwd=config_dir).stdout
+    assert re.search(r"^model: .*\bwide_dropout\b", shown, re.MULTILINE)
+    # evaluate.py lists its data options itself (Hydra's listing holds the groups it refuses).
+    shown = run_script("evaluate.py", "--help", cwd=config_dir).stdout
+    listed = next(line for line in shown.splitlines() if line.startswith("data: "))
+    assert sorted(listed.removeprefix("data: ").split(", ")) == options("data")
+
+
+@pytest.fixture(scope="module")
+def run_of_a_config_dir(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """A finished run of a copy of train.yaml under another name, with a model option of the user's
+    folder: the folder, the run, and the flags and overrides it was started with."""
+    folder = tmp_path_factory.mktemp("own") / "myconf"
+    (folder / "model").mkdir(parents=True)
+    shutil.copy(ROOT / "configs" / "train.yaml", folder / "mytrain.yaml")
+    shutil.copy(ROOT / "configs" / "model" / "lenet5.yaml", folder / "model" / "mymodel.yaml")
+    command = ["--config-dir", str(folder), "--config-name", "mytrain", "model=mymodel", *QUICK]
+    run = folder.parent / "runs" / "mine"
+    run_script("train.py", *command, f"hydra.run.dir={run}", cwd=folder.parent)
+    return folder, run, command
+
+
+def _interrupted_copy(run: Path, runs: Path) -> Path:
+    """The run as one stopped before its test: its checkpoints and record, no metrics.json."""
+    copy = shutil.copytree(run, runs / "interrupted")
+    (copy / "metrics.json").unlink()
+    return copy
+
+
+def test_a_run_of_ones_own_config_name_resumes_with_the_flags_it_was_started_with(
+    run_of_a_config_dir: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    folder, run, command = run_of_a_config_dir
+    flags = ["--config-dir", str(folder), "--config-name", "mytrain"]
+    interrupted = _interrupted_copy(run, tmp_path / "runs")
+    # Hydra records the config's name, mytrain: the run was taken for a run of "mytrain.py".
+    assert run_task(interrupted) == "train"
+    resumed = resolve_resume([*command, f"resume={interrupted}"], task="train")
+    assert f"hydra.run.dir={interrupted}" in resumed
+    assert resolve_resume([*command, "resume=auto"], runs_dir=tmp_path / "runs", task="train")[-2:-1] == [
+        f"hydra.run.dir={interrupted}"
+    ]
+    # Without its flags, the run would be rebuilt from configs/train.yaml: refused, with the command.
+    again = f"python train.py {' '.join(flags)} resume={interrupted}"
+    with pytest.raises(
+        UserError, match=f"was composed from {' '.join(flags)}.*resume it from its own: {again}$"
+    ):
+        resolve_resume([*QUICK, "model=lenet5", f"resume={interrupted}"], task="train")
+    with pytest.raises(UserError, match="resume=auto found no unfinished run"):
+        resolve_resume([*QUICK, "model=mymodel", "resume=auto"], runs_dir=tmp_path / "runs", task="train")
+    with pytest.raises(UserError, match=f"or resume it with {again}$"):
+        check_overrides([*command, f"hydra.run.dir={interrupted}"], "ckpt_path")
+
+
+def test_a_continued_run_is_checked_against_the_config_the_command_names(
+    run_of_a_config_dir: tuple[Path, Path, list[str]], tmp_path: Path
+) -> None:
+    folder, run, command = run_of_a_config_dir
+    last = run / "checkpoints" / "last.ckpt"
+    # Composed from the project's configs, model=mymodel was not found, and these were let through.
+    with pytest.raises(UserError, match="nothing is left to train"):
+        resolve_resume([*command, f"ckpt_path={last}"], task="train")
+    interrupted = _interrupted_copy(run, tmp_path / "runs")
+    resumed = resolve_resume([*command, "model.dropout=0.5", f"resume={interrupted}"], task="train")
+    with pytest.raises(UserError, match="model.dropout"):
+        refuse_a_changed_continuation(resumed, "ckpt_path", "train")
+    refuse_a_changed_continuation(
+        resolve_resume([*command, f"resume={interrupted}"], task="train"), "ckpt_path", "train"
+    )
+
+
+def test_the_sigterm_line_resumes_with_the_flags_that_chose_the_config(
+    run_of_a_config_dir: tuple[Path, Path, list[str]], capsys
+) -> None:
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from zoo.training.fit import stopped_by_a_signal
+
+    folder, run, _ = run_of_a_config_dir
+    with composing_from(ConfigSource((CONFIG_DIR, folder), "mytrain")):
+        cfg = compose(config_name="mytrain", return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # as in the job
+    trainer = SimpleNamespace(is_global_zero=True, global_step=3)
+    try:
+        with pytest.raises(SystemExit), stopped_by_a_signal(cfg, trainer, run):
+            raise SIGTERMException
+    finally:
+        HydraConfig.instance().cfg = None  # outside a job again, for the tests that follow
+    command = capsys.readouterr().err.partition("resume with: ")[2]
+    # It advised `python mytrain.py resume=RUN`, without the folder.
+    assert shlex.split(command) == [
+        "python",
+        "train.py",
+        "--config-dir",
+        str(folder),
+        "--config-name",
+        "mytrain",
+        f"resume={run}",
+    ]

@@ -361,6 +361,9 @@ def test_quoted_paths_resume_their_run_and_the_rewritten_overrides_stay_quoted(t
 def test_the_sigterm_line_gives_a_resume_command_the_shell_takes_whole(tmp_path: Path, capsys) -> None:
     # "python train.py resume=/data/my run" ran train.py with resume=/data/my and a stray "run".
     run_dir = tmp_path / "my run"
+    # SIGTERM saves last.ckpt at the step it stops on; the command resumes from it.
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").touch()
     trainer = SimpleNamespace(is_global_zero=True, global_step=3)
     with (
         pytest.raises(SystemExit),

@@ -22,6 +22,11 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# The data modules a run's config may build (configs/data/ names each one; a test holds the two to
+# each other): the only classes a checkpoint's data section may name. Kept here, not read from
+# configs/, which an installed package does not have.
+DATA_MODULES = ("DigitsDataModule", "TorchvisionDataModule", "ImageFolderDataModule", "SyntheticDataModule")
+
 
 def __getattr__(name: str):
     if name not in _EXPORTS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import pickle
 import re
 import sys
@@ -10,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from ..data import DATA_MODULES
 from .errors import UserError, in_one_line
 from .quoting import train_on_command
 from .run_dirs import check_weights_file, not_a_checkpoint
@@ -21,18 +20,11 @@ _MODEL_PACKAGES = ("zoo.models.", "torch.nn.modules.", "torchvision.models.", "t
 _BLOCKED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Unsupported global:|unsupported GLOBAL) (\S+)")
 
 
-@functools.cache
 def allowed_data_targets() -> frozenset[str]:
-    """The data modules configs/data/*.yaml build: the only classes a checkpoint's data section may
+    """The data modules a run's config builds: the only classes a checkpoint's data section may
     name. evaluate.py instantiates that section, and a prefix check let a crafted file reach any
     callable through a zoo.data module (zoo.data.torchvision_sets.Path.write_text)."""
-    from .overrides import CONFIG_DIR
-
-    targets = (
-        (yaml.safe_load(path.read_text()) or {}).get("_target_")
-        for path in sorted((CONFIG_DIR / "data").glob("*.yaml"))
-    )
-    return frozenset(target for target in targets if isinstance(target, str))
+    return frozenset(f"zoo.data.{name}" for name in DATA_MODULES)
 
 
 def _is_hydra_key(key: Any) -> bool:

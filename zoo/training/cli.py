@@ -23,6 +23,7 @@ from .overrides import (
     hydra_flags,
     is_multirun,
     overrides_before_flags,
+    refuse_missing_config_folder,
     run_dir_of_output_dir,
 )
 from .resume import refuse_a_changed_continuation, resolve_resume
@@ -108,6 +109,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
     _exit_quietly_on_ctrl_c()
     quiet_library_notices()
     with user_errors():
+        refuse_missing_config_folder(sys.argv[1:], config_name)
         flags = hydra_flags(sys.argv[1:])
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)

@@ -22,9 +22,9 @@ from .checkpoint import epoch_progress, peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .distributed import ended_by_a_failed_process
 from .errors import UserError, in_one_line
-from .quoting import typed_override
+from .overrides import recorded_config_source
 from .run_dir_guard import keep_the_run_folder
-from .run_dirs import check_weights_path, holds_a_run, refuse_reused_run_dir
+from .run_dirs import check_weights_path, entry_point, holds_a_run, refuse_reused_run_dir, resume_command
 from .runlog import say
 from .validation import validate_config
 
@@ -72,12 +72,12 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 
 def _entry_point(cfg: DictConfig) -> str:
-    # The config Hydra composed (train, finetune), not task_name, which an experiment file may set to
-    # name its runs' folder.
+    # The script Hydra ran (train, finetune), not task_name, which an experiment file may set to name
+    # its runs' folder, nor the config's name, which --config-name may make the user's own.
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        return HydraConfig.get().job.config_name
+        return entry_point(HydraConfig.get()) or cfg.get("task_name", "train")
     return cfg.get("task_name", "train")
 
 
@@ -113,7 +113,15 @@ def stopped_by_a_signal(
 
 
 def _resume_command(cfg: DictConfig, run_dir: Path) -> str:
-    return f"python {_entry_point(cfg)}.py {typed_override('resume', run_dir)}"
+    """The command that resumes this run: with the flags that chose its config (--config-dir DIR),
+    which a resume needs again, from the job's own settings (a run may keep no record of them)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    source = None
+    if HydraConfig.initialized():
+        source = recorded_config_source(OmegaConf.to_container(HydraConfig.get(), resolve=False))
+    return resume_command(run_dir, _entry_point(cfg), source)
 
 
 def _say_on_the_first_process(trainer: pl.Trainer, line: str) -> None:

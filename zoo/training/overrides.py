@@ -8,6 +8,7 @@ import contextlib
 import difflib
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,20 @@ from .run_dirs import (
     refuse_unwritable_dir,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def _checkout() -> Path:
+    """The folder of the entry points, whose configs/ they compose from (Hydra's config_path is
+    relative to the script). In a checkout or an editable install, the package's parent; a wheel
+    installs the package alone, so for a checkout's script run on it (python -P train.py puts it
+    first on sys.path), the folder of the script Python runs."""
+    package_parent = Path(__file__).resolve().parents[2]
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if (package_parent / "configs").is_dir() or script is None:
+        return package_parent
+    return Path(script).resolve().parent
+
+
+ROOT = _checkout()
 CONFIG_DIR = ROOT / "configs"
 # Groups a user picks by name on the command line, with the word used in the error line.
 _NAMED_GROUPS = {
@@ -84,6 +98,53 @@ def config_source(argv: list[str], config_name: str) -> ConfigSource:
     if args.config_dir is not None:
         folders.append(Path(args.config_dir).absolute())
     return ConfigSource(tuple(folders), args.config_name or config_name)
+
+
+def refuse_missing_config_folder(argv: list[str], config_name: str) -> None:
+    """An entry point with no configs/ beside it (copied out of the checkout): Hydra's error came
+    only after every group option was refused as unknown, with an empty list of known ones."""
+    folder = next(iter(config_source(argv, config_name).folders), None)
+    if folder is None or folder.is_dir():
+        return
+    if folder == CONFIG_DIR:
+        raise UserError(
+            f"no config folder {folder}: the entry points compose their config from the configs/ beside "
+            "them; run train.py, evaluate.py and finetune.py where they lie in a cnn-zoo checkout"
+        )
+    raise UserError(f"--config-path: no folder {folder} (a relative one is taken from {ROOT})")
+
+
+def recorded_config_source(hydra: Any) -> ConfigSource | None:
+    """The folders and config a run was composed from, from Hydra's settings for it (its record
+    .hydra/hydra.yaml, or the job's own): None when they are unknown or a package's (pkg://)."""
+    try:
+        sources, name = hydra["runtime"]["config_sources"], hydra["job"]["config_name"]
+        # The config folder (--config-path, else configs/), then --config-dir's; a package's is "pkg".
+        main, added = (
+            [Path(s["path"]) for s in sources if s["provider"] == provider and s["schema"] == "file"]
+            for provider in ("main", "command-line")
+        )
+    except (KeyError, TypeError):
+        return None
+    if len(main) != 1 or not name:
+        return None
+    return ConfigSource((*main, *added), str(name))
+
+
+def same_config_source(first: ConfigSource, second: ConfigSource) -> bool:
+    # Resolved: a --config-dir given relative to another working folder names the same one.
+    return first.name == second.name and [f.resolve() for f in first.folders] == [
+        f.resolve() for f in second.folders
+    ]
+
+
+def config_flags(source: ConfigSource, task: str) -> list[str]:
+    """The Hydra flags that compose `source` for the entry point `task`: none for its own config."""
+    primary, *added = source.folders
+    flags = [] if primary.resolve() == CONFIG_DIR.resolve() else ["--config-path", str(primary)]
+    for folder in added:
+        flags += ["--config-dir", str(folder)]
+    return flags if source.name == task else [*flags, "--config-name", source.name]
 
 
 def hydra_flags(argv: list[str]) -> list[str]:

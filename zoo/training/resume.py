@@ -11,16 +11,28 @@ import yaml
 
 from .errors import UserError
 from .overrides import (
-    CONFIG_DIR,
+    ConfigSource,
+    composing_from,
+    config_flags,
+    config_source,
     data_overrides,
     given_overrides,
     is_multirun,
     job_overrides,
     naming_the_sweep_point,
+    recorded_config_source,
     runs_of,
+    same_config_source,
 )
 from .quoting import override, train_on_command, typed_override, unquoted
-from .run_dirs import first_process, hydra_record, is_finished, not_a_checkpoint, run_task
+from .run_dirs import (
+    first_process,
+    hydra_record,
+    is_finished,
+    not_a_checkpoint,
+    resume_command,
+    run_task,
+)
 from .validation import duration_seconds, is_integer, is_number
 
 RUNS_DIR = Path("runs")
@@ -57,6 +69,31 @@ def _refuse_other_task(run_dir: Path, task: str | None) -> None:
         )
 
 
+def _started_from(run_dir: Path, source: ConfigSource) -> bool:
+    """Whether a run was composed from `source`'s folders and config; a run without Hydra's record
+    of them is taken to be."""
+    started = recorded_config_source(hydra_record(run_dir))
+    return started is None or not source.folders or same_config_source(started, source)
+
+
+def _refuse_another_config(argv: list[str], run_dir: Path, task: str | None) -> None:
+    """The flags that chose a run's config (--config-dir, --config-name, --config-path) are not in
+    its record of overrides: resumed without them, or with others, the run was rebuilt from another
+    config (the project's train.yaml for a copy with other defaults) without a word."""
+    task = task or "train"
+    if _started_from(run_dir, given := config_source(argv, task)):
+        return
+    started = recorded_config_source(hydra_record(run_dir))
+
+    def shown(source: ConfigSource) -> str:
+        return " ".join(config_flags(source, task)) or f"configs/{task}.yaml"
+
+    raise UserError(
+        f"run {run_dir} was composed from {shown(started)}, this command from {shown(given)}; "
+        f"resume it from its own: {resume_command(run_dir, task, started)}"
+    )
+
+
 def _what_is_trained(tokens: list[str], resume_key: str) -> list[str]:
     """The overrides that say what a run trains. Hydra's own settings (hydra.job.chdir=true,
     hydra/job_logging=...) are left out: its record of a run's overrides never holds them, and a
@@ -80,15 +117,17 @@ def find_interrupted_run(
     """The newest unfinished run of this entry point (`task`) started with the same overrides as
     this command (resume=auto)."""
     wanted = _what_is_trained(argv, resume_key)
+    source = config_source(argv, task or "train")
     candidates = [
         last.parent.parent
         for last in runs_dir.glob("**/checkpoints/last.ckpt")
         if not is_finished(last.parent.parent)
         and _what_is_trained(_recorded_overrides(last.parent.parent), resume_key) == wanted
         and (task is None or run_task(last.parent.parent) in (task, None))
+        and _started_from(last.parent.parent, source)
     ]
     if not candidates:
-        shown = " ".join(wanted) or "(no overrides)"
+        shown = " ".join([*config_flags(source, task or "train"), *wanted]) or "(no overrides)"
         raise UserError(f"resume=auto found no unfinished run under {runs_dir}/ started with {shown}")
     return max(candidates, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime)
 
@@ -135,6 +174,7 @@ def resolve_resume(
             )
             raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt{other}")
         _refuse_other_task(run_dir, task)
+        _refuse_another_config(argv, run_dir, task)
         _refuse_another_folder(overrides, run_dir, target)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
         argv = _with_recorded_overrides(argv, run_dir, resume_key)
@@ -145,6 +185,7 @@ def resolve_resume(
         if Path(checkpoint).parent.name == "checkpoints":
             if not is_finished(run_dir):
                 _refuse_other_task(run_dir, task)
+                _refuse_another_config(argv, run_dir, task)
                 argv = _with_recorded_overrides(argv, run_dir, resume_key)
                 return [*argv, override("hydra.run.dir", run_dir), *_KEEP_RECORD]
             return _train_on_from_finished(argv, run_dir, checkpoint, resume_key, task)
@@ -170,12 +211,13 @@ def _train_on_from_finished(
     # Each point of a -m sweep, before the first one runs: one with nothing left to train made a run
     # folder that only tested again, and one that changes the schedule was refused once it had one.
     points, swept = runs_of(argv)
+    source = config_source(argv, task or "train")
     for number, point in enumerate(points):
-        limits = _training_limits(point, task or "train")
+        limits = _training_limits(point, source)
         command = _as_one_run(given, point, swept) if swept else given
         with naming_the_sweep_point(number, points, swept):
             _refuse_nothing_left_to_train(limits, command, run_dir, checkpoint, task or "train", train_on)
-            _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on)
+            _refuse_another_schedule_length(limits, run_dir, checkpoint, task or "train", train_on, source)
             _refuse_early_stopping_again(limits, command, run_dir, checkpoint, task or "train")
     # Said, because the README's "continues that run in its folder" is about unfinished runs; once,
     # not again by each process Lightning starts for DDP (its command names the new folder).
@@ -200,15 +242,18 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
     given = given_overrides(argv).get(resume_key)
     if given is None or unquoted(given) in ("", "null"):
         return
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     points, swept = runs_of(argv)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    source = config_source(argv, config_name)
+    if not source.folders:
+        return  # composed by Hydra alone, from a package's folder: the job checks it
+    with composing_from(source):
         for number, point in enumerate(points):
             try:
-                cfg = compose(config_name=config_name, overrides=job_overrides(point))
+                cfg = compose(config_name=source.name, overrides=job_overrides(point))
                 path = cfg.get(resume_key)
             except (HydraException, OmegaConfBaseException):
                 continue  # Hydra reports it, as the job starts
@@ -295,6 +340,7 @@ def _resume_in_named_dir(
     if is_finished(run_dir):
         return argv  # refused later, with the reason: a finished run is never reused
     _refuse_other_task(run_dir, task)
+    _refuse_another_config(argv, run_dir, task)
     argv = _with_recorded_overrides(argv, run_dir, resume_key)
     return [*argv, *(t for t in _KEEP_RECORD if t not in argv)]
 
@@ -503,7 +549,7 @@ def _as_duration(seconds: float) -> str:
 
 
 def _refuse_another_schedule_length(
-    now: dict[str, Any], run_dir: Path, checkpoint: str, task: str, fine_tune: str
+    now: dict[str, Any], run_dir: Path, checkpoint: str, task: str, fine_tune: str, source: ConfigSource
 ) -> None:
     """A finished run trained on under a schedule whose length follows a limit this command changes
     (`now`; the default cosine's T_max is trainer.max_epochs) is refused once fit restores the
@@ -513,7 +559,10 @@ def _refuse_another_schedule_length(
     # The run's own config is composed only when there is a limit to compare.
     if not followed or not (run_dir / ".hydra" / "overrides.yaml").is_file():
         return
-    before = _training_limits(_recorded_overrides(run_dir), task)
+    # The run's own config: the flags that chose it are in Hydra's record, not its overrides; without
+    # that record, the command's (`source`).
+    started = recorded_config_source(hydra_record(run_dir)) or source
+    before = _training_limits(_recorded_overrides(run_dir), started)
     for key in followed:
         if before and now.get(key) != before.get(key):
             shown = {limit: "none" if limit is None else limit for limit in (before.get(key), now.get(key))}
@@ -525,20 +574,23 @@ def _refuse_another_schedule_length(
             )
 
 
-def _training_limits(argv: list[str], config_name: str) -> dict[str, Any]:
+def _training_limits(argv: list[str], source: ConfigSource | None) -> dict[str, Any]:
     """The epoch, step and time limits the command's config sets (an experiment file may set them
     too), its minimum epochs and steps, and whether the learning-rate schedule's length follows each
     limit (a cosine T_max of ${trainer.max_epochs}, OneCycle's total_steps left to the run's step
     count), and its early stopping's monitor, mode and patience. Empty when the config does not
-    compose, or under fast_dev_run: the command is then answered as it would be without this check."""
-    from hydra import compose, initialize_config_dir
+    compose (or `source` is unknown), or under fast_dev_run: the command is then answered as it
+    would be without this check."""
+    from hydra import compose
     from hydra.errors import HydraException
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if source is None or not source.folders:
+        return {}
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=job_overrides(argv))
+        with composing_from(source):
+            cfg = compose(config_name=source.name, overrides=job_overrides(argv))
         if cfg.trainer.get("fast_dev_run"):  # a few batches whatever the limits
             return {}
         factory = OmegaConf.select(cfg, "scheduler.factory", default=None)

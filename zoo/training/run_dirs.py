@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -104,8 +107,7 @@ def refuse_reused_run_dir(
     if not resuming and any((run_dir / "checkpoints").glob("*.ckpt")):
         # The command last, where nothing the shell would take for part of it follows it; run by the
         # script that made the run (a fine-tune resumes with finetune.py).
-        command = f"python {run_task(run_dir) or 'train'}.py {typed_override('resume', run_dir)}"
-        resume = f", or resume it with {command}" if can_resume else ""
+        resume = f", or resume it with {resume_command(run_dir)}" if can_resume else ""
         raise UserError(
             f"run directory {run_dir} holds the checkpoints of an unfinished run; "
             f"choose another {key}{resume}"
@@ -144,13 +146,26 @@ def hydra_record(run_dir: Path, *keys: str) -> object:
     return setting
 
 
+# The scripts whose runs these are, by the names Hydra gives their jobs.
+ENTRY_POINTS = ("train", "finetune", "evaluate")
+
+
+def entry_point(hydra: Any) -> str | None:
+    """The script a Hydra job ran, from Hydra's settings for it: the job's name is the script's
+    (train.py: train) unless hydra.job.name renamed it, and the config's name is the script's unless
+    --config-name chose the user's own (mytrain.yaml, which made it a run of "mytrain.py")."""
+    job = hydra.get("job") if isinstance(hydra, Mapping) else None
+    names = (job.get("name"), job.get("config_name")) if isinstance(job, Mapping) else ()
+    return next((str(name) for name in names if name in ENTRY_POINTS), None)
+
+
 def run_task(run_dir: Path) -> str | None:
     """Which entry point made a run (train, finetune), from the records it left. Hydra's record of
-    the config it was composed from comes first: an experiment file may set task_name to name its
-    runs' folder (runs/resnet18_digits/), and its runs were taken for another script's."""
-    config_name = hydra_record(run_dir, "job", "config_name")
-    if config_name:
-        return str(config_name)
+    the job comes first: an experiment file may set task_name to name its runs' folder
+    (runs/resnet18_digits/), and its runs were taken for another script's."""
+    script = entry_point(hydra_record(run_dir))
+    if script:
+        return script
     for record in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         try:
             task = (yaml.safe_load(record.read_text()) or {}).get("task_name")
@@ -159,3 +174,15 @@ def run_task(run_dir: Path) -> str | None:
         if task:
             return str(task)
     return None
+
+
+def resume_command(run_dir: Path, task: str | None = None, source: Any = None) -> str:
+    """The command that resumes `run_dir`: the script that made it, with the Hydra flags that chose
+    its config (--config-dir DIR, --config-name NAME), which its record of overrides does not hold;
+    from `source` (an overrides.ConfigSource) when given, else from the run's record."""
+    from .overrides import config_flags, recorded_config_source  # overrides imports this module
+
+    task = task or run_task(run_dir) or "train"
+    source = source or recorded_config_source(hydra_record(run_dir))
+    flags = [shlex.quote(flag) for flag in config_flags(source, task)] if source else []
+    return " ".join(["python", f"{task}.py", *flags, typed_override("resume", run_dir)])
