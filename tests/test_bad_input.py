@@ -72,13 +72,18 @@ def _assert_one_clear_line(result, *needles: str) -> None:
 def test_a_mistake_in_the_command_is_answered_before_torch_is_imported(
     tmp_path: Path, script: str, overrides: tuple[str, ...], needle: str
 ) -> None:
-    source = tmp_path / "source.ckpt"
-    # A zip's signature: a file whose first bytes pass, refused only by torch.load.
-    source.write_bytes(b"PK\x03\x04not read: the command is refused before any file is loaded")
-    given = [override.replace("SOURCE", str(source)) for override in overrides]
+    source, given = _with_an_unread_source(tmp_path, overrides)
     result = _run_noting_torch(tmp_path, script, *given)
     _assert_one_clear_line(result, needle)
     assert "torch imported: False" in result.stderr
+
+
+def _with_an_unread_source(tmp_path: Path, overrides: tuple[str, ...]) -> tuple[Path, list[str]]:
+    """`overrides` with SOURCE naming a checkpoint file the command must refuse before reading it."""
+    source = tmp_path / "source.ckpt"
+    # A zip's signature: a file whose first bytes pass, refused only by torch.load.
+    source.write_bytes(b"PK\x03\x04not read: the command is refused before any file is loaded")
+    return source, [override.replace("SOURCE", str(source)) for override in overrides]
 
 
 def _run_noting_torch(tmp_path: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -112,9 +117,7 @@ def _run_noting_torch(tmp_path: Path, script: str, *overrides: str) -> subproces
 def test_a_setting_the_job_refuses_makes_no_run_folder(
     tmp_path: Path, script: str, overrides: tuple[str, ...], needle: str
 ) -> None:
-    source = tmp_path / "source.ckpt"
-    source.write_bytes(b"PK\x03\x04not read: the command is refused before any file is loaded")
-    given = [override.replace("SOURCE", str(source)) for override in overrides]
+    source, given = _with_an_unread_source(tmp_path, overrides)
     result = run_script(script, *given, check=False, cwd=tmp_path)  # into runs/<task>/<time>/ there
     _assert_one_clear_line(result, needle)
     assert sorted(tmp_path.iterdir()) == [source]
