@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,7 +133,9 @@ def _refused_in_the_job(run_dir: Path, meanwhile=lambda run_dir: None) -> None:
     from zoo.training.run_dir_guard import RunDirGuard, no_folder_left_by_a_refusal
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        config = compose("finetune", [f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+        # A source the guard's own checks take: the refusal comes later, from inside the job.
+        source = ["pretrained=torchvision", "model=resnet18"]
+        config = compose("finetune", [*source, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
     RunDirGuard(resume_key="resume_ckpt").on_run_start(config)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     meanwhile(run_dir)
@@ -162,14 +165,41 @@ def test_a_refused_job_removes_only_a_run_folder_it_made_that_holds_no_run(tmp_p
     assert (tmp_path / "checkpointed" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "trained" / ".hydra").is_dir()
 
+    # Removed with what a run writes before training; kept when anything else got in meanwhile.
+    def began_logging(run_dir: Path) -> None:
+        (run_dir / "finetune.log").write_text("refused")
+        (run_dir / "tensorboard").mkdir()
+        (run_dir / "tensorboard" / "events.out.tfevents.1").write_bytes(b"")
 
-def test_a_refused_setting_leaves_a_folder_that_existed_as_it_was(tmp_path: Path) -> None:
-    # The job's own refusal removes only a folder the command made: into one that existed, Hydra had
-    # written .hydra/ and train.log before the job refused the setting.
+    _refused_in_the_job(tmp_path / "logged", began_logging)
+    assert not (tmp_path / "logged").exists()
+    _refused_in_the_job(tmp_path / "shared", lambda run_dir: (run_dir / "notes.txt").write_text("kept"))
+    assert (tmp_path / "shared" / "notes.txt").read_text() == "kept"
+
+
+def test_a_refused_job_leaves_a_folder_that_existed_named_through_a_missing_one(tmp_path: Path) -> None:
+    # new/ is missing, so new/../there read as written was too; Hydra writes into there/.
     there = tmp_path / "there"
     there.mkdir()
     (there / "notes.txt").write_text("kept")
-    result = run_script("train.py", "optimizer.lr=-1", f"hydra.run.dir={there}", check=False)
+    _refused_in_the_job(tmp_path / "new" / ".." / "there")
+    assert (there / "notes.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("own_config", [False, True], ids=["train.yaml", "--config-name"])
+def test_a_refused_setting_leaves_a_folder_that_existed_as_it_was(tmp_path: Path, own_config: bool) -> None:
+    # The job's own refusal removes only a folder the command made: into one that existed, Hydra had
+    # written .hydra/ and train.log before the job refused the setting. A copy of train.yaml chosen
+    # with --config-name is checked as early.
+    there = tmp_path / "there"
+    there.mkdir()
+    (there / "notes.txt").write_text("kept")
+    flags = []
+    if own_config:
+        (tmp_path / "mine").mkdir()
+        shutil.copy(ROOT / "configs" / "train.yaml", tmp_path / "mine" / "mytrain.yaml")
+        flags = ["--config-dir", str(tmp_path / "mine"), "--config-name", "mytrain"]
+    result = run_script("train.py", *flags, "optimizer.lr=-1", f"hydra.run.dir={there}", check=False)
     _assert_one_clear_line(result, "optimizer.lr must be")
     assert [path.name for path in there.iterdir()] == ["notes.txt"]
 

@@ -497,7 +497,7 @@ def _test_command(checkpoint: str) -> str:
 def stopped_by_patience(wait_count: Any, patience: Any) -> bool:
     """Whether early stopping with `wait_count` validations without improvement stops a run at this
     `patience` (with patience 0, a count of 0 is a run whose last validation improved)."""
-    return is_integer(wait_count) and is_integer(patience) and 0 < wait_count >= patience
+    return is_integer(wait_count) and is_integer(patience) and wait_count > 0 and wait_count >= patience
 
 
 def _refuse_early_stopping_again(

@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from .errors import EXIT_USER_ERROR, UserError
-from .run_dirs import first_process, holds_a_run, refuse_reused_run_dir, refuse_reused_sweep_dir
+from .run_dirs import entry_point, first_process, holds_a_run, refuse_reused_run_dir, refuse_reused_sweep_dir
 
 
 def _resolved(config: Any, key: str) -> Path | None:
@@ -103,14 +103,16 @@ _made_here: list[Path] = []
 
 
 def _missing_folders(run_dir: Path) -> list[Path]:
-    missing, folder = [], run_dir.absolute()
+    # Resolved: in hydra.run.dir=new/../there, the folder Hydra writes into is there/, which may
+    # exist; read as written, new/../there was missing and a refusal removed there/ and its files.
+    missing, folder = [], run_dir.resolve()
     while not folder.exists():
         missing.append(folder)
         folder = folder.parent
     return missing
 
 
-def _check_settings(config: Any, config_name: str | None) -> None:
+def _check_settings(config: Any) -> None:
     """What the job checks first from its config alone (train.py's and finetune.py's settings, the
     fine-tune's options and source file), here before Hydra makes the run folder; -m sweeps check
     theirs before they start. A value that resolves only inside the job is left to the job."""
@@ -118,8 +120,10 @@ def _check_settings(config: Any, config_name: str | None) -> None:
     from .validation import validate_config
 
     checks = {"train": [validate_config], "finetune": [validate_config, check_finetune_command]}
+    # By the script, not the config's name: --config-name mytrain is still train.py's run.
+    script = entry_point(config.get("hydra"))
     try:
-        for check in checks.get(config_name or "", []):
+        for check in checks.get(script or "", []):
             check(config)
     except UserError:
         raise
@@ -139,8 +143,8 @@ class RunDirGuard(Callback):
     def __init__(self, resume_key: str | None = None) -> None:
         self.resume_key = resume_key
 
-    def on_run_start(self, config: Any, config_name: str | None = None, **kwargs: Any) -> None:
-        _refuse(_check_settings, config, config_name)
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _refuse(_check_settings, config)
         run_dir = _resolved(config, "hydra.run.dir")
         if run_dir is None:
             return
@@ -162,8 +166,25 @@ def keep_the_run_folder() -> None:
     _made_here.clear()
 
 
+# What a run writes before it trains: Hydra's record and log, the lock, the resolved config, the
+# loggers' first files and an empty checkpoint folder.
+_WRITTEN_BEFORE_TRAINING = frozenset(
+    {".hydra", LOCK_NAME, "config.yaml", "tensorboard", "csv", "checkpoints"}
+)
+
+
+def _only_what_a_refused_run_writes(folder: Path) -> bool:
+    # A removal deletes files: anything else in the folder (put there meanwhile by the user or
+    # another command) keeps it.
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return False
+    return all(name in _WRITTEN_BEFORE_TRAINING or name.endswith(".log") for name in names)
+
+
 def _remove_the_folder_made_here() -> None:
-    if not _made_here or holds_a_run(_made_here[0]):
+    if not _made_here or holds_a_run(_made_here[0]) or not _only_what_a_refused_run_writes(_made_here[0]):
         return
     shutil.rmtree(_made_here[0], ignore_errors=True)
     for parent in _made_here[1:]:
