@@ -559,6 +559,26 @@ def test_hydra_changing_into_the_run_folder_is_refused(config_name: str) -> None
     check_overrides(["hydra.job.chdir=false"], config_name=config_name)
 
 
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "sweep"])
+def test_hydra_changing_into_the_run_folder_is_refused_however_it_is_set(
+    tmp_path: Path, multirun: bool
+) -> None:
+    # yes for true, or a --config-name config's own hydra.job.chdir: only the composed value tells.
+    from hydra import compose, initialize_config_dir
+
+    from zoo.training.run_dir_guard import RunDirGuard
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        config = compose(
+            "train", ["hydra.job.chdir=yes", f"hydra.run.dir={tmp_path / 'run'}"], return_hydra_config=True
+        )
+    guard = RunDirGuard(resume_key="ckpt_path")
+    start = guard.on_multirun_start if multirun else guard.on_run_start
+    with pytest.raises(SystemExit) as exited:
+        start(config)
+    assert exited.value.code == 2 and not (tmp_path / "run").exists()
+
+
 def test_an_unknown_paths_option_lists_the_known_ones() -> None:
     with pytest.raises(UserError, match="^unknown paths setting 'foo'; known: default$"):
         check_overrides(["paths=foo"])

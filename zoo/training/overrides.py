@@ -240,6 +240,14 @@ _TRAINER_ARGUMENTS_SET_ELSEWHERE = {
 }
 
 
+# Relative paths on the command line (data.root, ckpt_path, resume) name folders beside where the
+# command starts; from inside the run folder they named nothing, or another folder.
+CHANGING_INTO_THE_RUN_FOLDER = (
+    "hydra.job.chdir=true: cnn-zoo runs in the folder it is started from, reading relative paths "
+    "from there and writing every file of a run into its run directory already; leave it out"
+)
+
+
 # The keys that name a checkpoint file on the command line (resume_ckpt is resume=, rewritten).
 _CHECKPOINT_KEYS = ("ckpt_path", "resume_ckpt")
 
@@ -256,12 +264,7 @@ def check_overrides(argv: list[str], resume_key: str | None = None, config_name:
     if config_name == "finetune" and overrides.get("finetune", overrides.get("+finetune")) in ("null", ""):
         raise UserError(_NEEDS_FINETUNE_SECTION.format(given=f"finetune={overrides.get('finetune', '')}"))
     if overrides.get("hydra.job.chdir", "false").lower() == "true":
-        # Relative paths on the command line (data.root, ckpt_path, resume) name folders beside where
-        # the command starts; inside the run folder they named nothing, or another folder.
-        raise UserError(
-            "hydra.job.chdir=true: cnn-zoo runs in the folder it is started from, reading relative paths "
-            "from there and writing every file of a run into its run directory already; leave it out"
-        )
+        raise UserError(CHANGING_INTO_THE_RUN_FOLDER)
     for key, value in overrides.items():
         key = key.lstrip("+~")
         if config_name == "evaluate" and key.split(".")[0] == "model":

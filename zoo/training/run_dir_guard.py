@@ -131,6 +131,14 @@ def _check_settings(config: Any) -> None:
         return
 
 
+def _refuse_changing_into_the_run_folder(config: Any) -> None:
+    # As composed: the command line's hydra.job.chdir=yes, or a --config-name config's own setting.
+    from .overrides import CHANGING_INTO_THE_RUN_FOLDER
+
+    if OmegaConf.select(config, "hydra.job.chdir") is True:
+        raise UserError(CHANGING_INTO_THE_RUN_FOLDER)
+
+
 class RunDirGuard(Callback):
     """Configured in each entry point's hydra.callbacks. A directory given literally was checked
     before Hydra started (overrides.check_overrides); one named through an interpolation
@@ -144,6 +152,7 @@ class RunDirGuard(Callback):
         self.resume_key = resume_key
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _refuse(_refuse_changing_into_the_run_folder, config)
         _refuse(_check_settings, config)
         run_dir = _resolved(config, "hydra.run.dir")
         if run_dir is None:
@@ -155,6 +164,7 @@ class RunDirGuard(Callback):
             _refuse(hold_run_dir, run_dir)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _refuse(_refuse_changing_into_the_run_folder, config)
         sweep_dir = _resolved(config, "hydra.sweep.dir")
         if sweep_dir is not None:
             _refuse(refuse_reused_sweep_dir, sweep_dir)
