@@ -132,21 +132,39 @@ def test_help_says_what_the_script_takes_without_importing_torch(
 def test_help_lists_the_options_of_the_folders_the_command_names(config_dir: Path) -> None:
     shown = run_script("train.py", "--config-dir", str(config_dir), "--help", cwd=config_dir).stdout
     assert re.search(r"^model: .*\bwide_dropout\b", shown, re.MULTILINE)
-    # evaluate.py lists its data options itself (Hydra's listing holds the groups it refuses).
-    shown = run_script("evaluate.py", "--help", cwd=config_dir).stdout
-    listed = next(line for line in shown.splitlines() if line.startswith("data: "))
-    assert sorted(listed.removeprefix("data: ").split(", ")) == options("data")
+    # evaluate.py lists its data options itself (Hydra's listing holds the groups it refuses), those
+    # of the folders the command names among them.
+    (config_dir / "data").mkdir()
+    shutil.copy(ROOT / "configs" / "data" / "digits.yaml", config_dir / "data" / "mydata.yaml")
+    for flags, source in (([], None), (["--config-dir", str(config_dir)], (CONFIG_DIR, config_dir))):
+        shown = run_script("evaluate.py", *flags, "--help", cwd=config_dir).stdout
+        listed = next(line for line in shown.splitlines() if line.startswith("data: "))
+        known = options("data", source and ConfigSource(source, "evaluate"))
+        assert sorted(listed.removeprefix("data: ").split(", ")) == known
+        assert ("mydata" in known) == bool(flags)
 
 
 @pytest.fixture(scope="module")
 def run_of_a_config_dir(tmp_path_factory) -> tuple[Path, Path, list[str]]:
-    """A finished run of a copy of train.yaml under another name, with a model option of the user's
-    folder: the folder, the run, and the flags and overrides it was started with."""
+    """A finished run of a copy of train.yaml under another name, with a model and a data option of
+    the user's folder (which also holds a copy of finetune.yaml): the folder, the run, and the flags
+    and overrides it was started with."""
     folder = tmp_path_factory.mktemp("own") / "myconf"
     (folder / "model").mkdir(parents=True)
+    (folder / "data").mkdir()
     shutil.copy(ROOT / "configs" / "train.yaml", folder / "mytrain.yaml")
+    shutil.copy(ROOT / "configs" / "finetune.yaml", folder / "myfinetune.yaml")
     shutil.copy(ROOT / "configs" / "model" / "lenet5.yaml", folder / "model" / "mymodel.yaml")
-    command = ["--config-dir", str(folder), "--config-name", "mytrain", "model=mymodel", *QUICK]
+    shutil.copy(ROOT / "configs" / "data" / "digits.yaml", folder / "data" / "mydata.yaml")
+    command = [
+        "--config-dir",
+        str(folder),
+        "--config-name",
+        "mytrain",
+        "model=mymodel",
+        "data=mydata",
+        *QUICK,
+    ]
     run = folder.parent / "runs" / "mine"
     run_script("train.py", *command, f"hydra.run.dir={run}", cwd=folder.parent)
     return folder, run, command
@@ -231,3 +249,48 @@ def test_the_sigterm_line_resumes_with_the_flags_that_chose_the_config(
         "mytrain",
         f"resume={run}",
     ]
+
+
+def _advised_fine_tune(refusal: str) -> list[str]:
+    return shlex.split(re.search(r"(python finetune\.py .*finetune\.head=extend)", refusal)[1])
+
+
+def test_the_fine_tune_advised_from_a_runs_weights_composes_from_the_runs_folders(
+    run_of_a_config_dir: tuple[Path, Path, list[str]],
+) -> None:
+    folder, run, command = run_of_a_config_dir
+    last = run / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match="fresh schedule: python finetune.py") as refused:
+        resolve_resume([*command, f"ckpt_path={last}", "trainer.max_epochs=2"], task="train")
+    advised = _advised_fine_tune(str(refused.value))
+    # Without --config-dir its data=mydata was an unknown data set; mytrain.yaml is no fine-tune's config.
+    assert advised[2:] == [
+        "--config-dir",
+        str(folder),
+        f"ckpt_path={last}",
+        "data=mydata",
+        "finetune.head=extend",
+    ]
+    check_overrides(advised[2:], "resume_ckpt", "finetune")
+
+
+def test_the_fine_tune_advised_in_a_job_composes_from_the_jobs_folders_and_config(
+    run_of_a_config_dir: tuple[Path, Path, list[str]],
+) -> None:
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from zoo.training.quoting import train_on_command
+
+    folder, run, _ = run_of_a_config_dir
+    last = run / "checkpoints" / "last.ckpt"
+    with composing_from(ConfigSource((CONFIG_DIR, folder), "myfinetune")):
+        given = ["data=mydata", "hydra.job.name=finetune"]  # the job of finetune.py -cn myfinetune
+        cfg = compose(config_name="myfinetune", overrides=given, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # as in the job
+    try:
+        advised = _advised_fine_tune(train_on_command(last))
+    finally:
+        HydraConfig.instance().cfg = None  # outside a job again, for the tests that follow
+    flags = ["--config-dir", str(folder), "--config-name", "myfinetune"]
+    assert advised[2:] == [*flags, f"ckpt_path={last}", "data=mydata", "finetune.head=extend"]

@@ -244,8 +244,8 @@ def refuse_other_data(
 ) -> None:
     """Another data set, batch size or split under a resumed run (`hparams` are the checkpoint's): a
     checkpoint saved mid-epoch then resumes into an epoch of other batches (or none), and another
-    split can put test images in training. `data`: the command's data overrides, which the advised
-    fine-tune takes on; None: those of the Hydra job under way."""
+    split can put test images in training. `data`: as train_on_command takes it (the command's data
+    overrides, which the advised fine-tune takes on); None: those of the Hydra job under way."""
     refuse_other_data_config(path, hparams, module.hparams.get("data_config"), data)
 
 

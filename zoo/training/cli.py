@@ -14,12 +14,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from .errors import EXIT_USER_ERROR, UserError, unresolvable, user_errors
 from .overrides import (
+    HELP_OPTIONS_RESOLVER,
     check_overrides,
     check_sweep_points,
     data_settings_over_the_checkpoints,
     describe_override_error,
+    help_options,
     hydra_flags,
     is_multirun,
     overrides_before_flags,
@@ -108,6 +112,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
     """Run before Hydra: fail fast on typos; with `resume_key`, rewrite resume requests in sys.argv."""
     _exit_quietly_on_ctrl_c()
     quiet_library_notices()
+    OmegaConf.register_new_resolver(HELP_OPTIONS_RESOLVER, help_options, replace=True)
     with user_errors():
         refuse_missing_config_folder(sys.argv[1:], config_name)
         flags = hydra_flags(sys.argv[1:])

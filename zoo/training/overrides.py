@@ -20,6 +20,7 @@ from .errors import UserError, in_one_line
 from .quoting import typed_override, unquoted
 from .run_dirs import (
     check_weights_path,
+    entry_point,
     refuse_reused_run_dir,
     refuse_reused_sweep_dir,
     refuse_unwritable_dir,
@@ -170,6 +171,21 @@ def overrides_before_flags(argv: list[str], flags: list[str]) -> list[str]:
 def options(group: str, source: ConfigSource | None = None) -> list[str]:
     folders = source.folders if source is not None else (CONFIG_DIR,)
     return sorted({path.stem for folder in folders for path in (folder / group).glob("*.yaml")})
+
+
+# For a --help template that lists a group's options itself (evaluate.py's, whose Hydra listing of
+# every group holds model and optimizer, which it refuses): ${zoo.options:data}.
+HELP_OPTIONS_RESOLVER = "zoo.options"
+
+
+def help_options(group: str, _root_: Any) -> str:
+    """The options of `group` in the folders the command composes from, from Hydra's settings for it
+    (--config-dir's data=mine among them), as a --help template lists them; the project's configs/
+    when those settings are unknown."""
+    from omegaconf import OmegaConf
+
+    hydra = OmegaConf.to_container(_root_.hydra, resolve=False) if "hydra" in _root_ else None
+    return ", ".join(options(group, recorded_config_source(hydra)))
 
 
 def given_overrides(argv: list[str]) -> dict[str, str]:
@@ -380,11 +396,27 @@ def data_overrides(argv: list[str]) -> list[str]:
     return list(latest.values())
 
 
-def the_jobs_data_overrides() -> list[str]:
-    """data_overrides of the Hydra job under way; none outside one."""
-    from hydra.core.hydra_config import HydraConfig
+def train_on_overrides(argv: list[str], source: ConfigSource | None, task: str) -> list[str]:
+    """What a fine-tune that trains on from the weights of a `task` run needs of its command `argv`:
+    the flags of the folders its config came from (`source`), where data=mine of a --config-dir folder
+    is found, and its data_overrides. A fine-tune's own config comes too (a copy of train.yaml is not
+    one)."""
+    if source is None or not source.folders:
+        return data_overrides(argv)
+    name = source.name if task == "finetune" else "finetune"
+    return [*config_flags(ConfigSource(source.folders, name), "finetune"), *data_overrides(argv)]
 
-    return data_overrides(list(HydraConfig.get().overrides.task)) if HydraConfig.initialized() else []
+
+def the_jobs_train_on_overrides() -> list[str]:
+    """train_on_overrides of the Hydra job under way; none outside one."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return []
+    hydra = OmegaConf.to_container(HydraConfig.get(), resolve=False)
+    task = entry_point(hydra) or "train"
+    return train_on_overrides(list(HydraConfig.get().overrides.task), recorded_config_source(hydra), task)
 
 
 def sweep_points(argv: list[str]) -> tuple[list[list[str]], set[str]] | None:

@@ -43,10 +43,16 @@ def train_on_command(checkpoint: str | Path, data: list[str] | tuple[str, ...] |
     """The command that trains on from a checkpoint's weights in a run of its own, with a fresh
     optimizer and schedule: its trained head kept (finetune.head=replace would start it afresh), on
     the run's `data` overrides as Hydra takes them (without them finetune.py trains on its default
-    data set); None: those of the Hydra job under way."""
-    if data is None:
-        from .overrides import the_jobs_data_overrides
+    data set), after the Hydra flags among them that name its config folders
+    (overrides.train_on_overrides); None: those of the Hydra job under way."""
+    from .overrides import hydra_flags, the_jobs_train_on_overrides
 
-        data = the_jobs_data_overrides()
+    if data is None:
+        data = the_jobs_train_on_overrides()
+    flags = hydra_flags(list(data))
+    overrides = list(data)
+    for flag in flags:
+        overrides.remove(flag)
     source = typed_override("ckpt_path", checkpoint)
-    return " ".join(["python finetune.py", source, *map(shlex.quote, data), "finetune.head=extend"])
+    words = ["python finetune.py", *map(shlex.quote, flags), source, *map(shlex.quote, overrides)]
+    return " ".join([*words, "finetune.head=extend"])

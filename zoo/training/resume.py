@@ -15,7 +15,6 @@ from .overrides import (
     composing_from,
     config_flags,
     config_source,
-    data_overrides,
     given_overrides,
     is_multirun,
     job_overrides,
@@ -23,6 +22,7 @@ from .overrides import (
     recorded_config_source,
     runs_of,
     same_config_source,
+    train_on_overrides,
 )
 from .quoting import override, train_on_command, typed_override, unquoted
 from .run_dirs import (
@@ -201,17 +201,18 @@ def _train_on_from_finished(
     if made_by is not None:
         # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
         # finetune.* overrides) ended in a traceback or an unknown key.
-        data = data_overrides([*_recorded_overrides(run_dir), *argv])
+        started = recorded_config_source(hydra_record(run_dir)) or config_source(argv, made_by)
+        data = train_on_overrides([*_recorded_overrides(run_dir), *argv], started, made_by)
         raise UserError(
             f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
             f"weights with {train_on_command(checkpoint, data)}"
         )
     given, argv = argv, _with_recorded_overrides(argv, run_dir, resume_key)
-    train_on = train_on_command(checkpoint, data_overrides(argv))
+    source = config_source(argv, task or "train")
+    train_on = train_on_command(checkpoint, train_on_overrides(argv, source, task or "train"))
     # Each point of a -m sweep, before the first one runs: one with nothing left to train made a run
     # folder that only tested again, and one that changes the schedule was refused once it had one.
     points, swept = runs_of(argv)
-    source = config_source(argv, task or "train")
     for number, point in enumerate(points):
         limits = _training_limits(point, source)
         command = _as_one_run(given, point, swept) if swept else given
@@ -270,7 +271,8 @@ def refuse_a_changed_continuation(argv: list[str], resume_key: str, config_name:
             ):
                 continue  # not a run's checkpoint, or not readable: the job says which
             with naming_the_sweep_point(number, points, swept):
-                _refuse_a_changed_run(str(path), saved, cfg, config_name, data_overrides(point))
+                train_on = train_on_overrides(point, source, config_name)
+                _refuse_a_changed_run(str(path), saved, cfg, config_name, train_on)
 
 
 def _refuse_a_changed_run(
@@ -278,7 +280,7 @@ def _refuse_a_changed_run(
 ) -> None:
     """The job's refusals of a continued run (checkpoint.check_resumable, the fine-tune's
     refuse_another_model_named, module.refuse_another_optimization), from `cfg` and the checkpoint
-    (`saved`) alone; `data` are the point's data overrides, which the advised fine-tune takes on."""
+    (`saved`) alone; `data` are the point's train_on_overrides, which the advised fine-tune takes on."""
     from omegaconf.errors import OmegaConfBaseException
 
     from ..data import DataSpec
