@@ -66,18 +66,41 @@ def keep_collectives_out_of_the_sigterm_handler(trainer) -> None:
     """Lightning 2.6's SIGTERM handler broadcasts a tensor from inside the signal handler (Lightning
     issue #20806). Only the process that got the signal runs it, between or inside the collectives
     of a step, so the processes' collectives no longer pair up: they hang in a wait, or gloo fails on
-    a size mismatch, instead of saving and exiting. The flag alone is enough: the training loop
-    broadcasts rank 0's flag at the start of every step, and every process stops at that step."""
+    a size mismatch, instead of saving and exiting. The handler only notes the signal; under several
+    processes they act on it together, at the start of a training step (_stop_together_on_sigterm)."""
     connector = trainer._signal_connector  # Lightning has no public hook for its SIGTERM handling
+    noted = {"sigterm": False}
 
     def note_sigterm(signum, frame) -> None:
-        if not connector.received_sigterm:
+        if not connector.received_sigterm and not noted["sigterm"]:
             launcher = trainer.strategy.launcher
             if launcher is not None:
                 launcher.kill(signum)  # the processes it started stop at the same step
-        connector.received_sigterm = True
+        if trainer.world_size > 1:
+            noted["sigterm"] = True
+        else:
+            connector.received_sigterm = True
 
     connector._sigterm_notifier_fn = note_sigterm
+    trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = lambda: _stop_together_on_sigterm(trainer, noted)
+
+
+def _stop_together_on_sigterm(trainer, noted: dict[str, bool]) -> None:
+    """At the start of every training step under several processes, in place of Lightning's
+    broadcast of rank 0's flag: every process stops there when any of them got SIGTERM. Lightning
+    also reads its flag in each process alone (at a step's end, an epoch's end, between validation
+    batches), which the processes pass at different moments: set by the handler, the flag stopped
+    one process to save its checkpoint, whose collectives met another's wait for the next step, and
+    the run hung. So it is set here only, in every process at once."""
+    import torch
+    import torch.distributed as dist
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    flag = torch.tensor([int(noted["sigterm"])], device=trainer.strategy.root_device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        trainer._signal_connector.received_sigterm = True
+        raise SIGTERMException()
 
 
 # What gloo raises in a process whose peer closed its connections in the middle of a collective
