@@ -1047,8 +1047,10 @@ def test_paths_output_dir_names_the_whole_run_folder(tmp_path: Path) -> None:
     # Given alone, it took the checkpoints, while train.log and .hydra/ went to runs/train/<time>/.
     run = tmp_path / "run"
     short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", "logger=none")
-    run_script("train.py", f"paths.output_dir={run}", *short, cwd=tmp_path)
+    result = run_script("train.py", "paths.output_dir=run", *short, cwd=tmp_path)
     assert {"train.log", ".hydra", "checkpoints", "config.yaml"} <= {path.name for path in run.iterdir()}
+    # Named absolute, as Hydra's own run folders are: "run directory: run" held only from tmp_path.
+    assert f"run directory: {run}  no test run" in result.stdout + result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
     # From Python, with no logger to make the folder first, the config's write ended in a traceback.
     cfg = compose_config("logger=none", f"paths.output_dir={tmp_path / 'new' / 'run'}")

@@ -294,3 +294,13 @@ def test_the_fine_tune_advised_in_a_job_composes_from_the_jobs_folders_and_confi
         HydraConfig.instance().cfg = None  # outside a job again, for the tests that follow
     flags = ["--config-dir", str(folder), "--config-name", "myfinetune"]
     assert advised[2:] == [*flags, f"ckpt_path={last}", "data=mydata", "finetune.head=extend"]
+
+
+def test_a_sweep_asked_to_print_its_config_is_one_line(tmp_path: Path) -> None:
+    # Hydra ended -m --cfg job in its traceback ("Only one of --run, --multirun, --cfg, ...").
+    result = run_script("train.py", "-m", "--cfg", "job", "seed=1,2", check=False, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: -m and --cfg: Hydra takes one of --run, -m, --cfg, --info, -sc at a time; to print one "
+        "point's config, drop -m and give one value for each swept key"
+    ]

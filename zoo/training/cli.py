@@ -28,6 +28,7 @@ from .overrides import (
     is_multirun,
     overrides_before_flags,
     refuse_missing_config_folder,
+    refuse_two_hydra_modes,
     run_dir_of_output_dir,
 )
 from .resume import refuse_a_changed_continuation, resolve_resume
@@ -115,6 +116,7 @@ def precheck(config_name: str, resume_key: str | None = None) -> None:
     OmegaConf.register_new_resolver(HELP_OPTIONS_RESOLVER, help_options, replace=True)
     with user_errors():
         refuse_missing_config_folder(sys.argv[1:], config_name)
+        refuse_two_hydra_modes(sys.argv[1:])
         flags = hydra_flags(sys.argv[1:])
         if resume_key is not None:
             sys.argv[1:] = resolve_resume(sys.argv[1:], resume_key, task=config_name)

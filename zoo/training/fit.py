@@ -34,7 +34,9 @@ def start_run(
 ) -> tuple[Path, pl.LightningDataModule, pl.Trainer]:
     """The run directory, data and trainer of a new or resumed run, after checking the config; the
     global seed is set first, so data and model are built from it."""
-    run_dir = Path(cfg.paths.output_dir)
+    # Absolute, as Hydra's own run folders are: a relative paths.output_dir named in the closing line
+    # and the resume command worked only from the folder the run started in.
+    run_dir = Path(cfg.paths.output_dir).absolute()
     # Also checked before Hydra starts, when hydra.run.dir is on the command line.
     refuse_reused_run_dir(run_dir, resuming=bool(resume_from))
     validate_config(cfg)

@@ -101,6 +101,21 @@ def config_source(argv: list[str], config_name: str) -> ConfigSource:
     return ConfigSource(tuple(folders), args.config_name or config_name)
 
 
+# Hydra's modes, of which it takes one per command (its parser's names for them).
+_HYDRA_MODES = {"run": "--run", "multirun": "-m", "cfg": "--cfg", "info": "--info", "shell_completion": "-sc"}
+
+
+def refuse_two_hydra_modes(argv: list[str]) -> None:
+    """-m --cfg job ended in Hydra's traceback ("Only one of --run, --multirun, --cfg, ...")."""
+    args = hydra_arguments(argv)
+    given = [flag for name, flag in _HYDRA_MODES.items() if args is not None and getattr(args, name, None)]
+    if len(given) > 1:
+        raise UserError(
+            f"{' and '.join(given)}: Hydra takes one of {', '.join(_HYDRA_MODES.values())} at a time; "
+            "to print one point's config, drop -m and give one value for each swept key"
+        )
+
+
 def refuse_missing_config_folder(argv: list[str], config_name: str) -> None:
     """An entry point with no configs/ beside it (copied out of the checkout): Hydra's error came
     only after every group option was refused as unknown, with an empty list of known ones."""
