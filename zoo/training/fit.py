@@ -22,7 +22,7 @@ from .checkpoint import epoch_progress, peek_checkpoint, saved_step
 from .checkpoint_io import remove_stale_partials
 from .distributed import ended_by_a_failed_process
 from .errors import UserError, in_one_line
-from .overrides import recorded_config_source
+from .overrides import recorded_config_source, the_jobs_hydra_settings
 from .run_dir_guard import keep_the_run_folder
 from .run_dirs import check_weights_path, entry_point, holds_a_run, refuse_reused_run_dir, resume_command
 from .runlog import say
@@ -117,12 +117,8 @@ def stopped_by_a_signal(
 def _resume_command(cfg: DictConfig, run_dir: Path) -> str:
     """The command that resumes this run: with the flags that chose its config (--config-dir DIR),
     which a resume needs again, from the job's own settings (a run may keep no record of them)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    source = None
-    if HydraConfig.initialized():
-        source = recorded_config_source(OmegaConf.to_container(HydraConfig.get(), resolve=False))
+    hydra = the_jobs_hydra_settings()
+    source = recorded_config_source(hydra) if hydra is not None else None
     return resume_command(run_dir, _entry_point(cfg), source)
 
 

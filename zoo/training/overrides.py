@@ -174,13 +174,18 @@ def hydra_flags(argv: list[str]) -> list[str]:
     return flags
 
 
-def overrides_before_flags(argv: list[str], flags: list[str]) -> list[str]:
-    """`argv` with its overrides first: Hydra reads them as one unbroken list, and an override added
-    after a flag with a value (--cfg job, -cd DIR) was refused with its usage text."""
+def without_flags(argv: list[str] | tuple[str, ...], flags: list[str]) -> list[str]:
+    """`argv` less the tokens of `flags` (hydra_flags of it)."""
     rest = list(argv)
     for token in flags:
         rest.remove(token)
-    return [*rest, *flags]
+    return rest
+
+
+def overrides_before_flags(argv: list[str], flags: list[str]) -> list[str]:
+    """`argv` with its overrides first: Hydra reads them as one unbroken list, and an override added
+    after a flag with a value (--cfg job, -cd DIR) was refused with its usage text."""
+    return [*without_flags(argv, flags), *flags]
 
 
 def options(group: str, source: ConfigSource | None = None) -> list[str]:
@@ -422,16 +427,21 @@ def train_on_overrides(argv: list[str], source: ConfigSource | None, task: str) 
     return [*config_flags(ConfigSource(source.folders, name), "finetune"), *data_overrides(argv)]
 
 
-def the_jobs_train_on_overrides() -> list[str]:
-    """train_on_overrides of the Hydra job under way; none outside one."""
+def the_jobs_hydra_settings() -> dict | None:
+    """Hydra's settings of the job under way, as its record keeps them; None outside one."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    if not HydraConfig.initialized():
+    return OmegaConf.to_container(HydraConfig.get(), resolve=False) if HydraConfig.initialized() else None
+
+
+def the_jobs_train_on_overrides() -> list[str]:
+    """train_on_overrides of the Hydra job under way; none outside one."""
+    hydra = the_jobs_hydra_settings()
+    if hydra is None:
         return []
-    hydra = OmegaConf.to_container(HydraConfig.get(), resolve=False)
     task = entry_point(hydra) or "train"
-    return train_on_overrides(list(HydraConfig.get().overrides.task), recorded_config_source(hydra), task)
+    return train_on_overrides(list(hydra["overrides"]["task"]), recorded_config_source(hydra), task)
 
 
 def sweep_points(argv: list[str]) -> tuple[list[list[str]], set[str]] | None:

@@ -45,14 +45,12 @@ def train_on_command(checkpoint: str | Path, data: list[str] | tuple[str, ...] |
     the run's `data` overrides as Hydra takes them (without them finetune.py trains on its default
     data set), after the Hydra flags among them that name its config folders
     (overrides.train_on_overrides); None: those of the Hydra job under way."""
-    from .overrides import hydra_flags, the_jobs_train_on_overrides
+    from .overrides import hydra_flags, the_jobs_train_on_overrides, without_flags
 
     if data is None:
         data = the_jobs_train_on_overrides()
     flags = hydra_flags(list(data))
-    overrides = list(data)
-    for flag in flags:
-        overrides.remove(flag)
+    overrides = without_flags(data, flags)
     source = typed_override("ckpt_path", checkpoint)
     words = ["python finetune.py", *map(shlex.quote, flags), source, *map(shlex.quote, overrides)]
     return " ".join([*words, "finetune.head=extend"])

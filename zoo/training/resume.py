@@ -60,19 +60,24 @@ def _made_by_another(run_dir: Path, task: str | None) -> str | None:
     return made_by if task is not None and made_by is not None and made_by != task else None
 
 
-def _refuse_other_task(run_dir: Path, task: str | None) -> None:
+def _refuse_another_maker(argv: list[str], run_dir: Path, task: str | None) -> None:
+    """A run is resumed by the script that made it, from the config it was composed from."""
     made_by = _made_by_another(run_dir, task)
     if made_by is not None:
         raise UserError(
             f"{run_dir} is a run of {made_by}.py, not {task}.py; resume it with "
             f"python {made_by}.py ... {typed_override('resume', run_dir)}"
         )
+    _refuse_another_config(argv, run_dir, task)
 
 
-def _started_from(run_dir: Path, source: ConfigSource) -> bool:
-    """Whether a run was composed from `source`'s folders and config; a run without Hydra's record
-    of them is taken to be."""
-    started = recorded_config_source(hydra_record(run_dir))
+def _run_config_source(run_dir: Path) -> ConfigSource | None:
+    return recorded_config_source(hydra_record(run_dir))
+
+
+def _composed_alike(started: ConfigSource | None, source: ConfigSource) -> bool:
+    """Whether a run `started` from a config source was composed from `source`'s folders and config;
+    a run without Hydra's record of them is taken to be."""
     return started is None or not source.folders or same_config_source(started, source)
 
 
@@ -81,9 +86,9 @@ def _refuse_another_config(argv: list[str], run_dir: Path, task: str | None) -> 
     its record of overrides: resumed without them, or with others, the run was rebuilt from another
     config (the project's train.yaml for a copy with other defaults) without a word."""
     task = task or "train"
-    if _started_from(run_dir, given := config_source(argv, task)):
+    given, started = config_source(argv, task), _run_config_source(run_dir)
+    if _composed_alike(started, given):
         return
-    started = recorded_config_source(hydra_record(run_dir))
 
     def shown(source: ConfigSource) -> str:
         return " ".join(config_flags(source, task)) or f"configs/{task}.yaml"
@@ -124,7 +129,7 @@ def find_interrupted_run(
         if not is_finished(last.parent.parent)
         and _what_is_trained(_recorded_overrides(last.parent.parent), resume_key) == wanted
         and (task is None or run_task(last.parent.parent) in (task, None))
-        and _started_from(last.parent.parent, source)
+        and _composed_alike(_run_config_source(last.parent.parent), source)
     ]
     if not candidates:
         shown = " ".join([*config_flags(source, task or "train"), *wanted]) or "(no overrides)"
@@ -173,8 +178,7 @@ def resolve_resume(
                 else ""
             )
             raise UserError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt{other}")
-        _refuse_other_task(run_dir, task)
-        _refuse_another_config(argv, run_dir, task)
+        _refuse_another_maker(argv, run_dir, task)
         _refuse_another_folder(overrides, run_dir, target)
         argv = [t for t in argv if not t.startswith(f"{resume_key}=")]
         argv = _with_recorded_overrides(argv, run_dir, resume_key)
@@ -184,8 +188,7 @@ def resolve_resume(
         run_dir = Path(checkpoint).parent.parent
         if Path(checkpoint).parent.name == "checkpoints":
             if not is_finished(run_dir):
-                _refuse_other_task(run_dir, task)
-                _refuse_another_config(argv, run_dir, task)
+                _refuse_another_maker(argv, run_dir, task)
                 argv = _with_recorded_overrides(argv, run_dir, resume_key)
                 return [*argv, override("hydra.run.dir", run_dir), *_KEEP_RECORD]
             return _train_on_from_finished(argv, run_dir, checkpoint, resume_key, task)
@@ -201,7 +204,7 @@ def _train_on_from_finished(
     if made_by is not None:
         # Built with train.py's config, a fine-tune's checkpoint (two parameter groups, its
         # finetune.* overrides) ended in a traceback or an unknown key.
-        started = recorded_config_source(hydra_record(run_dir)) or config_source(argv, made_by)
+        started = _run_config_source(run_dir) or config_source(argv, made_by)
         data = train_on_overrides([*_recorded_overrides(run_dir), *argv], started, made_by)
         raise UserError(
             f"{run_dir} is a finished run of {made_by}.py, not {task}.py; train on from its "
@@ -341,8 +344,7 @@ def _resume_in_named_dir(
         return argv
     if is_finished(run_dir):
         return argv  # refused later, with the reason: a finished run is never reused
-    _refuse_other_task(run_dir, task)
-    _refuse_another_config(argv, run_dir, task)
+    _refuse_another_maker(argv, run_dir, task)
     argv = _with_recorded_overrides(argv, run_dir, resume_key)
     return [*argv, *(t for t in _KEEP_RECORD if t not in argv)]
 
@@ -563,7 +565,7 @@ def _refuse_another_schedule_length(
         return
     # The run's own config: the flags that chose it are in Hydra's record, not its overrides; without
     # that record, the command's (`source`).
-    started = recorded_config_source(hydra_record(run_dir)) or source
+    started = _run_config_source(run_dir) or source
     before = _training_limits(_recorded_overrides(run_dir), started)
     for key in followed:
         if before and now.get(key) != before.get(key):
