@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pytorch_lightning.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
@@ -70,7 +72,9 @@ def test_tensorboard_holds_the_scalars_images_and_hparams(trained_run: Path) -> 
         assert scalar in tags["scalars"], f"{scalar} missing from {tags['scalars']}"
     assert any(tag.startswith("lr-") for tag in tags["scalars"])
     assert len(events.Scalars("val/acc")) == 3  # one point per epoch
-    assert "train/inputs" in tags["images"]
+    # Digits are grey: the grid is stored with one channel, not made RGB.
+    (grid,) = events.Images("train/inputs")
+    assert Image.open(io.BytesIO(grid.encoded_image_string)).mode == "L"
     # Each confusion matrix at the step of the validation figures it belongs to.
     val_steps = [event.step for event in events.Scalars("val/acc")]
     assert [event.step for event in events.Images("val/confusion_matrix")] == val_steps
@@ -111,11 +115,9 @@ def test_confusion_rates_divide_each_row_by_its_true_class_count() -> None:
 def test_tensorboard_confusion_matrix_names_its_classes(tmp_path: Path) -> None:
     # A bare heat map did not say which class a row is, nor which axis is the true class: the image
     # each validation logs is the labelled picture evaluate.py saves.
-    import io
     from types import SimpleNamespace
 
     import numpy
-    from PIL import Image
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from zoo.training.callbacks import TensorBoardImages

@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torchvision.utils import make_grid
 
 from .module import last_batch_of_epoch
 from .outputs import save_resolved_config
+from .pictures import add_picture, input_grid
 from .resume import stopped_by_patience
 from .runlog import record, say
 
@@ -296,9 +296,7 @@ class TensorBoardImages(pl.Callback):
         writer = self._writer(trainer)
         if writer is None:
             return
-        images = batch[0][: self.grid_images].detach().cpu()
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        writer.add_image("train/inputs", make_grid(images, nrow=8, padding=1), self._step(trainer))
+        add_picture(writer, "train/inputs", input_grid(batch[0][: self.grid_images]), self._step(trainer))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -311,6 +309,4 @@ class TensorBoardImages(pl.Callback):
             from .evaluation import labelled_confusion_image
 
             picture = labelled_confusion_image(matrix, pl_module.class_names)
-            writer.add_image(
-                "val/confusion_matrix", numpy.asarray(picture), self._step(trainer), dataformats="HWC"
-            )
+            add_picture(writer, "val/confusion_matrix", numpy.asarray(picture), self._step(trainer))

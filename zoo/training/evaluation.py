@@ -24,6 +24,7 @@ from ..data import DataSpec
 from ..data.base import same_names_in_other_unicode_forms
 from .errors import UserError
 from .overrides import no_such_key
+from .pictures import add_picture
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -158,7 +159,7 @@ def write_tensorboard(report: dict, split: str, folder: Path) -> None:
             if key in report:
                 writer.add_scalar(f"{split}/{key}", report[key], 0)
         picture = labelled_confusion_image(report["confusion_matrix"], report["class_names"])
-        writer.add_image(f"{split}/confusion_matrix", numpy.asarray(picture), 0, dataformats="HWC")
+        add_picture(writer, f"{split}/confusion_matrix", numpy.asarray(picture), 0)
         # Indented four spaces: TensorBoard renders text as Markdown, and this keeps the columns.
         table = "\n".join(f"    {line}" for line in format_table(report).splitlines())
         writer.add_text(f"{split}/per_class", table, 0)
