@@ -1,5 +1,5 @@
 """The pictures runs write to TensorBoard: the input grid's pixels, its colour space, and the PNG
-that carries them."""
+that carries them; the confusion matrix's size and names as the classes grow."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from zoo.training.pictures import add_picture, input_grid, png_summary
+from zoo.training.evaluation import labelled_confusion_image
+from zoo.training.pictures import GRID_PIXELS, add_picture, input_grid, png_summary
 
 
 def _batch(channels: int, count: int = 10, size: int = 5) -> torch.Tensor:
@@ -56,6 +57,48 @@ def test_float_images_in_zero_to_one_become_the_nearest_eight_bit_value() -> Non
     image = torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1, 0.2]).reshape(1, 1, 2, 3)
     grid = input_grid(torch.cat([image, image]))
     assert grid[1:3, 1:4].tolist() == [[0, 128, 255], [255, 0, 51]]
+
+
+def test_a_grid_of_large_images_shows_the_first_that_fit_in_about_a_screen() -> None:
+    # 64 RGB images of 224 px were a 1801 px square grid: 7 to 10 MB written, a second of the run.
+    images = _batch(3, count=64, size=224)
+    grid = input_grid(images)
+    shown = GRID_PIXELS // (224 * 224)
+    assert shown == 20 and grid.shape == (3 * 225 + 1, 8 * 225 + 1, 3)
+    assert numpy.array_equal(_tile(grid, shown - 1, 224), images[shown - 1].permute(1, 2, 0).numpy())
+
+
+def test_the_budget_counts_each_channel_tile_and_keeps_one_image_however_large() -> None:
+    # Four channels are four tiles an image: 128 px images of four channels fit sixteen to a grid.
+    assert input_grid(_batch(4, count=64, size=128)).shape == (8 * 129 + 1, 8 * 129 + 1)
+    assert input_grid(_batch(1, count=2, size=1100)).shape == (1100, 1100)  # one image: no border
+
+
+def _row_name_bands(picture) -> int:
+    """How many separate bands of ink the row names make, left of a grid whose diagonal is its only
+    coloured cells (white elsewhere, names in grey)."""
+    pixels = numpy.asarray(picture).astype(int)
+    blue = numpy.argwhere(pixels[..., 2] - pixels[..., 0] > 40)
+    (top, left), bottom = blue.min(axis=0), blue[:, 0].max() + 1
+    # From the top of the grid, past the title and the axis note, to its bottom, before the
+    # column names begin.
+    region = pixels[top - 2 : bottom + 2, :left, 0] < 128
+    inked = region.any(axis=1)
+    return int((inked[1:] & ~inked[:-1]).sum() + inked[0])
+
+
+@pytest.mark.parametrize("classes", [10, 100, 200, 1000])
+def test_the_confusion_picture_stays_about_a_screen_and_thins_names_taller_than_their_rows(
+    classes: int,
+) -> None:
+    # Cells of at least 6 px drew 1000 classes 6094 px wide (1.2 s and 1.4 MB each validation), and
+    # names 8 px tall in rows narrower than that ran into one another; up to 100 classes each row is
+    # named, as before.
+    names = [f"H{i}" for i in range(classes)]
+    picture = labelled_confusion_image(torch.eye(classes, dtype=torch.long), names)
+    assert max(picture.size) < 1200
+    bands = _row_name_bands(picture)
+    assert bands == classes if classes <= 100 else classes // 10 <= bands < classes
 
 
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 3)], ids=["grey", "rgb"])
