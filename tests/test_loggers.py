@@ -109,3 +109,57 @@ def test_a_fine_tune_from_a_checkpoint_names_its_network_in_the_hparams_tab(tmp_
     events.Reload()
     start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert b"model.name" in start and b"lenet5" in start and b"src.ckpt" in start
+
+
+def _experiment_the_hparams_tab_shows(logdir: Path):
+    """The table TensorBoard's HPARAMS dashboard is served for `tensorboard --logdir logdir`."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    tensorboard = backend_context.Context(base_plugin.TBContext(logdir=str(logdir), data_provider=provider))
+    request = api_pb2.GetExperimentRequest(experiment_name="", hparams_limit=1000)
+    return get_experiment.Handler(context.RequestContext(), tensorboard, "", request).run()
+
+
+def test_the_hparams_tab_shows_first_what_differs_between_the_runs_it_compares(tmp_path: Path) -> None:
+    # Two points of an optimizer.lr sweep and a fine-tune, as `tensorboard --logdir runs` reads them.
+    # Each run wrote an experiment summary of its own settings, none of them marked as differing,
+    # and TensorBoard took the first it found: the dashboard's five default columns were callbacks.*.
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from zoo.training.outputs import log_final_hparams
+
+    from .conftest import compose_config
+
+    built = {"name": "lenet5", "num_classes": 10, "in_chans": 1, "small_input": True, "dropout": 0.0}
+    runs = {
+        "train/multirun/0": ("train", "optimizer.lr=0.01"),
+        "train/multirun/1": ("train", "optimizer.lr=0.02"),
+        "finetune/0": ("finetune", f"ckpt_path={tmp_path}/train/multirun/0/checkpoints/best.ckpt"),
+    }
+    for folder, (script, override) in runs.items():
+        run_dir = tmp_path / folder
+        # The same length for both scripts (finetune.yaml trains 10 epochs by default, train.yaml 3).
+        overrides = (override, "trainer.max_epochs=2", f"paths.output_dir={run_dir}")
+        cfg = compose_config(*overrides, config_name=script)
+        logger = TensorBoardLogger(str(run_dir), name="tensorboard", version="")
+        logger.log_metrics({"test/acc": 0.5}, step=20)
+        log_final_hparams(SimpleNamespace(loggers=[logger], global_step=20), cfg, {"test/acc": 0.5}, built)
+
+    experiment = _experiment_the_hparams_tab_shows(tmp_path)
+    differing = [info.name for info in experiment.hparam_infos if info.differs]
+    # The folders each run names (its checkpoints', its logger's) differ in every run, and a train.py
+    # config's null class count differed from a fine-tune's built one: neither takes a column.
+    assert sorted(differing) == ["ckpt_path", "optimizer.lr", "task_name"]
+    # The dashboard shows the first five columns, those that differ come first.
+    assert {info.name for info in experiment.hparam_infos[:5]} >= set(differing)
+    assert "finetune.head" in {info.name for info in experiment.hparam_infos}  # every run's settings
+    assert "test/acc" in {info.name.tag for info in experiment.metric_infos}

@@ -936,6 +936,19 @@ def test_a_resumed_run_logs_on_in_its_tensorboard_run_without_repeating_a_step(t
     assert [event.step for event in events.Images("train/inputs")] == [0]
 
 
+def test_a_run_continued_in_a_new_folder_shows_its_inputs_in_its_tensorboard_run(tmp_path: Path) -> None:
+    # A finished run's last.ckpt trains on in a new folder: a TensorBoard run of its own, which had
+    # no grid of inputs (it began past step 0, as a run resumed in place does).
+    overrides = ("trainer.accelerator=cpu", "trainer.limit_train_batches=4", "scheduler=none")
+    _fit_in_process(tmp_path / "first", (*overrides, "trainer.max_epochs=1"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    _fit_in_process(tmp_path / "next", (*overrides, "trainer.max_epochs=2"), resume=last)
+
+    events = EventAccumulator(str(tmp_path / "next" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert [event.step for event in events.Images("train/inputs")] == [4]
+
+
 def _csv_steps(metrics_csv: Path, column: str) -> list[int]:
     with metrics_csv.open(newline="") as file:
         return [int(row["step"]) for row in csv.DictReader(file) if row.get(column)]

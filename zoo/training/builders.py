@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from ..data import DataSpec, ImageDataModule
 from ..models import UnknownModelError, list_models, model_entrypoint
 from ..models._input_size import smallest_image_size, wants_small_input, why_not_at
-from .callbacks import EpochSummary, TerminalProgressBar
+from .callbacks import EpochSummary, TensorBoardImages, TerminalProgressBar
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import keep_collectives_out_of_the_sigterm_handler, use_job_scoped_child_commands
 from .errors import UserError, in_one_line
@@ -306,6 +306,17 @@ def build_loggers(cfg: DictConfig, resumed_step: int | None = None) -> list:
     return loggers
 
 
+def _tell_a_new_tensorboard_run(callbacks: list[pl.Callback], loggers: list) -> None:
+    """Tells TensorBoardImages that a resumed run's TensorBoard folder holds no events yet (a finished
+    run's checkpoint continued in a folder of its own). Otherwise it takes a run past step 0 for one
+    resumed in place, whose first step logged the grid of inputs, and logs none."""
+    folders = [logger.log_dir for logger in loggers if isinstance(logger, TensorBoardLogger)]
+    if folders and not any(_holds_events(folder) for folder in folders):
+        for callback in callbacks:
+            if isinstance(callback, TensorBoardImages):
+                callback.new_tensorboard_run = True
+
+
 def _check_writer_settings(node: Any) -> None:
     """The keys of a TensorBoardLogger section that it passes on to SummaryWriter, bound to the
     writer's signature as opening it would."""
@@ -344,6 +355,8 @@ def build_trainer(cfg: DictConfig, resumed_step: int | None = None, **overrides:
     prepare_host(cfg)
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg, resumed_step)
+    if resumed_step is not None:
+        _tell_a_new_tensorboard_run(callbacks, loggers)
     if not loggers:
         # Learning rates are logged to a logger; with none configured there is nowhere to send them.
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -274,6 +274,9 @@ class TensorBoardImages(pl.Callback):
     def __init__(self, grid_images: int = 64) -> None:
         self.grid_images = grid_images
         self._grid_logged = False
+        # Whether a resumed run starts a TensorBoard run of its own (build_trainer says so): one
+        # continued from another run's checkpoint into a new folder holds no grid yet.
+        self.new_tensorboard_run = False
 
     @staticmethod
     def _writer(trainer: pl.Trainer):
@@ -289,8 +292,9 @@ class TensorBoardImages(pl.Callback):
         return trainer.fit_loop.epoch_loop._batches_that_stepped
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        # A resumed run already holds its grid.
-        if self._grid_logged or not trainer.is_global_zero or trainer.global_step > 0:
+        # A run resumed in its own folder already holds its grid.
+        resumed_in_place = trainer.global_step > 0 and not self.new_tensorboard_run
+        if self._grid_logged or not trainer.is_global_zero or resumed_in_place:
             return
         self._grid_logged = True
         writer = self._writer(trainer)

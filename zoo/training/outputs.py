@@ -52,17 +52,37 @@ def log_final_hparams(
     The tab reads each metric's value from the run's scalars of that name, which the test loop has
     already written at the last step. Lightning's log_hyperparams would write them once more at step
     0, drawing every test curve back to the start, so the summaries are written here directly.
-    `model`: as for recorded_settings."""
+
+    No experiment summary is written beside the run's own two: TensorBoard took the table's columns
+    from the first run it found with one, and a run cannot say which settings differ from the other
+    runs', so the tab's five default columns were the alphabetically first settings (callbacks.*),
+    never a sweep's optimizer.lr. Without one, TensorBoard builds the table from every run's settings,
+    those that differ first, with metrics from the runs' scalars. `model`: the network as built."""
+    settings = recorded_settings(cfg)
+    if model is not None:
+        # The network as built. A fine-tune from a run checkpoint has no model in its config; a train.py
+        # config leaves its class and channel counts to the data (null), which the tab showed as None
+        # beside a fine-tune's numbers, a difference that took columns of the table.
+        settings["model"] = {**(settings.get("model") or {}), **model}
+    run_dir = OmegaConf.select(cfg, "paths.output_dir")
     params = {
         name: value if isinstance(value, (bool, int, float, str)) else str(value)
-        for name, value in _flatten(recorded_settings(cfg, model)).items()
+        for name, value in _flatten(settings).items()
+        # Those naming the run's own folder (its checkpoints', its loggers'), which differ in every run:
+        # they took the table's first columns, and the row's run name already says the folder.
+        if not (run_dir and _names_a_path_in(value, str(run_dir)))
     }
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment._get_file_writer()
-            for summary in hparams(params, dict(metrics)):
+            _, session_start, session_end = hparams(params, dict(metrics))
+            for summary in (session_start, session_end):
                 writer.add_summary(summary, trainer.global_step)
             logger.finalize("success")
+
+
+def _names_a_path_in(value: object, folder: str) -> bool:
+    return isinstance(value, str) and (value == folder or value.startswith(folder.rstrip("/") + "/"))
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict:
