@@ -9,6 +9,7 @@ from zoo.training.cli import ctrl_c_ends_the_imports, precheck, run_hydra_main
 
 precheck("evaluate")
 
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
@@ -39,7 +40,8 @@ def evaluate(cfg: DictConfig) -> dict:
     module = module_from_checkpoint(checkpoint)
     hparams = checkpoint["hyper_parameters"]
 
-    datamodule = builders.instantiate_section(evaluation.data_config(cfg, hparams.get("data_config")), "data")
+    data_config = evaluation.data_config(cfg, hparams.get("data_config"))
+    datamodule = builders.instantiate_section(data_config, "data")
     datamodule.setup("test")
     note = evaluation.check_data_fits(datamodule.spec, hparams["data"])
     if note:
@@ -55,8 +57,12 @@ def evaluate(cfg: DictConfig) -> dict:
     batches = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     logits, targets = evaluation.predict(module, batches, device)
     report = evaluation.classification_report(logits, targets, class_names)
-    report["ckpt_path"] = str(cfg.ckpt_path)
+    # What was scored, in full: a path relative to where the command ran, or last.ckpt alone (saved
+    # again as training goes on), does not tell two reports' checkpoints apart.
+    report["ckpt_path"] = os.path.abspath(cfg.ckpt_path)
+    report["ckpt_step"] = checkpoint.get("global_step")
     report["split"] = cfg.split
+    report["data"] = builders.recorded_data_config(data_config)
 
     run_dir = Path(cfg.paths.output_dir)
     named = {f"{cfg.split}/{key}": report[key] for key in ("acc", "acc_top5", "loss") if key in report}
@@ -64,6 +70,7 @@ def evaluate(cfg: DictConfig) -> dict:
     evaluation.save_confusion_png(report["confusion_matrix"], class_names, run_dir / "confusion_matrix.png")
     if cfg.tensorboard:
         evaluation.write_tensorboard(report, cfg.split, run_dir / "tensorboard")
+    say(evaluation.describe(report))
     say(evaluation.format_table(report))
     top5 = f"  {cfg.split}/acc_top5={report['acc_top5']:.4f}" if "acc_top5" in report else ""
     say(

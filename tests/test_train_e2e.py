@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from zoo.data import DataSpec
-from zoo.training import builders
+from zoo.training import builders, evaluation
 from zoo.training.callbacks import BestCheckpoint, confusion_rates
 from zoo.training.fit import start_run
 from zoo.training.module import ImageClassifier
@@ -181,7 +181,15 @@ def test_evaluate_reproduces_the_test_accuracy(
     assert abs(events.Scalars("test/acc")[0].value - report["test/acc"]) < 1e-6
     assert {"test/acc_top5", "test/loss"} <= set(events.Tags()["scalars"])
     assert len(events.Images("test/confusion_matrix")) == 1
-    assert "test/per_class/text_summary" in events.Tags()["tensors"]
+    # Which checkpoint, at which step, and which data: nothing in the TensorBoard run said so, and
+    # last.ckpt's path alone names a file that training saves again.
+    assert report["ckpt_step"] == torch.load(best, weights_only=True)["global_step"]
+    assert report["data"]["_target_"] == "zoo.data.DigitsDataModule"
+    (text,) = events.Tensors("test/per_class/text_summary")
+    shown = text.tensor_proto.string_val[0].decode()
+    step = report["ckpt_step"]
+    assert f"checkpoint {best} (step {step}), test split of DigitsDataModule: 360 images" in shown
+    assert evaluation.describe(report) in result.stdout
 
 
 def test_last_line_names_run_dir_and_accuracy(tmp_path: Path) -> None:
@@ -335,12 +343,19 @@ def test_auxiliary_losses_join_the_training_loss_at_their_weight() -> None:
 
 # Guards evaluate.py's split=val: it evaluates the validation images, not the test images again.
 def test_evaluate_on_the_validation_split(trained_run: Path, tmp_path: Path) -> None:
-    best = trained_run / "checkpoints" / "best.ckpt"
     run_script(
-        "evaluate.py", f"ckpt_path={best}", "split=val", "tensorboard=false", f"hydra.run.dir={tmp_path}"
+        "evaluate.py",
+        "ckpt_path=checkpoints/best.ckpt",
+        "split=val",
+        "tensorboard=false",
+        f"hydra.run.dir={tmp_path}",
+        cwd=trained_run,
     )
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["split"] == "val" and report["samples"] == 180 and "val/acc" in report
+    # A path relative to where the command ran named no file to a reader elsewhere.
+    recorded = Path(report["ckpt_path"])
+    assert recorded.is_absolute() and recorded.samefile(trained_run / "checkpoints" / "best.ckpt")
 
 
 class _ScriptedValidationLoss(pl.Callback):

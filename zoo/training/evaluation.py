@@ -134,18 +134,51 @@ def classification_report(logits: torch.Tensor, targets: torch.Tensor, class_nam
     }
     if n > 5:
         report["acc_top5"] = float(multiclass_accuracy(logits, targets, n, top_k=5, average="micro"))
+    report["averages"] = {
+        average: _averaged(logits, targets, n, average) for average in ("macro", "weighted")
+    }
     return report
 
 
+def _averaged(logits: torch.Tensor, targets: torch.Tensor, n: int, average: str) -> dict:
+    """Precision, recall and F1 averaged over the classes as scikit-learn's classification_report
+    averages them. "macro" leaves out a class neither in the split nor ever predicted (torchmetrics
+    does, as does scikit-learn given no class list): it has no precision or recall, and counting them
+    as 0 held every checkpoint's macro F1 below (n-1)/n on a split that lacks a class. "weighted"
+    weights each class by its support."""
+    return {
+        "precision": float(multiclass_precision(logits, targets, n, average=average, zero_division=0)),
+        "recall": float(multiclass_recall(logits, targets, n, average=average, zero_division=0)),
+        "f1": float(multiclass_f1_score(logits, targets, n, average=average, zero_division=0)),
+        "support": int(len(targets)),
+    }
+
+
 def format_table(report: dict) -> str:
-    width = max(8, *(len(name) for name in report["class_names"]))
-    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
-    for name, row in report["per_class"].items():
-        lines.append(
+    averages = {f"{average} avg": row for average, row in report["averages"].items()}
+    width = max(8, *(len(name) for name in [*report["class_names"], *averages]))
+
+    def line(name: str, row: dict) -> str:
+        return (
             f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
             f"  {row['support']:7d}"
         )
-    return "\n".join(lines)
+
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    lines += [line(name, row) for name, row in report["per_class"].items()]
+    return "\n".join([*lines, "", *(line(name, row) for name, row in averages.items())])
+
+
+def describe(report: dict) -> str:
+    """Which checkpoint was scored on what, for a report read apart from the command that made it: two
+    evaluations of last.ckpt differ by the step it was saved at."""
+    data = report["data"]
+    name = str(data.get("_target_", "data")).rsplit(".", 1)[-1]
+    where = f" at {data['root']}" if data.get("root") else ""
+    return (
+        f"checkpoint {report['ckpt_path']} (step {report['ckpt_step']}), {report['split']} split of "
+        f"{name}{where}: {report['samples']} images"
+    )
 
 
 def write_tensorboard(report: dict, split: str, folder: Path) -> None:
@@ -160,9 +193,10 @@ def write_tensorboard(report: dict, split: str, folder: Path) -> None:
                 writer.add_scalar(f"{split}/{key}", report[key], 0)
         picture = labelled_confusion_image(report["confusion_matrix"], report["class_names"])
         add_picture(writer, f"{split}/confusion_matrix", numpy.asarray(picture), 0)
-        # Indented four spaces: TensorBoard renders text as Markdown, and this keeps the columns.
-        table = "\n".join(f"    {line}" for line in format_table(report).splitlines())
-        writer.add_text(f"{split}/per_class", table, 0)
+        # Indented four spaces: TensorBoard renders text as Markdown, and this keeps the columns (and
+        # a path's underscores). The line above the table is all the run says of which checkpoint it scored.
+        lines = [describe(report), "", *format_table(report).splitlines()]
+        writer.add_text(f"{split}/per_class", "\n".join(f"    {line}" for line in lines), 0)
 
 
 def save_confusion_png(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
