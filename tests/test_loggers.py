@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from zoo.training.loggers import ResumableCSVLogger
 
 
@@ -163,3 +165,33 @@ def test_the_hparams_tab_shows_first_what_differs_between_the_runs_it_compares(t
     assert {info.name for info in experiment.hparam_infos[:5]} >= set(differing)
     assert "finetune.head" in {info.name for info in experiment.hparam_infos}  # every run's settings
     assert "test/acc" in {info.name.tag for info in experiment.metric_infos}
+
+
+@pytest.mark.parametrize("end", ["", "/"], ids=["folder", "folder-with-slash"])
+def test_the_hparams_tab_leaves_out_only_the_settings_in_its_runs_folder(tmp_path: Path, end: str) -> None:
+    # A fine-tune in runs/ft of the network trained in runs/ft_base: its source begins with the name
+    # of its own folder, and is still the setting that tells fine-tunes apart.
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from zoo.training.outputs import log_final_hparams
+
+    run_dir = tmp_path / "runs" / "ft"
+    cfg = OmegaConf.create(
+        {
+            "paths": {"output_dir": f"{run_dir}{end}"},
+            "callbacks": {"model_checkpoint": {"dirpath": f"{run_dir}/checkpoints"}},
+            "ckpt_path": f"{run_dir}_base/checkpoints/best.ckpt",
+        }
+    )
+    logger = TensorBoardLogger(str(run_dir), name="tensorboard", version="")
+    log_final_hparams(SimpleNamespace(loggers=[logger], global_step=4), cfg, {"test/acc": 0.5})
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    shown = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert set(shown) == {"ckpt_path"}

@@ -4,14 +4,17 @@ that carries them; the confusion matrix's size and names as the classes grow."""
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
+from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from zoo.training.callbacks import TensorBoardImages
 from zoo.training.evaluation import labelled_confusion_image
 from zoo.training.pictures import GRID_PIXELS, add_picture, input_grid, png_summary
 
@@ -53,8 +56,10 @@ def test_each_channel_of_other_images_is_a_grey_tile_of_its_own(channels: int) -
         assert numpy.array_equal(_tile(grid, index, 5), expected)
 
 
-def test_float_images_in_zero_to_one_become_the_nearest_eight_bit_value() -> None:
-    image = torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1, 0.2]).reshape(1, 1, 2, 3)
+# Float images of any precision, not float32 alone.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_float_images_in_zero_to_one_become_the_nearest_eight_bit_value(dtype: torch.dtype) -> None:
+    image = torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1, 0.2], dtype=dtype).reshape(1, 1, 2, 3)
     grid = input_grid(torch.cat([image, image]))
     assert grid[1:3, 1:4].tolist() == [[0, 128, 255], [255, 0, 51]]
 
@@ -101,6 +106,31 @@ def test_the_confusion_picture_stays_about_a_screen_and_thins_names_taller_than_
     assert bands == classes if classes <= 100 else classes // 10 <= bands < classes
 
 
+@pytest.mark.parametrize("classes", [100, 150, 250, 1000])
+def test_the_confusion_picture_names_every_nth_class_from_the_first_and_says_so(
+    classes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Which texts the picture draws: row and column names, the title and the note under it.
+    drawn = []
+    draw_text = ImageDraw.ImageDraw.text
+
+    def recording(self, xy, text, *args, **kwargs):
+        drawn.append(text)
+        return draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", recording)
+    names = [f"H{i}" for i in range(classes)]
+    picture = labelled_confusion_image(torch.eye(classes, dtype=torch.long), names)
+    named = sorted({int(text[1:]) for text in drawn if text in names})
+    step = named[1] - named[0]
+    assert named == list(range(0, classes, step))
+    (note,) = (text for text in drawn if text.startswith("rows:"))
+    # A picture that leaves names out says so, and one that names every class says nothing of it.
+    assert note.endswith(f"; one class in {step} named") if step > 1 else "named" not in note
+    # Each name clear of the next: a band of ink of its own.
+    assert _row_name_bands(picture) == len(named)
+
+
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 3)], ids=["grey", "rgb"])
 def test_the_png_carries_the_pixels_and_their_colour_space(shape: tuple[int, ...]) -> None:
     pixels = numpy.random.default_rng(0).integers(0, 256, shape, dtype=numpy.uint8)
@@ -121,3 +151,41 @@ def test_a_picture_reaches_the_event_file_at_its_step(tmp_path) -> None:
     (logged,) = events.Images("train/inputs")
     assert logged.step == 42
     assert numpy.array_equal(numpy.asarray(Image.open(io.BytesIO(logged.encoded_image_string))), pixels)
+
+
+def _first_batch_logged(tmp_path, callback: TensorBoardImages, is_global_zero: bool = True):
+    """What TensorBoard holds once `callback` has seen a run's first training batch, `_batch(1)`."""
+    logger = TensorBoardLogger(str(tmp_path), name="", version="")
+    trainer = SimpleNamespace(
+        loggers=[logger],
+        is_global_zero=is_global_zero,
+        global_step=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)),
+    )
+    callback.on_train_batch_start(trainer, None, (_batch(1), torch.zeros(10)), 0)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    return events
+
+
+def test_the_grid_shows_no_more_than_the_callbacks_grid_images(tmp_path) -> None:
+    events = _first_batch_logged(tmp_path, TensorBoardImages(grid_images=3))
+    (logged,) = events.Images("train/inputs")
+    shown = numpy.asarray(Image.open(io.BytesIO(logged.encoded_image_string)))
+    assert numpy.array_equal(shown, input_grid(_batch(1)[:3]))
+
+
+def test_only_the_first_process_logs_the_grid(tmp_path) -> None:
+    # Another process's logger is Lightning's stand-in, whose file writer is None: a grid logged there
+    # would fail the run, and would be the first process's grid again.
+    events = _first_batch_logged(tmp_path, TensorBoardImages(), is_global_zero=False)
+    assert events.Tags()["images"] == []
+
+
+def test_a_picture_for_lightnings_stand_in_writer_is_dropped_quietly() -> None:
+    # Processes other than the first get Lightning's stand-in experiment, whose file writer is None;
+    # add_image wrote nothing there, and add_picture must not fail there either.
+    from lightning_fabric.loggers.logger import _DummyExperiment
+
+    add_picture(_DummyExperiment(), "train/inputs", input_grid(_batch(1)), 0)

@@ -65,5 +65,8 @@ def png_summary(tag: str, pixels: numpy.ndarray) -> Summary:
 
 def add_picture(writer, tag: str, pixels: numpy.ndarray, step: int) -> None:
     """`writer.add_image` for 8-bit pixels, kept in their own colour space and compressed fast.
-    `writer`: a torch SummaryWriter."""
-    writer._get_file_writer().add_summary(png_summary(tag, pixels), step)
+    `writer`: a torch SummaryWriter, or the stand-in Lightning gives processes other than the first,
+    whose file writer is None: nothing is written there, as add_image writes nothing."""
+    file_writer = writer._get_file_writer()
+    if file_writer is not None:
+        file_writer.add_summary(png_summary(tag, pixels), step)
