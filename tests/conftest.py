@@ -21,6 +21,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def event_files_numbered_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorBoard names an event file by the second, the process id and a count of the files the
+    process has opened, and reads a folder's files in name order: within one second a count of 10
+    sorts before 9. A test worker that had opened many writers read a resumed run's files out of
+    order (its validation loss at steps [7, 3]). Each test counts afresh, as train.py's process does."""
+    from tensorboard.summary.writer import event_file_writer
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(0))
+
+
 def compose_config(*overrides: str, config_name: str = "train"):
     """The config an entry point (train.py by default) composes from these command-line overrides."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
