@@ -532,7 +532,7 @@ def test_a_bad_override_on_the_command_line_is_one_error_line(tmp_path: Path) ->
         (
             "experiment=null",
             "train",
-            "null is its default already, so leave experiment= out (known: resnet18",
+            "null is its default already, so leave experiment= out (known: densenet121_cifar100",
         ),
         ("model=null", "finetune", "null is its default already, so leave model= out"),
         ("data=null", "evaluate", "null is its default already, so leave data= out (known: cifar10"),
@@ -600,6 +600,11 @@ def test_a_config_group_set_to_null_on_the_command_line_is_one_error_line(tmp_pa
         ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be an integer >= 1"),
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be a number >= 0, got -1"),
         ("scheduler.factory.step_size=0", "scheduler.factory.step_size must be an integer >= 1, got 0"),
+        # Not a traceback: the rate silently never dropped at the milestone that is not a number.
+        (
+            "scheduler.factory.milestones=[60,sixty]",
+            "scheduler.factory.milestones must be a list of integers >= 1 (epochs; steps with",
+        ),
         ("data.split_seed=-1", "data.split_seed must be an integer from 0 to 4294967295, got -1"),
         (
             "trainer.val_check_interval=0",
@@ -655,6 +660,7 @@ def test_settings_that_fail_only_once_training_runs_are_refused_up_front(
     edge |= {
         "trainer.gradient_clip_val": "trainer.gradient_clip_val=0",
         "scheduler.factory.step_size": "scheduler.factory.step_size=1",
+        "scheduler.factory.milestones": "scheduler.factory.milestones=[1,60]",
         "scheduler.factory.gamma": "scheduler.factory.gamma=0.5",
         "scheduler.factory.eta_min": "scheduler.factory.eta_min=0",
         "trainer.max_time": "trainer.max_time=00:00:00:03",
@@ -700,6 +706,8 @@ def test_image_folder_statistics_must_be_numbers(
 def _scheduler_with(override: str) -> str:
     if "max_lr" in override:
         return "scheduler=onecycle"
+    if "milestones" in override:
+        return "scheduler=multistep"
     return "scheduler=cosine" if "eta_min" in override else "scheduler=step"
 
 

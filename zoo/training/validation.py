@@ -38,6 +38,10 @@ def _positive_integer(value: Any) -> bool:
     return is_integer(value) and value >= 1
 
 
+def _milestones(value: Any) -> bool:
+    return isinstance(value, (list, tuple, ListConfig)) and all(_positive_integer(v) for v in value)
+
+
 def _seed(value: Any) -> bool:
     """The range numpy's generator takes (Lightning's seed_everything and scikit-learn's splits)."""
     return is_integer(value) and 0 <= value < 2**32
@@ -100,6 +104,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     # Lightning skips clipping for a value <= 0, so a negative one would silently clip nothing.
     ("trainer.gradient_clip_val", lambda v: v is None or (is_number(v) and v >= 0), "a number >= 0"),
     ("scheduler.factory.step_size", _positive_integer, "an integer >= 1"),
+    # MultiStepLR takes any list, and a milestone that is not an epoch number is never reached.
+    (
+        "scheduler.factory.milestones",
+        _milestones,
+        "a list of integers >= 1 (epochs; steps with scheduler.interval=step)",
+    ),
     # Used only at a later step (gamma at the first decay, eta_min after the first epoch), so a
     # trial build of the schedule cannot catch them.
     ("scheduler.factory.gamma", lambda v: is_number(v) and v > 0, "a number > 0"),
