@@ -16,6 +16,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from zoo.training.errors import UserError, user_errors  # noqa: E402
+from zoo.training.run_dir_guard import no_folder_left_by_a_refusal  # noqa: E402
 from zoo.training.run_dirs import check_weights_file  # noqa: E402
 from zoo.training.runlog import library_logs_in_run_file, say  # noqa: E402
 from zoo.training.validation import validate_config  # noqa: E402
@@ -82,7 +83,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    with user_errors(), library_logs_in_run_file():
+    # A refusal (no checkpoint, another file, data of other classes) comes before the report's files.
+    with no_folder_left_by_a_refusal(), user_errors(), library_logs_in_run_file():
         evaluate(cfg)
 
 

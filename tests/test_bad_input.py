@@ -289,6 +289,53 @@ def test_evaluate_on_a_missing_file(tmp_path: Path) -> None:
     _assert_one_clear_line(result, "does not exist")
 
 
+# Refused inside its job, an evaluation left runs/evaluate/<time>/ holding only .hydra/ and
+# evaluate.log; a folder that existed before the command stays, even with nothing else in it.
+@pytest.mark.parametrize(
+    ("refusal", "needle"),
+    [
+        ("no-checkpoint", "ckpt_path is required"),
+        ("not-a-checkpoint", "bogus.ckpt is not a PyTorch checkpoint"),
+        ("other-classes", "but the checkpoint was trained on"),
+    ],
+)
+def test_a_refused_evaluation_leaves_no_new_folder(
+    trained_run: Path, tmp_path: Path, refusal: str, needle: str
+) -> None:
+    bogus = _bogus_checkpoint(tmp_path, "text")
+    given = {
+        "no-checkpoint": [],
+        "not-a-checkpoint": [f"ckpt_path={bogus}"],
+        "other-classes": [
+            f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+            "data=synthetic",
+            "data.num_classes=3",
+            "data.num_samples=8",
+        ],
+    }[refusal]
+    result = run_script("evaluate.py", *given, check=False, cwd=tmp_path)  # into runs/evaluate/<time>/
+    assert result.returncode == 2
+    _assert_one_clear_line(result, needle)
+    assert sorted(tmp_path.iterdir()) == [bogus]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    result = run_script("evaluate.py", *given, f"hydra.run.dir={existing}", check=False, cwd=tmp_path)
+    assert result.returncode == 2
+    assert sorted(path.name for path in existing.iterdir()) == [".hydra", "evaluate.log"]
+
+
+def test_an_evaluation_keeps_the_folder_it_made(trained_run: Path, tmp_path: Path) -> None:
+    run_script("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", cwd=tmp_path)
+    (run_dir,) = (tmp_path / "runs" / "evaluate").iterdir()
+    assert sorted(path.name for path in run_dir.iterdir()) == [
+        ".hydra",
+        "confusion_matrix.png",
+        "evaluate.log",
+        "metrics.json",
+        "tensorboard",
+    ]
+
+
 # Checked before any checkpoint is read (the file named here is empty, unreadable): evaluate.py's
 # own settings, and a data set named with data=, which meets the training rules.
 @pytest.mark.parametrize(

@@ -207,10 +207,11 @@ def _remove_the_folder_made_here() -> None:
 
 @contextlib.contextmanager
 def no_folder_left_by_a_refusal() -> Iterator[None]:
-    """A job refused with a user error (its settings, its source, its data) before it trained leaves
-    no run folder: Hydra made it, with .hydra/ and the log, before the job's checks could run; the
-    trainer may have begun a TensorBoard event file. Only a folder this command made goes, never
-    one that existed before it or holds a checkpoint. Wraps the entry point's user_errors()."""
+    """A job refused with a user error (its settings, its source, its data) before it trained, or
+    before evaluate.py wrote its report, leaves no run folder: Hydra made it, with .hydra/ and the
+    log, before the job's checks could run; the trainer may have begun a TensorBoard event file.
+    Only a folder this command made goes, never one that existed before it or holds a checkpoint.
+    Wraps the entry point's user_errors()."""
     try:
         yield
     except SystemExit as stop:
