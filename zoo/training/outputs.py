@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -82,7 +82,7 @@ def log_final_hparams(
 
 
 def _names_a_path_in(value: object, folder: str) -> bool:
-    return isinstance(value, str) and (value == folder or value.startswith(folder.rstrip("/") + "/"))
+    return isinstance(value, str) and PurePath(value).is_relative_to(folder)
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict:
